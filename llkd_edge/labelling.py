@@ -1,0 +1,175 @@
+"""The ``label`` stage: texts -> teacher -> label store, resumable, with a summary.
+
+Everything is validated (data, labels, gold labels, model file) before the store is written, so a bad
+input never touches finished work. Rows are committed every ``commit_every`` texts: a killed run loses
+at most that batch, and a re-run labels only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from .config import LabelRunConfig, LabelSet
+from .data import Dataset, read_dataset
+from .errors import LabelSpecError, UserError
+from .metrics import classification_scores
+from .store import LabelRow, LabelStore, export_rows, text_hash
+
+
+@dataclass
+class LabelSummary:
+    """What a ``label`` run did; ``--json`` prints this."""
+
+    data: str
+    store: str
+    teacher: str
+    teacher_sha256: str
+    config_hash: str
+    labels: list[str]
+    total: int  # rows read (after --limit)
+    labelled: int  # texts the teacher evaluated in this run
+    cached: int  # texts found in the store already
+    skipped: int  # empty or whitespace-only texts
+    duplicates: int  # repeats of a text earlier in the input (labelled once)
+    seconds: float
+    texts_per_second: float | None
+    label_counts: dict[str, int]
+    mean_confidence: float | None
+    mean_label_mass: float | None
+    truncated: int
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    majority_rate: float | None = None
+    gold_count: int = 0
+    out: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_labels(spec: str | None, dataset: Dataset) -> LabelSet:
+    if spec:
+        return LabelSet.parse(spec)
+    if dataset.labels:
+        return LabelSet.parse(dataset.labels)
+    raise LabelSpecError("no label set: pass --labels a,b,c (or name=verbaliser pairs, or a labels file)")
+
+
+def check_gold(gold: list[str] | None, labels: LabelSet, source: str) -> None:
+    if gold is None:
+        return
+    unknown = sorted({g for g in gold if g and g not in labels.names})
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise LabelSpecError(f"{source}: gold labels not in the label set: {shown} (labels: {', '.join(labels.names)})")
+
+
+def label_texts(
+    config: LabelRunConfig, teacher_factory=None, progress: bool = True
+) -> LabelSummary:
+    """Run the label stage described by ``config`` and return its summary.
+
+    ``teacher_factory(scoring, teacher_config) -> Teacher`` exists for callers that keep a loaded teacher
+    around (tests, benchmarks); by default the model is resolved and loaded here.
+    """
+    started = time.perf_counter()
+    dataset = read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
+    check_gold(dataset.gold, config.scoring.labels, dataset.name)
+
+    # Unique non-empty texts, in input order; gold labels are kept per text for scoring.
+    order: list[str] = []
+    first: dict[str, int] = {}
+    skipped = 0
+    for i, text in enumerate(dataset.texts):
+        if not text.strip():
+            skipped += 1
+            continue
+        h = text_hash(text)
+        if h not in first:
+            first[h] = i
+            order.append(h)
+    duplicates = len(dataset.texts) - skipped - len(order)
+    if not order:
+        raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")
+
+    teacher = (teacher_factory or _load_teacher)(config.scoring, config.teacher)
+    key = teacher.key
+    with LabelStore(config.store) as store:
+        cached = store.cached(key, order)
+        todo = [h for h in order if h not in cached]
+        if todo:
+            store.register(key, teacher.model.name, config.scoring.labels.names, teacher.details)
+        label_started = time.perf_counter()
+        bar = tqdm(total=len(todo), unit="text", desc="labelling", disable=not progress or not todo, dynamic_ncols=True)
+        if cached and progress:
+            tqdm.write(f"{len(cached)} of {len(order)} texts already in {config.store}; labelling {len(todo)}")
+        try:
+            for start in range(0, len(todo), config.commit_every):
+                batch = [dataset.texts[first[h]] for h in todo[start : start + config.commit_every]]
+                store.add(key, teacher.score(batch))
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        label_seconds = time.perf_counter() - label_started
+        rows = store.rows(key, order)
+
+    ordered = [rows[h] for h in order]
+    summary = _summarise(config, dataset, teacher, ordered, order, first, cached, todo, skipped, duplicates)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.texts_per_second = round(len(todo) / label_seconds, 2) if todo and label_seconds > 0 else None
+    if config.out:
+        gold = [dataset.gold[first[h]] for h in order] if dataset.gold is not None else None
+        summary.out = str(export_rows(ordered, config.scoring.labels.names, config.out, gold))
+    return summary
+
+
+def _load_teacher(scoring, teacher_config):
+    from .teacher import Teacher, resolve_model
+
+    return Teacher(resolve_model(teacher_config.model), scoring, teacher_config)
+
+
+def _summarise(config, dataset, teacher, rows: list[LabelRow], order, first, cached, todo, skipped, duplicates):
+    from .teacher import LOW_LABEL_MASS
+
+    labels = config.scoring.labels.names
+    counts = Counter(r.label for r in rows)
+    mean_mass = sum(r.label_mass for r in rows) / len(rows)
+    summary = LabelSummary(
+        data=dataset.name,
+        store=str(config.store),
+        teacher=teacher.model.name,
+        teacher_sha256=teacher.model.sha256,
+        config_hash=teacher.key.config_hash,
+        labels=list(labels),
+        total=len(dataset.texts),
+        labelled=len(todo),
+        cached=len(cached),
+        skipped=skipped,
+        duplicates=duplicates,
+        seconds=0.0,
+        texts_per_second=None,
+        label_counts={name: counts.get(name, 0) for name in labels},
+        mean_confidence=round(sum(r.confidence for r in rows) / len(rows), 4),
+        mean_label_mass=round(mean_mass, 4),
+        truncated=sum(r.truncated for r in rows),
+    )
+    if mean_mass < LOW_LABEL_MASS:
+        summary.warnings.append(
+            f"the teacher put only {mean_mass:.1%} of its next-token probability on the label words: the prompt "
+            "may not fit this model (try --few-shot examples, another --task wording or other verbalisers)"
+        )
+    if dataset.gold is not None:
+        pairs = [(dataset.gold[first[h]], r.label) for h, r in zip(order, rows) if dataset.gold[first[h]]]
+        if pairs:
+            scores = classification_scores([g for g, _ in pairs], [p for _, p in pairs], labels)
+            summary.accuracy = round(scores["accuracy"], 4)
+            summary.macro_f1 = round(scores["macro_f1"], 4)
+            summary.majority_rate = round(scores["majority_rate"], 4)
+            summary.gold_count = scores["n"]
+    return summary

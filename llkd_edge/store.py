@@ -1,0 +1,291 @@
+"""The resumable label store: one sqlite3 file (WAL) holding every teacher distribution ever computed.
+
+A row is keyed by (sha256 of the text, sha256 of the teacher file, hash of the scoring config), so a
+re-run finds its finished work and labels only the rest, and a text is never stored twice for the same
+teacher and prompt. Rows are only ever inserted, never updated or deleted. The schema upgrades itself
+through the numbered migrations below, each recorded in the ``migrations`` table once applied.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import StoreError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_initial",
+        """
+        CREATE TABLE configs (
+            config_hash    TEXT PRIMARY KEY,
+            teacher_sha256 TEXT NOT NULL,
+            teacher_name   TEXT NOT NULL,
+            labels         TEXT NOT NULL,  -- JSON list: the order of every row's probs
+            details        TEXT NOT NULL,  -- JSON: prompt, verbaliser tokens, calibration, versions
+            created_at     TEXT NOT NULL
+        );
+        CREATE TABLE labels (
+            text_hash      TEXT NOT NULL,
+            teacher_sha256 TEXT NOT NULL,
+            config_hash    TEXT NOT NULL REFERENCES configs(config_hash),
+            text           TEXT NOT NULL,
+            probs          TEXT NOT NULL,  -- JSON list of K floats
+            label          TEXT NOT NULL,
+            confidence     REAL NOT NULL,
+            entropy        REAL NOT NULL,
+            label_mass     REAL NOT NULL,  -- raw probability the model put on any label token
+            n_tokens       INTEGER NOT NULL,
+            truncated      INTEGER NOT NULL,
+            created_at     TEXT NOT NULL,
+            PRIMARY KEY (text_hash, teacher_sha256, config_hash)
+        );
+        """,
+    ),
+]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """The teacher's answer for one text. ``probs`` has shape (K,), in the order of the config's labels."""
+
+    text: str
+    probs: tuple[float, ...]
+    label: str
+    confidence: float
+    entropy: float
+    label_mass: float
+    n_tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class ScoringKey:
+    """Which teacher and which prompt/labels produced a row."""
+
+    teacher_sha256: str
+    config_hash: str
+
+
+class LabelStore:
+    """``LabelStore(path)`` opens (creating or upgrading) the store; use it as a context manager."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a folder; --store takes a file path")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable label store ({exc})") from None
+
+    # -------------------------------------------------------------------------------------- schema
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in self._db.execute("SELECT name FROM migrations")}
+        known = {name for name, _ in MIGRATIONS}
+        if done - known:
+            raise StoreError(
+                f"{self.path}: made by a newer llkd-edge (migrations {', '.join(sorted(done - known))}); upgrade"
+            )
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT INTO migrations VALUES (?, ?)", (name, _now()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def applied_migrations(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    # -------------------------------------------------------------------------------------- configs
+    def register(
+        self, key: ScoringKey, teacher_name: str, labels: Sequence[str], details: dict
+    ) -> None:
+        """Record how rows under ``key`` are made (once; an existing record is kept as it is)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO configs VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key.config_hash,
+                key.teacher_sha256,
+                teacher_name,
+                json.dumps(list(labels)),
+                json.dumps(details, sort_keys=True),
+                _now(),
+            ),
+        )
+
+    def config(self, config_hash: str) -> dict | None:
+        row = self._db.execute(
+            "SELECT teacher_sha256, teacher_name, labels, details, created_at FROM configs WHERE config_hash = ?",
+            (config_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "config_hash": config_hash,
+            "teacher_sha256": row[0],
+            "teacher_name": row[1],
+            "labels": json.loads(row[2]),
+            "details": json.loads(row[3]),
+            "created_at": row[4],
+        }
+
+    def configs(self) -> list[dict]:
+        hashes = [row[0] for row in self._db.execute("SELECT config_hash FROM configs ORDER BY created_at")]
+        return [self.config(h) for h in hashes]
+
+    # -------------------------------------------------------------------------------------- rows
+    def cached(self, key: ScoringKey, hashes: Iterable[str]) -> set[str]:
+        """The subset of ``hashes`` (text hashes) already labelled under ``key``."""
+        found: set[str] = set()
+        hashes = list(hashes)
+        for start in range(0, len(hashes), 500):  # stay under sqlite's bound-parameter limit
+            chunk = hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT text_hash FROM labels WHERE teacher_sha256 = ? AND config_hash = ? AND text_hash IN ({marks})",
+                    (key.teacher_sha256, key.config_hash, *chunk),
+                )
+            )
+        return found
+
+    def add(self, key: ScoringKey, rows: Sequence[LabelRow]) -> int:
+        """Insert ``rows`` in one transaction; rows already present are left untouched. Returns rows added."""
+        now = _now()
+        values = [
+            (
+                text_hash(r.text),
+                key.teacher_sha256,
+                key.config_hash,
+                r.text,
+                json.dumps([round(p, 8) for p in r.probs]),
+                r.label,
+                r.confidence,
+                r.entropy,
+                r.label_mass,
+                r.n_tokens,
+                int(r.truncated),
+                now,
+            )
+            for r in rows
+        ]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+            added = self._db.total_changes - before
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return added
+
+    def rows(self, key: ScoringKey, hashes: Iterable[str] | None = None) -> dict[str, LabelRow]:
+        """Rows under ``key`` by text hash (all of them, or those among ``hashes``)."""
+        query = (
+            "SELECT text_hash, text, probs, label, confidence, entropy, label_mass, n_tokens, truncated "
+            "FROM labels WHERE teacher_sha256 = ? AND config_hash = ?"
+        )
+        wanted = None if hashes is None else set(hashes)
+        out = {}
+        for row in self._db.execute(query, (key.teacher_sha256, key.config_hash)):
+            if wanted is not None and row[0] not in wanted:
+                continue
+            out[row[0]] = LabelRow(row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7], bool(row[8]))
+        return out
+
+    def count(self, key: ScoringKey | None = None) -> int:
+        if key is None:
+            return self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+        return self._db.execute(
+            "SELECT COUNT(*) FROM labels WHERE teacher_sha256 = ? AND config_hash = ?",
+            (key.teacher_sha256, key.config_hash),
+        ).fetchone()[0]
+
+    # -------------------------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------ export
+
+EXPORT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def export_rows(rows: Sequence[LabelRow], labels: Sequence[str], path: str | Path, gold: Sequence[str | None] | None = None) -> Path:
+    """Write rows to JSONL, CSV or Parquet (chosen by the extension); the probs become one column per label.
+
+    The file is written next to its target and renamed into place, so a killed export leaves no torn file.
+    """
+    path = Path(path)
+    fmt = EXPORT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise StoreError(f"{path}: unknown output format; use one of {', '.join(sorted(EXPORT_FORMATS))}")
+    records = []
+    for i, r in enumerate(rows):
+        record = {
+            "text": r.text,
+            "label": r.label,
+            "confidence": r.confidence,
+            "entropy": r.entropy,
+            "label_mass": r.label_mass,
+            "truncated": r.truncated,
+        }
+        if gold is not None:
+            record["gold"] = gold[i]
+        records.append((record, dict(zip(labels, r.probs))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "jsonl":
+        with tmp.open("w", encoding="utf-8") as f:
+            for record, probs in records:
+                f.write(json.dumps({**record, "probs": probs}, ensure_ascii=False) + "\n")
+    else:
+        flat = [{**record, **{f"p_{k}": v for k, v in probs.items()}} for record, probs in records]
+        if fmt == "csv":
+            with tmp.open("w", encoding="utf-8", newline="") as f:
+                fields = list(flat[0]) if flat else ["text", "label"]
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(flat)
+        else:
+            import pandas as pd  # only Parquet needs it
+
+            pd.DataFrame(flat).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

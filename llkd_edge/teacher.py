@@ -1,0 +1,474 @@
+"""The GGUF teacher: the only module that imports llama_cpp.
+
+``Teacher.predict_proba(texts) -> (N, K)`` reads, for each text, the model's next-token distribution
+after a prompt that states the task and the labels, and turns it into a distribution over the K labels:
+
+1. log-softmax over the whole vocabulary at the answer position;
+2. a label's raw log-prob is the log of the summed probability of the first tokens of its verbaliser's
+   case/space variants (" sport", "sport", " Sport", "Sport");
+3. normalise over the K labels;
+4. contextual calibration (Zhao et al. 2021): divide by the label distribution the model gives
+   content-free inputs ("N/A", "", "[MASK]"), i.e. subtract their mean label log-probs, renormalise.
+
+The prompt is split into a shared prefix (task, labels, few-shot examples), the text, and a short
+suffix. The prefix is evaluated once; for each text the KV cache is cut back to the prefix and only the
+text and suffix are evaluated, so per-text cost is the text's own tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import ScoringConfig, TeacherConfig, stable_hash
+from .errors import LabelSpecError, MissingDependencyError, ModelError, UserError
+from .store import LabelRow, ScoringKey
+
+GGUF_MAGIC = b"GGUF"
+TEXT_PLACEHOLDER = "\x00TEXT\x00"
+ANSWER_CUE = "Category:"
+LOW_LABEL_MASS = 0.05  # below this mean raw mass, the prompt does not fit the model: warn
+
+
+# ------------------------------------------------------------------------------------------ model files
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LLKD_EDGE_CACHE", Path.home() / ".cache" / "llkd-edge"))
+
+
+def registry() -> dict[str, dict]:
+    """The known teachers, from models/teachers.toml."""
+    text = resources.files("llkd_edge.models").joinpath("teachers.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A verified GGUF file and what we know about it."""
+
+    name: str  # registry name, or the file's path
+    path: Path
+    sha256: str
+    prompt_style: str  # "plain" or "chat" (registry), "auto" for an arbitrary file
+    licence: str = "unknown"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so big models are hashed once."""
+    stat = path.stat()
+    memo_path = cache_dir() / "sha256.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    entry = memo.get(str(path.resolve()))
+    if entry and entry[:2] == stamp:
+        return entry[2]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    memo[str(path.resolve())] = [*stamp, digest.hexdigest()]
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_path.with_name(f"sha256.json.{os.getpid()}")
+    tmp.write_text(json.dumps(memo))
+    tmp.replace(memo_path)
+    return digest.hexdigest()
+
+
+def _check_gguf(path: Path) -> None:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+
+
+def _package_path(dist: str, relative: str, install: str) -> Path:
+    try:
+        path = Path(metadata.distribution(dist).locate_file(relative))
+    except metadata.PackageNotFoundError:
+        raise MissingDependencyError(f"the teacher needs the package {dist}: {install}") from None
+    if not path.is_file():
+        raise ModelError(f"{path}: missing from the installed package {dist}; reinstall it ({install})")
+    return path
+
+
+def _assemble(name: str, entry: dict) -> Path:
+    """Join a registry model's chunks into the cache (once) and verify the result's sha256."""
+    target = cache_dir() / "models" / entry["sha256"][:16] / entry["file"]
+    chunks = [_package_path(dist, rel, entry["install"]) for dist, rel in entry["chunks"]]
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != entry["sha256"]:
+        tmp.unlink()
+        raise ModelError(f"{name}: the joined model file has sha256 {digest.hexdigest()}, expected {entry['sha256']}")
+    tmp.replace(target)
+    return target
+
+
+def resolve_model(model: str) -> ModelFile:
+    """A registry name or a GGUF path -> a verified ModelFile (raises ModelError/MissingDependencyError)."""
+    known = registry()
+    if model in known:
+        entry = known[model]
+        if entry["source"] == "chunks":
+            path = _assemble(model, entry)
+        else:
+            path = _package_path(entry["package"], entry["path"], entry["install"])
+        _check_gguf(path)
+        digest = file_sha256(path)
+        if digest != entry["sha256"]:
+            raise ModelError(f"{model}: {path} has sha256 {digest}, expected {entry['sha256']}; reinstall it")
+        return ModelFile(model, path, digest, entry["prompt_style"], entry["licence"])
+    path = Path(model).expanduser()
+    if not path.exists() and not model.lower().endswith(".gguf"):
+        raise ModelError(f"unknown teacher {model!r}: give a .gguf path or one of {', '.join(known)}")
+    _check_gguf(path)
+    return ModelFile(str(path), path.resolve(), file_sha256(path), "auto")
+
+
+# ------------------------------------------------------------------------------------------ maths
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+
+
+def label_logprobs(vocab_logprobs: np.ndarray, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Shape (V,) vocab log-probs -> shape (K,) log of each label's summed token probability."""
+    out = np.empty(len(token_ids))
+    for k, ids in enumerate(token_ids):
+        lp = vocab_logprobs[list(ids)]
+        m = lp.max()
+        out[k] = m + np.log(np.exp(lp - m).sum())
+    return out
+
+
+def calibrated_distribution(raw: np.ndarray, content_free: np.ndarray | None) -> np.ndarray:
+    """Raw label log-probs, shape (N, K) -> label distribution, shape (N, K), rows summing to 1.
+
+    ``content_free`` is the mean label distribution (shape (K,)) on content-free inputs, or None for no
+    calibration.
+    """
+    logq = log_softmax(raw, axis=-1)
+    if content_free is not None:
+        logq = log_softmax(logq - np.log(content_free), axis=-1)
+    return np.exp(logq)
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shape (N, K) -> shape (N,), in nats."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(probs * np.log(p)).sum(axis=-1)
+
+
+# ------------------------------------------------------------------------------------------ the teacher
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependencyError(
+            "llama-cpp-python is not installed: run `make setup` (it builds it with safe CPU flags)"
+        ) from None
+    return llama_cpp
+
+
+def _variants(word: str) -> list[str]:
+    forms = [word, word.lower(), word[:1].upper() + word[1:]]
+    out = []
+    for form in forms:
+        for v in (" " + form, form):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+class Teacher:
+    """A loaded GGUF model that scores texts against a label set.
+
+    Thin by design: everything around llama_cpp (store, data, CLI) talks to it only through
+    ``predict_proba`` / ``score`` and the provenance in ``key`` and ``details``.
+    """
+
+    def __init__(self, model: ModelFile, scoring: ScoringConfig, config: TeacherConfig | None = None):
+        config = config or TeacherConfig()
+        llama_cpp = _llama_cpp()
+        self.model = model
+        self.scoring = scoring
+        self.config = config
+        self.evaluations = 0  # texts evaluated by the model (content-free inputs included)
+        n_batch = max(512, scoring.max_text_tokens + 128)
+        n_ctx = config.n_ctx or max(2048, n_batch)
+        if config.n_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise UserError(
+                "--n-gpu-layers was given but this llama-cpp-python build cannot offload to a GPU; "
+                "rebuild it with `make setup GPU=1`"
+            )
+        try:
+            with _quiet_stderr():  # llama.cpp logs to fd 2 even with verbose=False; our errors say enough
+                self._llm = llama_cpp.Llama(
+                    model_path=str(model.path),
+                    n_ctx=n_ctx,
+                    n_batch=n_batch,
+                    n_ubatch=n_batch,
+                    n_threads=config.n_threads,
+                    n_threads_batch=config.n_threads,
+                    n_gpu_layers=config.n_gpu_layers,
+                    swa_full=True,  # full-size sliding-window cache: cutting back to the prefix always works
+                    logits_all=False,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"{model.path}: llama.cpp cannot load it (corrupt, truncated, or an unsupported architecture)"
+            ) from None
+        self._n_vocab = self._llm.n_vocab()
+        self._llama_cpp = llama_cpp
+        self.prompt_style = self._prompt_style()
+        self._prefix, self._suffix = self._prompt_parts()
+        self._prefix_tokens = self._tokenize(self._prefix, bos=True)
+        self._suffix_tokens = self._tokenize(self._suffix, bos=False)
+        if len(self._prefix_tokens) + scoring.max_text_tokens + len(self._suffix_tokens) > n_ctx:
+            raise UserError(
+                f"the prompt ({len(self._prefix_tokens)} tokens) plus --max-text-tokens "
+                f"{scoring.max_text_tokens} does not fit the context of {n_ctx}; use fewer few-shot examples"
+            )
+        self.label_tokens = self._label_tokens()
+        self._prefix_ready = False
+        self._content_free: np.ndarray | None = None  # computed on first use: a fully cached run evaluates nothing
+        self.key = ScoringKey(model.sha256, stable_hash(self._provenance()))
+
+    # ---------------------------------------------------------------------------------- prompt
+    def _prompt_style(self) -> str:
+        if self.model.prompt_style != "auto":
+            return self.model.prompt_style
+        return "chat" if self._llm.metadata.get("tokenizer.chat_template") else "plain"
+
+    def _instruction(self) -> str:
+        s = self.scoring
+        words = ", ".join(s.labels.verbalisers)
+        lines = [f"{s.task.rstrip('.?!:')}. Answer with one of: {words}.", ""]
+        for text, label in s.few_shot:
+            lines += [f"Text: {_one_line(text)}", f"{ANSWER_CUE} {s.labels.verbalisers[s.labels.index(label)]}", ""]
+        lines.append(f"Text:{TEXT_PLACEHOLDER}")
+        return "\n".join(lines)
+
+    def _prompt_parts(self) -> tuple[str, str]:
+        """(prefix, suffix) around the text; the text's tokens go between them."""
+        instruction = self._instruction()
+        if self.prompt_style == "plain":
+            full = f"{instruction}\n{ANSWER_CUE}"
+        else:
+            full = self._apply_chat_template(instruction)
+        prefix, suffix = full.split(TEXT_PLACEHOLDER)
+        return prefix, suffix
+
+    def _apply_chat_template(self, user_message: str) -> str:
+        import jinja2  # ships with llama-cpp-python
+
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{self.model.name}: registered as a chat model but has no chat template")
+
+        def raise_exception(message):
+            raise ValueError(message)
+
+        env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
+        rendered = env.from_string(template).render(
+            messages=[{"role": "user", "content": user_message}],
+            add_generation_prompt=True,
+            bos_token="",  # the tokenizer adds BOS itself
+            eos_token=self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace"),
+            raise_exception=raise_exception,
+        )
+        return rendered
+
+    def _tokenize(self, text: str, bos: bool) -> list[int]:
+        special = self.prompt_style == "chat"  # chat templates carry special tokens such as <|im_start|>
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+
+    def _text_tokens(self, text: str) -> tuple[list[int], int, bool]:
+        """The text's tokens (whitespace collapsed, truncated to the budget), its full length, and whether cut."""
+        tokens = self._llm.tokenize((" " + _one_line(text)).encode("utf-8"), add_bos=False, special=False)
+        budget = self.scoring.max_text_tokens
+        return tokens[:budget], len(tokens), len(tokens) > budget
+
+    def _label_tokens(self) -> list[list[int]]:
+        """For each label, the first-token ids of its verbaliser variants (shared ids dropped).
+
+        The primary variant (" word" after a plain "Answer:", "word" at the start of a chat answer) must
+        have a first token of its own; secondary variants that clash with another label are dropped.
+        """
+        labels = self.scoring.labels
+        primary_space = self.prompt_style == "plain"
+        firsts: list[dict[str, int]] = []
+        for word in labels.verbalisers:
+            forms = {}
+            for v in _variants(word):
+                ids = self._llm.tokenize(v.encode("utf-8"), add_bos=False, special=False)
+                if ids:
+                    forms[v] = ids[0]
+            firsts.append(forms)
+        primary = [f.get((" " if primary_space else "") + w) for f, w in zip(firsts, labels.verbalisers)]
+        for i in range(len(primary)):
+            for j in range(i + 1, len(primary)):
+                if primary[i] == primary[j]:
+                    raise LabelSpecError(self._collision_message(i, j, primary[i]))
+        counts: dict[int, int] = {}
+        for forms in firsts:
+            for tok in set(forms.values()):
+                counts[tok] = counts.get(tok, 0) + 1
+        return [sorted({t for t in forms.values() if counts[t] == 1}) for forms in firsts]
+
+    def _collision_message(self, i: int, j: int, token: int) -> str:
+        labels = self.scoring.labels
+        piece = self._llm.detokenize([token]).decode("utf-8", "replace")
+        a, b = labels.names[i], labels.names[j]
+        example = ",".join(f"{n}=<word>" if n in (a, b) else n for n in labels.names)
+        return (
+            f"labels {a!r} and {b!r} both start with the token {piece!r} for this teacher, so it cannot tell "
+            f"them apart; give them verbalisers that start differently, e.g. --labels \"{example}\""
+        )
+
+    def _provenance(self) -> dict:
+        """Everything that determines a text's distribution (hashed into the store key)."""
+        s = self.scoring
+        return {
+            "prompt_prefix": self._prefix,
+            "prompt_suffix": self._suffix,
+            "labels": list(s.labels.names),
+            "verbalisers": list(s.labels.verbalisers),
+            "label_tokens": self.label_tokens,
+            "calibrate": s.calibrate,
+            "content_free": list(s.content_free) if s.calibrate else [],
+            "max_text_tokens": s.max_text_tokens,
+            "few_shot": [list(x) for x in s.few_shot],
+            "teacher_sha256": self.model.sha256,
+        }
+
+    @property
+    def details(self) -> dict:
+        """Provenance plus the facts that do not change answers (recorded, not hashed)."""
+        return {
+            **self._provenance(),
+            "teacher": self.model.name,
+            "teacher_licence": self.model.licence,
+            "prompt_style": self.prompt_style,
+            "content_free_distribution": None if self.content_free is None else self.content_free.tolist(),
+            "llama_cpp_python": metadata.version("llama_cpp_python"),
+            "n_threads": self.config.n_threads,
+            "n_gpu_layers": self.config.n_gpu_layers,
+        }
+
+    @property
+    def prompt(self) -> str:
+        return self._prefix + "{text}" + self._suffix
+
+    @property
+    def content_free(self) -> np.ndarray | None:
+        """Shape (K,): the mean label distribution on content-free inputs (None without calibration)."""
+        if self.scoring.calibrate and self._content_free is None:
+            raw = np.stack([self._raw_label_logprobs(self._text_tokens(t)[0])[0] for t in self.scoring.content_free])
+            self._content_free = np.exp(log_softmax(raw, axis=-1)).mean(axis=0)
+        return self._content_free
+
+    # ---------------------------------------------------------------------------------- scoring
+    def _raw_label_logprobs(self, text_tokens: list[int]) -> tuple[np.ndarray, float]:
+        """Evaluate one text after the cached prefix -> (raw label log-probs (K,), raw label mass)."""
+        llm = self._llm
+        if not self._prefix_ready:
+            llm.reset()
+            llm.eval(self._prefix_tokens)
+            self._prefix_ready = True
+        llm.n_tokens = len(self._prefix_tokens)  # eval() cuts the KV cache back to here
+        llm.eval(text_tokens + self._suffix_tokens)
+        self.evaluations += 1
+        ptr = self._llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+        vocab_lp = log_softmax(logits)
+        raw = label_logprobs(vocab_lp, self.label_tokens)
+        return raw, float(np.exp(raw).sum())
+
+    def score(self, texts: Sequence[str]) -> list[LabelRow]:
+        """One LabelRow per text (calibrated distribution, pseudo-label, confidence, entropy, mass)."""
+        raws, masses, lengths, cut = [], [], [], []
+        for text in texts:
+            tokens, n, truncated = self._text_tokens(text)
+            raw, mass = self._raw_label_logprobs(tokens)
+            raws.append(raw)
+            masses.append(mass)
+            lengths.append(n)
+            cut.append(truncated)
+        if not raws:
+            return []
+        probs = calibrated_distribution(np.stack(raws), self.content_free)
+        ent = entropy(probs)
+        names = self.scoring.labels.names
+        return [
+            LabelRow(
+                text=text,
+                probs=tuple(float(p) for p in probs[i]),
+                label=names[int(np.argmax(probs[i]))],
+                confidence=float(probs[i].max()),
+                entropy=float(ent[i]),
+                label_mass=masses[i],
+                n_tokens=lengths[i],
+                truncated=cut[i],
+            )
+            for i, text in enumerate(texts)
+        ]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Shape (N, K): the calibrated label distribution of each text."""
+        rows = self.score(texts)
+        return np.array([r.probs for r in rows]).reshape(len(rows), len(self.scoring.labels.names))
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C-level logging) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
