@@ -118,9 +118,10 @@ def teachers() -> None:
     from .teacher import registry
 
     for name, entry in registry().items():
-        dist = entry["chunks"][0][0] if entry["source"] == "chunks" else entry["package"]
+        dists = [d for d, _ in entry["chunks"]] if entry["source"] == "chunks" else [entry["package"]]
         try:
-            metadata.distribution(dist)
+            for dist in dists:
+                metadata.distribution(dist)
             state = "installed"
         except metadata.PackageNotFoundError:
             state = f"not installed: {entry['install']}"

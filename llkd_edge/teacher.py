@@ -458,13 +458,16 @@ class Teacher:
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Silence file descriptor 2 (C-level logging) for the duration."""
+    """Silence llama.cpp's logging for the duration: C code writes to fd 2, and llama-cpp-python's log
+    callback prints to sys.stderr (it maps ggml's WARN level to logging.ERROR, so verbose=False does not
+    hide warnings)."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
-        yield
+        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -1,0 +1,130 @@
+"""`llkd-edge label` end to end with the real default teacher on real BBC News texts."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.config import LabelRunConfig, LabelSet, ScoringConfig
+from llkd_edge.labelling import label_texts
+from llkd_edge.store import LabelStore
+
+pytestmark = pytest.mark.integration
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, args)
+    return result
+
+
+def store_counts(path):
+    db = sqlite3.connect(path)
+    try:
+        total, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT text_hash || config_hash) FROM labels").fetchone()
+    finally:
+        db.close()
+    return total, distinct
+
+
+def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evaluate_nothing(tmp_path, gemma, bbc_test):
+    store = tmp_path / "labels.sqlite"
+    out = tmp_path / "labels.jsonl"
+    result = invoke(["label", "bbc-news:test", "--limit", "100", "--store", str(store), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["labelled"] == 100 and summary["cached"] == 0 and summary["skipped"] == 0
+    assert summary["seconds"] > 0
+    print(f"\nGemma 270M on 100 BBC test texts: accuracy {summary['accuracy']}, macro-F1 {summary['macro_f1']}, "
+          f"majority class {summary['majority_rate']}")
+    assert summary["accuracy"] >= summary["majority_rate"] + 0.25
+    assert summary["macro_f1"] >= 0.5
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(exported) == 100
+    assert list(exported[0]["probs"]) == list(LabelSet.parse(bbc_test.labels).names)
+    assert [r["text"] for r in exported] == bbc_test.texts[:100]
+    assert abs(sum(exported[0]["probs"].values()) - 1) < 1e-6
+
+    # The same command again: everything cached, nothing sent to the model.
+    result = invoke(["label", "bbc-news:test", "--limit", "100", "--store", str(store), "--json"])
+    again = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (again["labelled"], again["cached"]) == (0, 100)
+    assert again["accuracy"] == summary["accuracy"]
+
+    # Through the library with an already loaded teacher (same prompt, but a 64-token budget, so a new
+    # key): first run labels, second run performs zero teacher evaluations.
+    config = LabelRunConfig(data="bbc-news:test", scoring=gemma.scoring, store=str(store), limit=10)
+    label_texts(config, teacher_factory=lambda *_: gemma, progress=False)
+    before = gemma.evaluations
+    rerun = label_texts(config, teacher_factory=lambda *_: gemma, progress=False)
+    assert gemma.evaluations == before
+    assert (rerun.labelled, rerun.cached) == (0, 10)
+
+
+def test_empty_and_repeated_texts_are_skipped_and_counted(tmp_path, gemma, bbc_test):
+    texts = [bbc_test.texts[0], "", "   ", bbc_test.texts[1], bbc_test.texts[0]]
+    gold = [bbc_test.gold[0], "", "", bbc_test.gold[1], bbc_test.gold[0]]
+    pd.DataFrame({"body": texts, "topic": gold}).to_csv(tmp_path / "in.csv", index=False)
+    config = LabelRunConfig(
+        data=str(tmp_path / "in.csv"), scoring=gemma.scoring, store=str(tmp_path / "s.sqlite"),
+        text_column="body", label_column="topic", out=str(tmp_path / "out.csv"),
+    )
+    summary = label_texts(config, teacher_factory=lambda *_: gemma, progress=False)
+    assert (summary.total, summary.labelled, summary.skipped, summary.duplicates) == (5, 2, 2, 1)
+    assert summary.gold_count == 2
+    assert store_counts(tmp_path / "s.sqlite") == (2, 2)
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 2
+
+
+def test_colliding_labels_exit_2_and_leave_the_store_alone(tmp_path, bbc_test):
+    store = tmp_path / "labels.sqlite"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(" ".join(t.split()) for t in bbc_test.texts[:3]), encoding="utf-8")
+    first = invoke(["label", str(texts), "--labels", "business,sport", "--max-text-tokens", "32", "--store", str(store)])
+    assert first.exit_code == 0, first.output
+    before = store_counts(store)
+    assert before == (3, 3)
+    result = invoke(["label", str(texts), "--store", str(store), "--labels", "pie=apple pie,juice=apple juice"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: labels 'pie' and 'juice' both start with the token")
+    assert len(result.output.strip().splitlines()) == 1
+    assert store_counts(store) == before
+
+
+def test_a_run_killed_with_sigkill_resumes_with_nothing_lost_or_duplicated(tmp_path):
+    store = tmp_path / "labels.sqlite"
+    args = ["label", "bbc-news:test", "--limit", "60", "--max-text-tokens", "48", "--batch-size", "4",
+            "--store", str(store)]
+    proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    done_before_kill = 0
+    while time.time() < deadline and proc.poll() is None:
+        if store.exists():
+            try:
+                done_before_kill = store_counts(store)[0]
+            except sqlite3.OperationalError:  # schema not created yet
+                pass
+        if done_before_kill >= 12:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; give it more texts"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = store_counts(store)[0]
+    assert 12 <= saved < 60 and saved % 4 == 0  # whole batches only
+
+    result = invoke([*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["cached"] == saved and summary["labelled"] == 60 - saved
+    assert store_counts(store) == (60, 60)
+    with LabelStore(store) as s:
+        assert len(s.configs()) == 1

@@ -1,0 +1,90 @@
+"""The real Gemma 270M GGUF teacher on real BBC News texts."""
+
+import numpy as np
+import pytest
+
+from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
+from llkd_edge.errors import LabelSpecError, ModelError
+from llkd_edge.teacher import Teacher, resolve_model
+
+from llkd_edge.data import load_builtin
+
+BBC_LABELS = LabelSet.parse(load_builtin("bbc-news:test").labels)
+
+pytestmark = pytest.mark.integration
+
+
+def test_registered_model_is_assembled_and_verified(gemma_file):
+    assert gemma_file.sha256 == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert gemma_file.path.stat().st_size > 200_000_000
+
+
+def test_distributions_sum_to_one_and_are_deterministic(gemma, gemma_file, bbc_test):
+    texts = bbc_test.texts[:8]
+    first = gemma.predict_proba(texts)
+    assert first.shape == (8, 5)
+    assert np.allclose(first.sum(axis=1), 1.0) and (first >= 0).all()
+    # Same texts again, in another order, and from a freshly loaded model: the same numbers.
+    again = gemma.predict_proba(texts[::-1])[::-1]
+    assert np.array_equal(first, again)
+    fresh = Teacher(gemma_file, gemma.scoring, TeacherConfig(n_threads=1))
+    try:
+        assert np.array_equal(first, fresh.predict_proba(texts))
+        assert fresh.key == gemma.key
+    finally:
+        fresh.close()
+
+
+def test_rows_report_label_confidence_entropy_and_mass(gemma, bbc_test):
+    rows = gemma.score(bbc_test.texts[:4])
+    for r in rows:
+        assert r.label == BBC_LABELS.names[int(np.argmax(r.probs))]
+        assert r.confidence == pytest.approx(max(r.probs))
+        assert 0 <= r.entropy <= np.log(5) + 1e-9
+        assert 0 < r.label_mass < 1
+
+
+def test_truncation_uses_the_token_budget(gemma_file):
+    teacher = Teacher(gemma_file, ScoringConfig(labels=BBC_LABELS, max_text_tokens=12), TeacherConfig())
+    try:
+        head = "The government announced new tax rules for small firms on Monday, and"
+        a, b = teacher.score([head + " shares rose sharply.", head + " the football team won the cup final."])
+        assert a.truncated and b.truncated and a.n_tokens > 12
+        assert a.probs == b.probs  # only the first 12 tokens were read
+    finally:
+        teacher.close()
+
+
+def test_calibration_changes_the_distribution_and_the_key(gemma, gemma_file, bbc_test):
+    plain = Teacher(gemma_file, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=64, calibrate=False))
+    try:
+        assert plain.key != gemma.key
+        assert not np.allclose(plain.predict_proba(bbc_test.texts[:4]), gemma.predict_proba(bbc_test.texts[:4]))
+    finally:
+        plain.close()
+
+
+def test_labels_sharing_a_first_token_are_rejected_with_a_suggestion(gemma_file):
+    spec = ScoringConfig(labels=LabelSet.parse("pie=apple pie,juice=apple juice,tea"))
+    with pytest.raises(LabelSpecError, match=r"'pie' and 'juice' both start with the token ' apple'.*--labels \"pie=<word>,juice=<word>,tea\""):
+        Teacher(gemma_file, spec)
+
+
+def test_chat_teacher_wraps_the_prompt_in_its_template(bbc_test):
+    smol = resolve_model("smollm2-135m-instruct")
+    teacher = Teacher(smol, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=32))
+    try:
+        assert teacher.prompt_style == "chat"
+        assert "<|im_start|>assistant" in teacher.prompt
+        probs = teacher.predict_proba(bbc_test.texts[:3])
+        assert np.allclose(probs.sum(axis=1), 1.0)
+    finally:
+        teacher.close()
+
+
+def test_corrupt_gguf_is_a_model_error(tmp_path, gemma_file):
+    broken = tmp_path / "broken.gguf"
+    with gemma_file.path.open("rb") as f:
+        broken.write_bytes(f.read(5_000_000))  # a real header, then nothing
+    with pytest.raises(ModelError, match="cannot load it"):
+        Teacher(resolve_model(str(broken)), ScoringConfig(labels=BBC_LABELS))

@@ -1,0 +1,87 @@
+"""Bad input ends with one error line and exit code 2, and leaves an existing store exactly as it was.
+
+Every case here fails before a model is loaded, so no model is needed.
+"""
+
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.store import LabelRow, LabelStore, ScoringKey
+
+KEY = ScoringKey("sha", "cfg")
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    with LabelStore(path) as s:
+        s.register(KEY, "t", ["a", "b"], {})
+        s.add(KEY, [LabelRow("kept text", (0.9, 0.1), "a", 0.9, 0.3, 0.5, 3, False)])
+    return path
+
+
+def dump(path):
+    with LabelStore(path) as s:
+        return s.rows(KEY), s.configs()
+
+
+def run(args):
+    return CliRunner().invoke(main, args)
+
+
+def write(tmp_path, name, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+CASES = {
+    "missing file": (lambda p: ["label", str(p / "nope.csv"), "--labels", "a,b"], "no such file"),
+    "empty file": (lambda p: ["label", write(p, "e.csv", b""), "--labels", "a,b"], "empty"),
+    "unknown column": (lambda p: ["label", write(p, "c.csv", b"body\nx\n"), "--labels", "a,b"], "no column 'text'"),
+    "undecodable bytes": (lambda p: ["label", write(p, "u.csv", b"text\n\xff\xfe bad\n"), "--labels", "a,b"], "UTF-8"),
+    "one label": (lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a"], "at least 2 labels"),
+    "duplicate labels": (lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b,a"], "duplicate"),
+    "no labels": (lambda p: ["label", write(p, "d.csv", b"text\nx\n")], "no label set"),
+    "gold not in labels": (
+        lambda p: ["label", write(p, "g.csv", b"text,label\nx,a\ny,c\n"), "--labels", "a,b"],
+        "not in the label set: 'c'",
+    ),
+    "only empty texts": (lambda p: ["label", write(p, "w.txt", b"  \n\n \t\n"), "--labels", "a,b"], "no non-empty"),
+    "unknown teacher": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--teacher", "gpt-99"],
+        "unknown teacher 'gpt-99'",
+    ),
+    "missing gguf": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--teacher", str(p / "m.gguf")],
+        "no such model file",
+    ),
+    "not a gguf": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--teacher", write(p, "m.gguf", b"PK\x03\x04zip")],
+        "not a GGUF file",
+    ),
+    "bad max tokens": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--max-text-tokens", "0"],
+        "max-text-tokens",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_the_store_is_untouched(tmp_path, store, case):
+    make_args, message = CASES[case]
+    before = dump(store)
+    result = run([*make_args(tmp_path), "--store", str(store)])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+    assert dump(store) == before
+
+
+def test_lists_builtins_and_teachers():
+    assert "bbc-news" in run(["datasets"]).output
+    out = run(["teachers"]).output
+    assert "gemma3-270m (default)" in out and "qwen2.5-coder-1.5b-instruct" in out
