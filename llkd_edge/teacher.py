@@ -227,7 +227,8 @@ class Teacher:
         self.config = config
         self.evaluations = 0  # texts evaluated by the model (content-free inputs included)
         n_batch = max(512, scoring.max_text_tokens + 128)
-        n_ctx = config.n_ctx or max(2048, n_batch)
+        # Room for the instructions, every few-shot example and one text, each example at most the text budget.
+        n_ctx = config.n_ctx or max(2048, n_batch, (len(scoring.few_shot) + 1) * (scoring.max_text_tokens + 16) + 512)
         if config.n_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
             raise UserError(
                 "--n-gpu-layers was given but this llama-cpp-python build cannot offload to a GPU; "
@@ -278,7 +279,9 @@ class Teacher:
         words = ", ".join(s.labels.verbalisers)
         lines = [f"{s.task.rstrip('.?!:')}. Answer with one of: {words}.", ""]
         for text, label in s.few_shot:
-            lines += [f"Text: {_one_line(text)}", f"{ANSWER_CUE} {s.labels.verbalisers[s.labels.index(label)]}", ""]
+            tokens = self._text_tokens(text)[0]  # examples get the same token budget as the texts
+            example = self._llm.detokenize(tokens).decode("utf-8", errors="ignore").strip()
+            lines += [f"Text: {example}", f"{ANSWER_CUE} {s.labels.verbalisers[s.labels.index(label)]}", ""]
         lines.append(f"Text:{TEXT_PLACEHOLDER}")
         return "\n".join(lines)
 

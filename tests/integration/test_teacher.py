@@ -88,3 +88,16 @@ def test_corrupt_gguf_is_a_model_error(tmp_path, gemma_file):
         broken.write_bytes(f.read(5_000_000))  # a real header, then nothing
     with pytest.raises(ModelError, match="cannot load it"):
         Teacher(resolve_model(str(broken)), ScoringConfig(labels=BBC_LABELS))
+
+
+def test_few_shot_examples_go_into_the_cached_prefix(gemma_file, bbc_test):
+    train = load_builtin("bbc-news:train")
+    shots = tuple((train.texts[i], train.gold[i]) for i in range(3))
+    teacher = Teacher(gemma_file, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=24, few_shot=shots))
+    try:
+        assert teacher.prompt.count("Category:") == 4  # three examples and the text's own
+        assert teacher.prompt.count("Text:") == 4
+        probs = teacher.predict_proba(bbc_test.texts[:2])
+        assert np.allclose(probs.sum(axis=1), 1.0)
+    finally:
+        teacher.close()
