@@ -1,0 +1,204 @@
+"""Sample selection for distillation: LLKD and the baselines it must beat. Pure numpy, no torch.
+
+Every function takes one training batch as arrays:
+
+* ``conf``   shape (N,): the teacher's probability of its pseudo-label (from the label store);
+* ``need``   shape (N,): the student's information need, the entropy of its current prediction
+             divided by log K, so in [0, 1] (computed in the same forward pass that trains on the batch);
+* ``pseudo`` shape (N,): the pseudo-label (class index in [0, K));
+
+and returns ``(mask, weights, state)``: a boolean mask of shape (N,), non-negative finite weights of
+shape (N,) (zero where not selected), and the new thresholding state (states are immutable).
+
+LLKD (Li et al., NAACL Findings 2025) keeps a sample when the teacher is confident *and* the student
+still has something to learn, with thresholds that adapt to the global training state and to each class:
+
+    global EMAs  (m = momentum, batch means over the batch):
+        g_T <- m g_T + (1 - m) mean(conf)            g_S <- m g_S + (1 - m) mean(need)
+    class EMAs, for each pseudo-class c present in the batch (means over its samples):
+        p_T(c) <- m p_T(c) + (1 - m) mean(conf | c)  p_S(c) <- m p_S(c) + (1 - m) mean(1 - need | c)
+    thresholds (FreeMatch's self-adaptive pattern: global value scaled by the class's EMA relative to
+    the largest class EMA):
+        tau_T(c) = g_T * p_T(c) / max_c' p_T(c')     tau_S(c) = g_S * p_S(c) / max_c' p_S(c')
+    select i  iff  conf_i >= tau_T(pseudo_i)  and  need_i >= tau_S(pseudo_i)
+
+p_T(c) is how sure the teacher is about class c, and p_S(c) = 1 - mean need is how far the student has
+got with class c. A class that lags on either (the teacher finds it hard, or the student has not learnt
+it yet) has a smaller ratio and so a lower bar, which keeps it from being starved of samples; the
+leading class faces the full global bar. (For the student the class EMA is taken on 1 - need, its
+progress, rather than on need itself, so that "lagging" means the same thing for both signals.)
+
+Weights: for a selected sample w_i = conf_i * need_i, rescaled so the selected weights average 1 (the
+loss then has the scale of plain cross-entropy). A confident teacher makes a label trustworthy, a
+student in need makes it informative; the product favours samples that are both. If every selected
+sample has conf * need = 0 (a student certain of everything), the selected weights are all 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
+
+
+@dataclass(frozen=True)
+class ThresholdState:
+    """EMA state of the adaptive thresholds. ``class_*`` have shape (K,)."""
+
+    global_teacher: float
+    global_student: float
+    class_teacher: np.ndarray
+    class_student: np.ndarray
+    momentum: float = 0.9
+    steps: int = 0
+
+    @classmethod
+    def initial(cls, num_classes: int, momentum: float = 0.9, teacher_prior: float | None = None) -> ThresholdState:
+        """Start where an untrained student stands: maximal need (1), no progress on any class (equal).
+
+        ``teacher_prior`` (e.g. the pool's mean teacher confidence) starts the teacher EMA; default 1/K.
+        """
+        if num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got {num_classes}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        prior = 1.0 / num_classes if teacher_prior is None else float(teacher_prior)
+        return cls(
+            global_teacher=prior,
+            global_student=1.0,
+            class_teacher=np.full(num_classes, prior),
+            class_student=np.full(num_classes, 1.0 / num_classes),
+            momentum=momentum,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_teacher)
+
+    def teacher_thresholds(self) -> np.ndarray:
+        """Shape (K,): tau_T per class."""
+        return self.global_teacher * _max_norm(self.class_teacher)
+
+    def student_thresholds(self) -> np.ndarray:
+        """Shape (K,): tau_S per class."""
+        return self.global_student * _max_norm(self.class_student)
+
+    def to_dict(self) -> dict:
+        return {
+            "global_teacher": self.global_teacher,
+            "global_student": self.global_student,
+            "class_teacher": self.class_teacher.tolist(),
+            "class_student": self.class_student.tolist(),
+            "momentum": self.momentum,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ThresholdState:
+        return cls(
+            d["global_teacher"],
+            d["global_student"],
+            np.asarray(d["class_teacher"], dtype=float),
+            np.asarray(d["class_student"], dtype=float),
+            d["momentum"],
+            d["steps"],
+        )
+
+
+def _max_norm(x: np.ndarray) -> np.ndarray:
+    top = float(np.max(x))
+    return x / top if top > 0 else np.ones_like(x)
+
+
+def _check(conf, need, pseudo, num_classes: int):
+    conf = np.asarray(conf, dtype=float)
+    need = np.asarray(need, dtype=float)
+    pseudo = np.asarray(pseudo)
+    if conf.ndim != 1 or conf.shape != need.shape or conf.shape != pseudo.shape:
+        raise ValueError(f"conf, need and pseudo must have the same shape (N,), got {conf.shape}, {need.shape}, {pseudo.shape}")
+    if len(conf) == 0:
+        raise ValueError("empty batch")
+    if not np.all(np.isfinite(conf)) or not np.all(np.isfinite(need)):
+        raise ValueError("conf and need must be finite")
+    if conf.min() < 0 or conf.max() > 1 or need.min() < 0 or need.max() > 1 + 1e-6:
+        raise ValueError("conf and need must lie in [0, 1]")
+    if not np.issubdtype(pseudo.dtype, np.integer) or pseudo.min() < 0 or pseudo.max() >= num_classes:
+        raise ValueError(f"pseudo must hold class indices in [0, {num_classes})")
+    return conf, np.clip(need, 0.0, 1.0), pseudo
+
+
+def update_state(state: ThresholdState, conf, need, pseudo) -> ThresholdState:
+    """Fold one batch into the EMAs (classes absent from the batch keep their values)."""
+    conf, need, pseudo = _check(conf, need, pseudo, state.num_classes)
+    m = state.momentum
+    class_teacher = state.class_teacher.copy()
+    class_student = state.class_student.copy()
+    for c in np.unique(pseudo):
+        rows = pseudo == c
+        class_teacher[c] = m * class_teacher[c] + (1 - m) * conf[rows].mean()
+        class_student[c] = m * class_student[c] + (1 - m) * (1.0 - need[rows]).mean()
+    return replace(
+        state,
+        global_teacher=m * state.global_teacher + (1 - m) * float(conf.mean()),
+        global_student=m * state.global_student + (1 - m) * float(need.mean()),
+        class_teacher=class_teacher,
+        class_student=class_student,
+        steps=state.steps + 1,
+    )
+
+
+def llkd_weights(conf, need, mask) -> np.ndarray:
+    """Shape (N,): conf * need on selected samples, rescaled to mean 1 over them; 0 elsewhere."""
+    conf, need, mask = np.asarray(conf, float), np.asarray(need, float), np.asarray(mask, bool)
+    weights = np.where(mask, conf * need, 0.0)
+    if mask.any():
+        total = weights[mask].sum()
+        weights = weights * (mask.sum() / total) if total > 0 else mask.astype(float)
+    return weights
+
+
+def select(
+    method: str,
+    conf,
+    need,
+    pseudo,
+    state: ThresholdState,
+    rng: np.random.Generator | None = None,
+    topk_ratio: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, ThresholdState]:
+    """Select and weight one batch with ``method`` (one of METHODS); see the module docstring.
+
+    The thresholds are updated with the batch before it is judged (FreeMatch's order), for every
+    method, so ``random`` can draw exactly as many samples as LLKD would have kept.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown selection method {method!r}; use one of {', '.join(METHODS)}")
+    if not 0.0 < topk_ratio <= 1.0:
+        raise ValueError(f"topk_ratio must be in (0, 1], got {topk_ratio}")
+    conf, need, pseudo = _check(conf, need, pseudo, state.num_classes)
+    state = update_state(state, conf, need, pseudo)
+    teacher_ok = conf >= state.teacher_thresholds()[pseudo]
+    student_ok = need >= state.student_thresholds()[pseudo]
+    n = len(conf)
+    if method == "llkd":
+        mask = teacher_ok & student_ok
+        return mask, llkd_weights(conf, need, mask), state
+    if method == "all":
+        mask = np.ones(n, dtype=bool)
+    elif method == "confidence":
+        mask = teacher_ok
+    elif method == "uncertainty":
+        mask = student_ok
+    elif method == "topk":
+        k = max(1, int(round(topk_ratio * n)))
+        mask = np.zeros(n, dtype=bool)
+        mask[np.argsort(-conf, kind="stable")[:k]] = True
+    else:  # random: as many as LLKD keeps on this batch, drawn uniformly
+        if rng is None:
+            raise ValueError("random selection needs an rng")
+        k = int((teacher_ok & student_ok).sum())
+        mask = np.zeros(n, dtype=bool)
+        mask[rng.choice(n, size=k, replace=False)] = True
+    return mask, mask.astype(float), state

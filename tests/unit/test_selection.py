@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from llkd_edge.selection import METHODS, ThresholdState, llkd_weights, select, update_state
+
+
+def batch(seed=0, n=64, k=4):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 1.0, n), rng.integers(0, k, n)
+
+
+def test_global_thresholds_follow_the_moving_averages():
+    state = ThresholdState.initial(4, momentum=0.5, teacher_prior=0.25)
+    conf, need, pseudo = np.full(8, 0.9), np.full(8, 0.2), np.arange(8) % 4
+    state = update_state(state, conf, need, pseudo)
+    assert state.global_teacher == pytest.approx(0.5 * 0.25 + 0.5 * 0.9)
+    assert state.global_student == pytest.approx(0.5 * 1.0 + 0.5 * 0.2)
+    for _ in range(30):
+        state = update_state(state, conf, need, pseudo)
+    assert state.global_teacher == pytest.approx(0.9) and state.global_student == pytest.approx(0.2)
+    # every class looks the same here, so every class faces the global bar
+    assert np.allclose(state.teacher_thresholds(), 0.9) and np.allclose(state.student_thresholds(), 0.2)
+
+
+def test_class_scaling_lowers_the_bar_for_lagging_classes():
+    state = ThresholdState.initial(2, momentum=0.0)
+    # class 1 lags on both signals: the teacher is less sure of it, the student needs it more
+    conf = np.array([0.95, 0.95, 0.6, 0.6])
+    need = np.array([0.1, 0.1, 0.7, 0.7])
+    pseudo = np.array([0, 0, 1, 1])
+    state = update_state(state, conf, need, pseudo)
+    tau_t, tau_s = state.teacher_thresholds(), state.student_thresholds()
+    assert tau_t[1] < tau_t[0] == pytest.approx(state.global_teacher)
+    assert tau_s[1] < tau_s[0] == pytest.approx(state.global_student)
+    assert tau_t[1] == pytest.approx(state.global_teacher * 0.6 / 0.95)
+    assert tau_s[1] == pytest.approx(state.global_student * 0.3 / 0.9)
+
+
+def test_classes_absent_from_a_batch_keep_their_averages():
+    state = ThresholdState.initial(3, momentum=0.5)
+    new = update_state(state, [0.9, 0.8], [0.5, 0.5], [0, 0])
+    assert new.class_teacher[1:].tolist() == state.class_teacher[1:].tolist()
+    assert new.class_teacher[0] != state.class_teacher[0]
+
+
+def test_llkd_keeps_confident_teacher_and_needy_student_samples():
+    state = ThresholdState.initial(2, momentum=0.0)
+    conf = np.array([0.9, 0.9, 0.5, 0.5])
+    need = np.array([0.9, 0.1, 0.9, 0.1])
+    mask, weights, _ = select("llkd", conf, need, np.zeros(4, dtype=int), state)
+    assert mask.tolist() == [True, False, False, False]
+    assert weights.tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_an_all_confident_batch_and_an_all_certain_student_behave():
+    state = ThresholdState.initial(3, momentum=0.9)
+    conf, pseudo = np.ones(12), np.arange(12) % 3
+    # teacher sure of everything, student unsure of everything: take everything, equal weights
+    mask, weights, state = select("llkd", conf, np.ones(12), pseudo, state)
+    assert mask.all() and np.allclose(weights, 1.0)
+    # a student certain of everything (need 0): nothing to learn, so no weight, and no NaN
+    for _ in range(200):
+        mask, weights, state = select("llkd", conf, np.zeros(12), pseudo, state)
+    assert np.all(np.isfinite(weights)) and (weights >= 0).all()
+    assert np.isfinite(state.student_thresholds()).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_are_finite_non_negative_and_zero_off_mask(method):
+    state = ThresholdState.initial(4)
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        conf, need, pseudo = batch(seed)
+        mask, weights, state = select(method, conf, need, pseudo, state, rng=rng)
+        assert mask.dtype == bool and mask.shape == conf.shape
+        assert np.all(np.isfinite(weights)) and (weights >= 0).all()
+        assert (weights[~mask] == 0).all()
+        if mask.any():
+            assert weights[mask].mean() == pytest.approx(1.0)
+
+
+def test_each_baseline_selects_what_it_claims():
+    conf, need, pseudo = batch(3)
+    state = ThresholdState.initial(4)
+    after = update_state(state, conf, need, pseudo)
+    teacher_ok = conf >= after.teacher_thresholds()[pseudo]
+    student_ok = need >= after.student_thresholds()[pseudo]
+    rng = np.random.default_rng(1)
+    picks = {m: select(m, conf, need, pseudo, state, rng=rng, topk_ratio=0.25)[0] for m in METHODS}
+    assert picks["all"].all()
+    assert (picks["confidence"] == teacher_ok).all()
+    assert (picks["uncertainty"] == student_ok).all()
+    assert (picks["llkd"] == (teacher_ok & student_ok)).all()
+    assert picks["random"].sum() == picks["llkd"].sum()
+    assert picks["topk"].sum() == 16 and conf[picks["topk"]].min() >= conf[~picks["topk"]].max()
+    # random draws differ from LLKD's own choice (same count, other samples)
+    assert (picks["random"] != picks["llkd"]).any()
+
+
+def test_llkd_weights_favour_confident_and_needy():
+    w = llkd_weights([0.9, 0.5, 0.9], [0.9, 0.9, 0.3], [True, True, True])
+    assert w[0] > w[1] and w[0] > w[2] and w.mean() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (([0.5], [0.5, 0.4], [0]), "same shape"),
+        (([1.5], [0.5], [0]), r"\[0, 1\]"),
+        (([0.5], [np.nan], [0]), "finite"),
+        (([0.5], [0.5], [7]), "class indices"),
+        (([], [], []), "empty batch"),
+    ],
+)
+def test_bad_arguments_raise_value_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        select("llkd", *map(np.asarray, args), ThresholdState.initial(2))
+
+
+def test_unknown_method_and_bad_state():
+    with pytest.raises(ValueError, match="unknown selection method"):
+        select("magic", [0.5], [0.5], [0], ThresholdState.initial(2))
+    with pytest.raises(ValueError, match="momentum"):
+        ThresholdState.initial(2, momentum=1.0)
+
+
+def test_state_round_trips_through_a_dict():
+    state = update_state(ThresholdState.initial(3), *batch(1, k=3))
+    again = ThresholdState.from_dict(state.to_dict())
+    assert np.array_equal(again.class_teacher, state.class_teacher) and again.steps == state.steps
