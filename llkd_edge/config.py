@@ -142,3 +142,67 @@ class LabelRunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the student is built and trained (all of it decides the result, so all of it is saved)."""
+
+    student: str = "minilm-l6"
+    selection: str = "llkd"
+    soft_labels: bool = False
+    epochs: int = 4
+    batch_size: int = 32
+    max_length: int = 128
+    learning_rate: float | None = None  # None: the student's registered default
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    momentum: float = 0.9  # of the LLKD threshold EMAs
+    topk_ratio: float = 0.5
+    seed: int = 0
+    threads: int = field(default_factory=default_threads)
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTION_METHODS:
+            raise UserError(f"unknown --selection {self.selection!r}; use one of {', '.join(SELECTION_METHODS)}")
+        for name in ("epochs", "batch_size", "max_length", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 < self.topk_ratio <= 1:
+            raise UserError(f"--topk-ratio must be in (0, 1], got {self.topk_ratio}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One ``llkd-edge distill`` run: label the pool (through the store), train, evaluate."""
+
+    data: str
+    out: str
+    scoring: ScoringConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    eval: str | None = None
+    store: str = "labels.sqlite"
+    text_column: str = "text"
+    label_column: str | None = None
+    limit: int | None = None
+    eval_limit: int | None = None
+    min_per_class: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.min_per_class < 1:
+            raise UserError("--min-per-class must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

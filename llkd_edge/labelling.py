@@ -69,9 +69,68 @@ def check_gold(gold: list[str] | None, labels: LabelSet, source: str) -> None:
         raise LabelSpecError(f"{source}: gold labels not in the label set: {shown} (labels: {', '.join(labels.names)})")
 
 
-def label_texts(
-    config: LabelRunConfig, teacher_factory=None, progress: bool = True
-) -> LabelSummary:
+@dataclass
+class Labelled:
+    """A dataset's unique non-empty texts (input order) with their teacher rows and gold labels."""
+
+    texts: list[str]
+    rows: list[LabelRow]
+    gold: list[str] | None  # "" where a row has no gold label
+    total: int
+    labelled: int
+    cached: int
+    skipped: int
+    duplicates: int
+    seconds: float
+
+
+def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True) -> Labelled:
+    """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows."""
+    first: dict[str, int] = {}
+    skipped = 0
+    for i, text in enumerate(dataset.texts):
+        if not text.strip():
+            skipped += 1
+            continue
+        first.setdefault(text_hash(text), i)
+    order = list(first)
+    if not order:
+        raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")
+    key = teacher.key
+    with LabelStore(store_path) as store:
+        cached = store.cached(key, order)
+        todo = [h for h in order if h not in cached]
+        if todo:
+            store.register(key, teacher.model.name, teacher.scoring.labels.names, teacher.details)
+        if cached and progress:
+            tqdm.write(f"{dataset.name}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}")
+        started = time.perf_counter()
+        bar = tqdm(total=len(todo), unit="text", desc=f"labelling {dataset.name}", disable=not progress or not todo,
+                   dynamic_ncols=True)
+        try:
+            for start in range(0, len(todo), commit_every):
+                batch = [dataset.texts[first[h]] for h in todo[start : start + commit_every]]
+                store.add(key, teacher.score(batch))
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        rows = store.rows(key, order)
+    gold = None if dataset.gold is None else [dataset.gold[first[h]] for h in order]
+    return Labelled(
+        texts=[dataset.texts[first[h]] for h in order],
+        rows=[rows[h] for h in order],
+        gold=gold,
+        total=len(dataset.texts),
+        labelled=len(todo),
+        cached=len(cached),
+        skipped=skipped,
+        duplicates=len(dataset.texts) - skipped - len(order),
+        seconds=seconds,
+    )
+
+
+def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = True) -> LabelSummary:
     """Run the label stage described by ``config`` and return its summary.
 
     ``teacher_factory(scoring, teacher_config) -> Teacher`` exists for callers that keep a loaded teacher
@@ -80,81 +139,47 @@ def label_texts(
     started = time.perf_counter()
     dataset = read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
     check_gold(dataset.gold, config.scoring.labels, dataset.name)
-
-    # Unique non-empty texts, in input order; gold labels are kept per text for scoring.
-    order: list[str] = []
-    first: dict[str, int] = {}
-    skipped = 0
-    for i, text in enumerate(dataset.texts):
-        if not text.strip():
-            skipped += 1
-            continue
-        h = text_hash(text)
-        if h not in first:
-            first[h] = i
-            order.append(h)
-    duplicates = len(dataset.texts) - skipped - len(order)
-    if not order:
-        raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")
-
-    teacher = (teacher_factory or _load_teacher)(config.scoring, config.teacher)
-    key = teacher.key
-    with LabelStore(config.store) as store:
-        cached = store.cached(key, order)
-        todo = [h for h in order if h not in cached]
-        if todo:
-            store.register(key, teacher.model.name, config.scoring.labels.names, teacher.details)
-        label_started = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="text", desc="labelling", disable=not progress or not todo, dynamic_ncols=True)
-        if cached and progress:
-            tqdm.write(f"{len(cached)} of {len(order)} texts already in {config.store}; labelling {len(todo)}")
-        try:
-            for start in range(0, len(todo), config.commit_every):
-                batch = [dataset.texts[first[h]] for h in todo[start : start + config.commit_every]]
-                store.add(key, teacher.score(batch))
-                bar.update(len(batch))
-        finally:
-            bar.close()
-        label_seconds = time.perf_counter() - label_started
-        rows = store.rows(key, order)
-
-    ordered = [rows[h] for h in order]
-    summary = _summarise(config, dataset, teacher, ordered, order, first, cached, todo, skipped, duplicates)
+    if not any(t.strip() for t in dataset.texts):
+        raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
+    teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
+    result = label_dataset(dataset, teacher, config.store, config.commit_every, progress)
+    summary = _summarise(config, dataset.name, teacher, result)
     summary.seconds = round(time.perf_counter() - started, 3)
-    summary.texts_per_second = round(len(todo) / label_seconds, 2) if todo and label_seconds > 0 else None
+    if result.labelled and result.seconds > 0:
+        summary.texts_per_second = round(result.labelled / result.seconds, 2)
     if config.out:
-        gold = [dataset.gold[first[h]] for h in order] if dataset.gold is not None else None
-        summary.out = str(export_rows(ordered, config.scoring.labels.names, config.out, gold))
+        summary.out = str(export_rows(result.rows, config.scoring.labels.names, config.out, result.gold))
     return summary
 
 
-def _load_teacher(scoring, teacher_config):
+def load_teacher(scoring, teacher_config):
     from .teacher import Teacher, resolve_model
 
     return Teacher(resolve_model(teacher_config.model), scoring, teacher_config)
 
 
-def _summarise(config, dataset, teacher, rows: list[LabelRow], order, first, cached, todo, skipped, duplicates):
+def _summarise(config: LabelRunConfig, name: str, teacher, result: Labelled) -> LabelSummary:
     from .teacher import LOW_LABEL_MASS
 
     labels = config.scoring.labels.names
+    rows = result.rows
     counts = Counter(r.label for r in rows)
     mean_mass = sum(r.label_mass for r in rows) / len(rows)
     summary = LabelSummary(
-        data=dataset.name,
+        data=name,
         store=str(config.store),
         teacher=teacher.model.name,
         teacher_sha256=teacher.model.sha256,
         config_hash=teacher.key.config_hash,
         labels=list(labels),
-        total=len(dataset.texts),
-        labelled=len(todo),
-        cached=len(cached),
-        skipped=skipped,
-        duplicates=duplicates,
+        total=result.total,
+        labelled=result.labelled,
+        cached=result.cached,
+        skipped=result.skipped,
+        duplicates=result.duplicates,
         seconds=0.0,
         texts_per_second=None,
-        label_counts={name: counts.get(name, 0) for name in labels},
+        label_counts={label: counts.get(label, 0) for label in labels},
         mean_confidence=round(sum(r.confidence for r in rows) / len(rows), 4),
         mean_label_mass=round(mean_mass, 4),
         truncated=sum(r.truncated for r in rows),
@@ -164,12 +189,20 @@ def _summarise(config, dataset, teacher, rows: list[LabelRow], order, first, cac
             f"the teacher put only {mean_mass:.1%} of its next-token probability on the label words: the prompt "
             "may not fit this model (try --few-shot examples, another --task wording or other verbalisers)"
         )
-    if dataset.gold is not None:
-        pairs = [(dataset.gold[first[h]], r.label) for h, r in zip(order, rows) if dataset.gold[first[h]]]
-        if pairs:
-            scores = classification_scores([g for g, _ in pairs], [p for _, p in pairs], labels)
-            summary.accuracy = round(scores["accuracy"], 4)
-            summary.macro_f1 = round(scores["macro_f1"], 4)
-            summary.majority_rate = round(scores["majority_rate"], 4)
-            summary.gold_count = scores["n"]
+    scores = gold_scores(result, labels)
+    if scores:
+        summary.accuracy = round(scores["accuracy"], 4)
+        summary.macro_f1 = round(scores["macro_f1"], 4)
+        summary.majority_rate = round(scores["majority_rate"], 4)
+        summary.gold_count = scores["n"]
     return summary
+
+
+def gold_scores(result: Labelled, labels) -> dict | None:
+    """The teacher's accuracy and macro-F1 on the rows that have a gold label (None when none do)."""
+    if result.gold is None:
+        return None
+    pairs = [(g, r.label) for g, r in zip(result.gold, result.rows) if g]
+    if not pairs:
+        return None
+    return classification_scores([g for g, _ in pairs], [p for _, p in pairs], labels)

@@ -1,0 +1,248 @@
+"""The ``distill`` stage: unlabelled pool -> teacher labels (through the store) -> student -> evaluation.
+
+RUN_DIR receives:
+  config.json             how the run was made (data, labels, prompt, teacher sha256, training and
+                          selection settings, seeds, package versions)
+  student/                the trained student (transformers ``save_pretrained``, with its tokenizer)
+  metrics.json            teacher and student on the same eval texts, selection figures, sizes, timings
+  selection.json          per-epoch selection statistics (selected, distinct ever selected, thresholds)
+  confusion_matrix.png    the student on the eval set
+  checkpoint.pt           the last finished epoch, for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections import Counter
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .config import DistillConfig, LabelSet, stable_hash
+from .data import Dataset, read_dataset
+from .errors import DataError, LabelSpecError, StoreError, UserError
+from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher
+from .metrics import classification_scores
+from .store import LabelStore
+
+STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("llkd-edge", "torch", "transformers", "tokenizers", "numpy", "llama_cpp_python"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _identity(config: DistillConfig) -> dict:
+    """What makes two runs the same run (threads do not change results, so they are left out)."""
+    d = asdict(config)
+    d["train"].pop("threads")
+    d["teacher"].pop("n_threads")
+    d.pop("store")
+    return d
+
+
+def _prepare_run_dir(config: DistillConfig, resume: bool) -> Path:
+    out = Path(config.out)
+    saved = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not saved.exists():
+            raise UserError(f"{out}: not empty and not an llkd-edge run; choose another --out")
+        try:
+            previous = json.loads(saved.read_text())["identity"]
+        except (ValueError, KeyError):
+            raise UserError(f"{out}/config.json is unreadable; choose another --out") from None
+        current = json.loads(json.dumps(_identity(config)))
+        if previous != current:
+            changed = sorted(_diff(previous, current))
+            raise UserError(f"{out} holds a different run ({', '.join(changed[:4])} differ); choose another --out")
+        if (out / "metrics.json").exists():
+            raise UserError(f"{out} already holds this finished run; choose another --out to train again")
+        if not resume:
+            raise UserError(f"{out} holds an unfinished run of this config; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _diff(a, b, prefix="") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        return set().union(*(_diff(a.get(k), b.get(k), f"{prefix}{k}.") for k in keys)) if keys else set()
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def _pool_from_store(config: DistillConfig, teacher) -> Labelled:
+    """DATA is an existing label store: take every row made by this teacher with this prompt and labels."""
+    with LabelStore(config.data) as store:
+        configs = store.configs()
+        key = teacher.key
+        if not any(c["config_hash"] == key.config_hash and c["teacher_sha256"] == key.teacher_sha256 for c in configs):
+            made = "; ".join(f"{c['teacher_name']} with labels {','.join(c['labels'])}" for c in configs) or "nothing"
+            raise StoreError(
+                f"{config.data} was made with other labels or another teacher or prompt ({made}); "
+                f"it has no rows for {teacher.model.name} with labels {','.join(teacher.scoring.labels.names)}"
+            )
+        rows = list(store.rows(key).values())
+    if config.limit:
+        rows = rows[: config.limit]
+    return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0)
+
+
+def _without(pool: Labelled, texts: set[str]) -> tuple[Labelled, int]:
+    keep = [i for i, t in enumerate(pool.texts) if t not in texts]
+    if len(keep) == len(pool.texts):
+        return pool, 0
+    gold = None if pool.gold is None else [pool.gold[i] for i in keep]
+    trimmed = Labelled([pool.texts[i] for i in keep], [pool.rows[i] for i in keep], gold, pool.total,
+                       pool.labelled, pool.cached, pool.skipped, pool.duplicates, pool.seconds)
+    return trimmed, len(pool.texts) - len(keep)
+
+
+def _check_pool(pool: Labelled, labels: LabelSet, minimum: int) -> None:
+    counts = Counter(r.label for r in pool.rows)
+    short = [f"{name} {counts.get(name, 0)}" for name in labels.names if counts.get(name, 0) < minimum]
+    if short:
+        raise DataError(
+            f"too few texts per class to train: the teacher gave {', '.join(short)} of {len(pool.rows)} "
+            f"(need at least {minimum} each; add texts, merge labels, or lower --min-per-class)"
+        )
+
+
+def _confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(gold, predicted, labels=list(labels))
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("student's label")
+    ax.set_ylabel("gold label")
+    top = matrix.max() or 1
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
+    """Run the whole stage; returns the metrics also written to RUN_DIR/metrics.json."""
+    from .train import Pool, build_student, predict_proba, train
+
+    started = time.perf_counter()
+    labels = config.scoring.labels
+    data_is_store = Path(config.data).suffix.lower() in STORE_SUFFIXES and Path(config.data).is_file()
+    source = None if data_is_store else read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
+    if source is not None and source.gold is not None and not set(filter(None, source.gold)) <= set(labels.names):
+        source = Dataset(source.name, source.texts, None)  # the pool's gold is only ever reported, never required
+    eval_name = config.eval or (f"{source.name.split(':')[0]}:test" if source and ":" in source.name else None)
+    evalset = None
+    if eval_name:
+        evalset = read_dataset(eval_name, config.text_column, config.label_column or None).head(config.eval_limit)
+        if evalset.gold is None:
+            raise DataError(f"{eval_name}: the eval set needs gold labels (a `label` column, or --label-column)")
+        check_gold(evalset.gold, labels, evalset.name)
+        if not any(evalset.gold):
+            raise DataError(f"{eval_name}: every gold label is empty")
+    run_dir = _prepare_run_dir(config, resume)
+
+    # 1. Teacher labels for the pool and the eval texts, through the store.
+    teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
+    label_started = time.perf_counter()
+    pool = _pool_from_store(config, teacher) if data_is_store else label_dataset(source, teacher, config.store, progress=progress)
+    evaluated = label_dataset(evalset, teacher, config.store, progress=progress) if evalset else None
+    label_seconds = time.perf_counter() - label_started
+    overlap = 0
+    if evaluated:  # never train on an eval text (a store may hold both)
+        pool, overlap = _without(pool, set(evaluated.texts))
+    _check_pool(pool, labels, config.min_per_class)
+
+    provenance = {
+        "identity": _identity(config),
+        "config": asdict(config),
+        "teacher": {"name": teacher.model.name, "sha256": teacher.model.sha256, "licence": teacher.model.licence,
+                    "prompt": teacher.prompt, "config_hash": teacher.key.config_hash,
+                    "label_tokens": teacher.label_tokens},
+        "versions": versions(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+
+    # 2. The student.
+    train_started = time.perf_counter()
+    student = build_student(config.train.student, labels.names, config.train.seed)
+    probs = np.array([r.probs for r in pool.rows], dtype=np.float64)
+    stats = train(student, Pool(pool.texts, probs), config.train, run_dir, resume=resume, progress=progress)
+    train_seconds = time.perf_counter() - train_started
+    (run_dir / "selection.json").write_text(json.dumps([asdict(s) for s in stats], indent=2) + "\n")
+
+    # 3. Teacher and student on the same eval texts.
+    eval_started = time.perf_counter()
+    metrics: dict = {"teacher": None, "student": None}
+    if evaluated:
+        keep = [i for i, g in enumerate(evaluated.gold) if g]
+        gold = [evaluated.gold[i] for i in keep]
+        student_probs = predict_proba(student, [evaluated.texts[i] for i in keep], config.train.max_length, progress=progress)
+        predicted = [labels.names[j] for j in student_probs.argmax(axis=1)]
+        metrics["student"] = _rounded(classification_scores(gold, predicted, labels.names))
+        metrics["teacher"] = _rounded(gold_scores(evaluated, labels.names))
+        _confusion_png(run_dir / "confusion_matrix.png", gold, predicted, labels.names,
+                       f"{config.train.student} ({config.train.selection}) on {evalset.name}: "
+                       f"macro-F1 {metrics['student']['macro_f1']:.3f}")
+    eval_seconds = time.perf_counter() - eval_started
+
+    student_dir = run_dir / "student"
+    student.model.save_pretrained(student_dir)
+    student.tokenizer.save_pretrained(student_dir)
+    n = len(pool.rows)
+    metrics.update({
+        "selection": {
+            "method": config.train.selection,
+            "fraction_used": round(stats[-1].ever_selected / n, 4),
+            "selected_per_epoch": [s.selected for s in stats],
+            "ever_selected_per_epoch": [s.ever_selected for s in stats],
+            "soft_labels": config.train.soft_labels,
+        },
+        "data": {
+            "pool": config.data,
+            "pool_size": n,
+            "pool_texts_dropped_as_eval_overlap": overlap,
+            "eval": evalset.name if evalset else None,
+            "eval_size": len(evaluated.rows) if evaluated else 0,
+            "labels": list(labels.names),
+            "pool_teacher_label_counts": dict(Counter(r.label for r in pool.rows)),
+        },
+        "pool_teacher": _rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold
+        "student_model": {"name": config.train.student, **{k: v for k, v in student.info.items() if k != "base"}},
+        "seconds": {"label": round(label_seconds, 2), "train": round(train_seconds, 2),
+                    "eval": round(eval_seconds, 2), "total": round(time.perf_counter() - started, 2)},
+        "labelled_now": {"pool": pool.labelled, "eval": evaluated.labelled if evaluated else 0},
+        "run_id": stable_hash(provenance["identity"])[:12],
+    })
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _rounded(scores: dict | None) -> dict | None:
+    if scores is None:
+        return None
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+

@@ -1,0 +1,305 @@
+"""The student: build it, train it on teacher labels with sample selection, evaluate it, checkpoint it.
+
+Reads top to bottom: ``build_student`` -> ``train`` (one epoch at a time, a checkpoint after each) ->
+``predict_proba``. The selection maths lives in ``selection.py``; this module only feeds it the
+teacher's confidence and the student's normalised entropy for each batch, from the same forward pass
+that trains on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainConfig
+from .errors import MissingDependencyError, UserError
+from .selection import ThresholdState, select
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("training needs torch: run `make setup`") from None
+    return torch
+
+
+def student_registry() -> dict[str, dict]:
+    text = resources.files("llkd_edge.models").joinpath("students.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _package_folder(entry: dict) -> Path:
+    try:
+        folder = Path(metadata.distribution(entry["package"]).locate_file(entry["path"]))
+    except metadata.PackageNotFoundError:
+        raise MissingDependencyError(f"the student needs the package {entry['package']}: {entry['install']}") from None
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: no config.json; reinstall {entry['package']}")
+    return folder
+
+
+def kept_layers(total: int, keep: int) -> list[int]:
+    """``keep`` evenly spaced layer indices out of ``total``, always the first and the last."""
+    if not 1 <= keep <= total:
+        raise ValueError(f"cannot keep {keep} of {total} layers")
+    if keep == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+@dataclass
+class Student:
+    model: object  # transformers PreTrainedModel
+    tokenizer: object
+    name: str
+    info: dict = field(default_factory=dict)
+
+
+def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
+    """A registered student name or a local transformers folder, with a new K-way classification head."""
+    torch = _torch()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "newly initialised head" is expected, not news
+    torch.manual_seed(seed)
+    id2label = dict(enumerate(labels))
+    label2id = {v: k for k, v in id2label.items()}
+    known = student_registry()
+    if name in known:
+        entry = known[name]
+        folder = _package_folder(entry)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if "fresh" in entry:
+            config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=len(labels), id2label=id2label,
+                                label2id=label2id, **entry["fresh"])
+            model = BertForSequenceClassification(config)
+            info = {"base": "fresh", **entry["fresh"]}
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                folder, num_labels=len(labels), id2label=id2label, label2id=label2id)
+            total = model.config.num_hidden_layers
+            keep = kept_layers(total, entry["layers"])
+            if len(keep) < total:
+                encoder = model.base_model.encoder
+                encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in keep])
+                model.config.num_hidden_layers = len(keep)
+            info = {"base": str(folder), "layers_kept": keep, "licence": entry["licence"]}
+        info["default_learning_rate"] = entry["learning_rate"]
+    else:
+        folder = Path(name)
+        if not (folder / "config.json").is_file():
+            raise UserError(f"unknown student {name!r}: use one of {', '.join(known)} or a transformers model folder")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=len(labels), id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+        info = {"base": str(folder.resolve()), "default_learning_rate": 5e-5}
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    return Student(model, tokenizer, name, info)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The training pool: texts with the teacher's distributions. ``probs`` has shape (N, K)."""
+
+    texts: list[str]
+    probs: np.ndarray
+
+    @property
+    def pseudo(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def conf(self) -> np.ndarray:
+        return self.probs.max(axis=1)
+
+
+def _encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def _collate(torch, ids: list[list[int]], pad_id: int):
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    steps: int
+    selected: int  # samples that received a gradient this epoch
+    seen: int  # samples passed through the student this epoch
+    ever_selected: int  # distinct samples selected so far (the paper's "data used")
+    mean_loss: float
+    teacher_thresholds: list[float]
+    student_thresholds: list[float]
+    seconds: float
+
+
+def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "selection_state": state.to_dict(),
+            "ever_selected": ever,
+            "stats": [s.__dict__ for s in stats],
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": rng.bit_generator.state,
+            "config": config.__dict__,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+
+
+def train(
+    student: Student,
+    pool: Pool,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``student`` on ``pool`` with ``config.selection``; a checkpoint is written after every epoch.
+
+    With ``resume``, training continues after the last checkpointed epoch, and ends where an
+    uninterrupted run would have (the data order, dropout and random selection are all restored).
+    """
+    torch = _torch()
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = student.model
+    k = model.config.num_labels
+    n = len(pool.texts)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    lr = config.learning_rate or student.info["default_learning_rate"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    state = ThresholdState.initial(k, momentum=config.momentum, teacher_prior=float(pool.conf.mean()))
+    rng = np.random.default_rng(config.seed)
+    ever = np.zeros(n, dtype=bool)
+    stats: list[EpochStats] = []
+    start_epoch = 0
+    ckpt = Path(checkpoint_dir) / CHECKPOINT
+    if resume and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = ThresholdState.from_dict(saved["selection_state"])
+        ever = saved["ever_selected"]
+        stats = [EpochStats(**s) for s in saved["stats"]]
+        torch.set_rng_state(saved["torch_rng"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        start_epoch = saved["epoch"] + 1
+
+    ids = _encode(student.tokenizer, pool.texts, config.max_length)
+    pad_id = student.tokenizer.pad_token_id or 0
+    targets_hard = torch.tensor(pool.pseudo, dtype=torch.long)
+    targets_soft = torch.tensor(pool.probs, dtype=torch.float32)
+    conf, pseudo = pool.conf, pool.pseudo
+    log_k = math.log(k)
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = np.random.default_rng([config.seed, epoch]).permutation(n)  # same order on a resumed run
+        selected = seen = 0
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+                   disable=not progress, dynamic_ncols=True, leave=False)
+        for step in bar:
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            input_ids, attention = _collate(torch, [ids[i] for i in batch], pad_id)
+            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            with torch.no_grad():
+                p = torch.softmax(logits.float(), dim=-1)
+                need = (-(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_k).numpy()
+            mask, weights, state = select(config.selection, conf[batch], need, pseudo[batch], state,
+                                          rng=rng, topk_ratio=config.topk_ratio)
+            seen += len(batch)
+            if mask.any():
+                rows = torch.from_numpy(np.flatnonzero(mask))
+                w = torch.tensor(weights[mask], dtype=torch.float32)
+                chosen = torch.from_numpy(batch[mask])
+                if config.soft_labels:
+                    logp = torch.log_softmax(logits[rows], dim=-1)
+                    t = targets_soft[chosen]
+                    per_sample = (t * (torch.log(t.clamp_min(1e-12)) - logp)).sum(-1)  # KL(teacher || student)
+                else:
+                    per_sample = torch.nn.functional.cross_entropy(logits[rows], targets_hard[chosen], reduction="none")
+                loss = (w * per_sample).sum() / w.sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                losses.append(loss.item())
+                selected += int(mask.sum())
+                ever[batch[mask]] = True
+            scheduler.step()  # the schedule follows steps, selected or not, so every method sees the same one
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]) if losses else float('nan'):.3f}", kept=f"{selected}/{seen}")
+        bar.close()
+        stats.append(EpochStats(
+            epoch=epoch + 1,
+            steps=steps_per_epoch,
+            selected=selected,
+            seen=seen,
+            ever_selected=int(ever.sum()),
+            mean_loss=float(np.mean(losses)) if losses else float("nan"),
+            teacher_thresholds=[round(float(x), 5) for x in state.teacher_thresholds()],
+            student_thresholds=[round(float(x), 5) for x in state.student_thresholds()],
+            seconds=round(time.perf_counter() - started, 2),
+        ))
+        _save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config)
+        if on_epoch:
+            on_epoch(stats[-1])
+    return stats
+
+
+def predict_proba(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                  progress: bool = False) -> np.ndarray:
+    """Shape (N, K): the student's class probabilities."""
+    torch = _torch()
+    from tqdm.auto import tqdm
+
+    model = student.model
+    model.eval()
+    ids = _encode(student.tokenizer, texts, max_length)
+    pad_id = student.tokenizer.pad_token_id or 0
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", disable=not progress, leave=False):
+            input_ids, attention = _collate(torch, ids[start : start + batch_size], pad_id)
+            out.append(torch.softmax(model(input_ids=input_ids, attention_mask=attention).logits, -1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))

@@ -1,0 +1,128 @@
+"""`llkd-edge distill` with the real Gemma teacher and the real pretrained MiniLM (2 layers kept)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+
+pytestmark = pytest.mark.integration
+
+SLICE = ["--limit", "240", "--eval-limit", "100", "--max-text-tokens", "64", "--student", "minilm-l2",
+         "--max-length", "96", "--batch-size", "16", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("store") / "labels.sqlite")
+
+
+def distill(args):
+    result = CliRunner().invoke(main, ["distill", "bbc-news", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, store):
+    out = tmp_path / "run"
+    distill([*SLICE, "--store", store, "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    student, teacher = metrics["student"], metrics["teacher"]
+    print(f"\nminilm-l2 + llkd on 240 BBC texts: student acc {student['accuracy']} F1 {student['macro_f1']}; "
+          f"teacher acc {teacher['accuracy']} F1 {teacher['macro_f1']}; majority {student['majority_rate']}; "
+          f"pool used {metrics['selection']['fraction_used']}")
+    assert student["n"] == teacher["n"] == 100  # the same eval texts for both
+    assert student["accuracy"] >= student["majority_rate"] + 0.25
+    assert metrics["selection"]["method"] == "llkd"
+    assert len(metrics["selection"]["selected_per_epoch"]) == 3
+    assert 0 < metrics["selection"]["fraction_used"] <= 1
+    assert metrics["data"]["pool_size"] == 240 and metrics["data"]["labels"][0] == "business"
+    assert set(metrics["seconds"]) >= {"label", "train", "eval"}
+
+    epochs = json.loads((out / "selection.json").read_text())
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert len(epochs[0]["teacher_thresholds"]) == 5 and len(epochs[0]["student_thresholds"]) == 5
+    assert epochs[-1]["ever_selected"] == round(metrics["selection"]["fraction_used"] * 240)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["teacher"]["sha256"].startswith("a5fd3b62")
+    assert "Category:" in config["teacher"]["prompt"]
+    assert config["config"]["train"]["selection"] == "llkd" and config["config"]["train"]["seed"] == 0
+    assert config["versions"]["torch"].startswith("2.13.0")
+
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out / "student")
+    assert model.config.num_hidden_layers == 2 and model.config.id2label[0] == "business"
+    assert (out / "student" / "tokenizer.json").exists()
+
+    again = CliRunner().invoke(main, ["distill", "bbc-news", *SLICE, "--store", store, "--out", str(out)])
+    assert again.exit_code == 2 and "already holds this finished run" in again.output
+
+
+def test_a_killed_run_resumes_to_where_an_uninterrupted_one_ends(tmp_path, store):
+    args = [*SLICE, "--selection", "random", "--store", store]
+    straight = tmp_path / "straight"
+    distill([*args, "--out", str(straight)])
+
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", "distill", "bbc-news", *args, "--out", str(resumed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (resumed / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (resumed / "metrics.json").exists()
+
+    refused = CliRunner().invoke(main, ["distill", "bbc-news", *args, "--out", str(resumed)])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    distill([*args, "--out", str(resumed), "--resume"])
+
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((resumed / "metrics.json").read_text())
+    assert a["student"] == b["student"]
+    assert a["selection"]["selected_per_epoch"] == b["selection"]["selected_per_epoch"]
+    from safetensors.numpy import load_file
+
+    wa, wb = load_file(straight / "student" / "model.safetensors"), load_file(resumed / "student" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) < 1e-5
+
+
+def test_too_few_texts_per_class_is_refused(tmp_path, store):
+    result = CliRunner().invoke(main, ["distill", "bbc-news", *SLICE[:2], "--limit", "12", "--store", store,
+                                       "--max-text-tokens", "64", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "too few texts per class" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_store_made_with_other_labels_is_refused(tmp_path, store):
+    result = CliRunner().invoke(main, ["distill", store, "--labels", "sport,politics", "--max-text-tokens", "64",
+                                       "--eval", "bbc-news:test", "--eval-limit", "5", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "made with other labels or another teacher" in result.output
+
+
+def test_training_from_an_existing_store(tmp_path, store):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["distill", store, "--labels", "business,entertainment,politics,sports=sport,tech=technology",
+                                       "--task", "Classify the news article by topic", "--max-text-tokens", "64",
+                                       "--eval", "bbc-news:test", "--eval-limit", "100", "--student", "minilm-l2",
+                                       "--max-length", "96", "--batch-size", "16", "--epochs", "1", "--selection", "all",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labelled_now"] == {"pool": 0, "eval": 0}  # everything came from the store
+    # the store also holds the 100 eval texts (labelled for the teacher's score); they are never trained on
+    assert metrics["data"]["pool_size"] == 240
+    assert metrics["data"]["pool_texts_dropped_as_eval_overlap"] == 100
