@@ -7,6 +7,7 @@ at most that batch, and a re-run labels only what is missing.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -103,7 +104,8 @@ def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int 
         if todo:
             store.register(key, teacher.model.name, teacher.scoring.labels.names, teacher.details)
         if cached and progress:
-            tqdm.write(f"{dataset.name}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}")
+            tqdm.write(f"{dataset.name}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}",
+                       file=sys.stderr)
         started = time.perf_counter()
         bar = tqdm(total=len(todo), unit="text", desc=f"labelling {dataset.name}", disable=not progress or not todo,
                    dynamic_ncols=True)

@@ -54,7 +54,8 @@ def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evalu
 
     # The same command again: everything cached, nothing sent to the model.
     result = invoke(["label", "bbc-news:test", "--limit", "100", "--store", str(store), "--json"])
-    again = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(result.stdout.strip().splitlines()) == 1  # --json: stdout is the JSON object alone
+    again = json.loads(result.stdout)
     assert (again["labelled"], again["cached"]) == (0, 100)
     assert again["accuracy"] == summary["accuracy"]
 
