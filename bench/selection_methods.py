@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", default="labels.sqlite")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--min-per-class", type=int, default=5)
     args = parser.parse_args()
 
     test = load_builtin(f"{args.dataset}:test")
@@ -56,6 +57,7 @@ def main() -> int:
                 store=args.store,
                 limit=args.limit,
                 eval_limit=args.eval_limit,
+                min_per_class=args.min_per_class,
             )
             m = distill(config, teacher_factory=lambda *_: teacher)
             rows.append({"method": method, "student": m["student"], "teacher": m["teacher"],
@@ -69,7 +71,7 @@ def main() -> int:
         teacher.close()
 
     report = {"command": "python " + " ".join(sys.argv), "dataset": args.dataset, "student": args.student,
-              "epochs": args.epochs, "seed": args.seed, "results": rows}
+              "epochs": args.epochs, "seed": args.seed, "min_per_class": args.min_per_class, "results": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"selection_{args.dataset}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
