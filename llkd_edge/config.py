@@ -189,7 +189,7 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     eval: str | None = None
-    store: str = "labels.sqlite"
+    store: str | None = None  # None: DATA itself when DATA is a label store, else labels.sqlite
     text_column: str = "text"
     label_column: str | None = None
     limit: int | None = None

@@ -151,6 +151,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     started = time.perf_counter()
     labels = config.scoring.labels
     data_is_store = Path(config.data).suffix.lower() in STORE_SUFFIXES and Path(config.data).is_file()
+    store_path = config.store or (config.data if data_is_store else "labels.sqlite")
     source = None if data_is_store else read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
     if source is not None and source.gold is not None and not set(filter(None, source.gold)) <= set(labels.names):
         source = Dataset(source.name, source.texts, None)  # the pool's gold is only ever reported, never required
@@ -168,13 +169,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     # 1. Teacher labels for the pool and the eval texts, through the store.
     teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
     label_started = time.perf_counter()
-    pool = _pool_from_store(config, teacher) if data_is_store else label_dataset(source, teacher, config.store, progress=progress)
-    evaluated = label_dataset(evalset, teacher, config.store, progress=progress) if evalset else None
-    label_seconds = time.perf_counter() - label_started
+    pool = _pool_from_store(config, teacher) if data_is_store else label_dataset(source, teacher, store_path, progress=progress)
     overlap = 0
-    if evaluated:  # never train on an eval text (a store may hold both)
-        pool, overlap = _without(pool, set(evaluated.texts))
-    _check_pool(pool, labels, config.min_per_class)
+    if evalset:  # never train on an eval text (a store may hold both)
+        pool, overlap = _without(pool, set(evalset.texts))
+    _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
+    evaluated = label_dataset(evalset, teacher, store_path, progress=progress) if evalset else None
+    label_seconds = time.perf_counter() - label_started
 
     provenance = {
         "identity": _identity(config),

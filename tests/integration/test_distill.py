@@ -110,7 +110,7 @@ def test_too_few_texts_per_class_is_refused(tmp_path, store):
 
 def test_a_store_made_with_other_labels_is_refused(tmp_path, store):
     result = CliRunner().invoke(main, ["distill", store, "--labels", "sport,politics", "--max-text-tokens", "64",
-                                       "--eval", "bbc-news:test", "--eval-limit", "5", "--out", str(tmp_path / "run")])
+                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "made with other labels or another teacher" in errors[0]
