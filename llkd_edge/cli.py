@@ -69,7 +69,7 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
     from pathlib import Path
 
     from .config import LabelSet
-    from .data import read_dataset
+    from .data import builtin_spec, read_dataset
     from .labelling import resolve_labels
 
     if Path(data).suffix.lower() in {".sqlite", ".sqlite3", ".db"} and Path(data).is_file():
@@ -77,8 +77,9 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
             raise UserError("training from a label store needs --labels (the label set it was made with)")
         label_set, source_task = LabelSet.parse(opts["labels"]), None
     else:
-        source = read_dataset(data, opts["text_column"], opts["label_column"])
-        label_set, source_task = resolve_labels(opts["labels"], source), source.task
+        builtin = builtin_spec(data)  # only a built-in brings defaults; the stage itself reads DATA, once
+        label_set = resolve_labels(opts["labels"], builtin.labels if builtin else None)
+        source_task = builtin.task if builtin else None
     examples = ()
     if opts["few_shot"]:
         shots = read_dataset(opts["few_shot"], "text", "label")

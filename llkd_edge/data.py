@@ -209,6 +209,13 @@ def _is_builtin_name(source: str) -> bool:
     return source.split(":", 1)[0] in BUILTINS
 
 
+def builtin_spec(source: str) -> Builtin | None:
+    """The built-in dataset ``source`` names (its default labels and task), without reading it; else None."""
+    if Path(source).exists() or not _is_builtin_name(source):
+        return None
+    return BUILTINS[source.split(":", 1)[0]]
+
+
 def load_builtin(source: str) -> Dataset:
     """Load ``NAME[:SPLIT]`` (split defaults to train), deduplicated and in a seeded shuffled order.
 

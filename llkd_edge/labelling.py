@@ -53,11 +53,12 @@ class LabelSummary:
         return asdict(self)
 
 
-def resolve_labels(spec: str | None, dataset: Dataset) -> LabelSet:
+def resolve_labels(spec: str | None, default: str | None) -> LabelSet:
+    """The user's label spec, else the data's default (a built-in dataset's), else an error."""
     if spec:
         return LabelSet.parse(spec)
-    if dataset.labels:
-        return LabelSet.parse(dataset.labels)
+    if default:
+        return LabelSet.parse(default)
     raise LabelSpecError("no label set: pass --labels a,b,c (or name=verbaliser pairs, or a labels file)")
 
 
