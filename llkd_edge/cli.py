@@ -215,6 +215,122 @@ def _print_label_summary(s) -> None:
 
 
 @main.command()
+@click.argument("run_dir")
+@click.option("--out", "model_dir", required=True, help="MODEL_DIR: where the ONNX model folder goes.")
+@click.option("--optimize", type=click.Choice(["O1", "O2", "none"]), default="O2", show_default=True,
+              help="ONNX Runtime graph optimisation level.")
+@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
+              help="Also write an int8 model (the default model only if it passes the accuracy gate).")
+@click.option("--max-accuracy-drop", default=0.01, show_default=True,
+              help="int8 may lose at most this much accuracy against fp32 on the check texts.")
+@click.option("--min-agreement", default=0.99, show_default=True,
+              help="int8 must give fp32's label on at least this share of the check texts.")
+@click.option("--check-limit", default=1000, show_default=True, help="At most this many texts for the parity check.")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores")
+@click.option("--json", "as_json", is_flag=True, help="Print export_report.json.")
+def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreement, check_limit, threads, as_json):
+    """Export RUN_DIR's student to ONNX (fp32 and int8), check both against PyTorch, write MODEL_DIR."""
+    from .config import ExportConfig
+    from .export import export_run
+
+    config = ExportConfig(run_dir=run_dir, out=model_dir, optimize=optimize, quantize=quantize,
+                          max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
+                          check_limit=check_limit, threads=threads)
+    report = export_run(config)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    ref = "gold labels" if report["reference"] == "gold" else "the teacher's labels"
+    click.echo(f"parity with PyTorch on {report['texts']} texts (quality against {ref}):")
+    rows = [("pytorch", None, report["pytorch"]["quality"])]
+    rows += [(name, v, v["quality"]) for name, v in report["variants"].items()]
+    for name, v, q in rows:
+        diff = f"max |d logit| {v['max_abs_logit_diff']:.2g}, same label {v['argmax_agreement_with_pytorch']:.1%}" if v else ""
+        score = f"accuracy {q['accuracy']:.3f}  macro-F1 {q['macro_f1']:.3f}" if q else ""
+        click.echo(f"  {name:<8} {score}  {diff}".rstrip())
+    click.echo(f"default model: {report['default']} ({report['default_reason']})")
+    click.echo(f"wrote {model_dir}")
+
+
+@main.command()
+@click.argument("model_dir")
+@click.argument("texts", nargs=-1)
+@click.option("--input", "input_file", help="Read texts from FILE (CSV, TSV, JSONL, Parquet or one text per line).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--out", help="Write JSONL here instead of to stdout.")
+@click.option("--variant", type=click.Choice(["fp32", "int8"]), help="Default: the folder's default model.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--threads", type=int, help="CPU threads [default: all cores].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def predict(model_dir, texts, input_file, text_column, out, variant, batch_size, threads, device):
+    """Label TEXTs (or --input FILE) with an exported model; writes JSONL: text, label, probabilities."""
+    from .predict import predict_stream
+
+    if bool(texts) == bool(input_file):
+        raise UserError("give either TEXT arguments or --input FILE")
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    summary = predict_stream(model_dir, list(texts) if texts else None, input_file, text_column, out,
+                             variant=variant, batch_size=batch_size, threads=threads, device=device)
+    click.echo(summary, err=True)
+
+
+@main.command()
+@click.argument("model_dir")
+@click.option("--run", "run_dir", help="The distill run (for the PyTorch student) [default: the one MODEL_DIR records].")
+@click.option("--teacher", help="Teacher to time: a registered name or .gguf path, or `none` [default: the run's].")
+@click.option("--data", help="Texts to time on: a file or built-in split [default: the run's eval texts].")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", help="Gold label column (default: `label` when present).")
+@click.option("--limit", default=100, show_default=True, help="Number of texts.")
+@click.option("--batch-size", default=32, show_default=True, help="Batch size for the throughput figures.")
+@click.option("--rounds", default=3, show_default=True, help="Alternating timing rounds for the students.")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores",
+              help="CPU threads for every contender.")
+@click.option("--out", help="Folder for bench.json and bench.png [default: MODEL_DIR/bench].")
+@click.option("--json", "as_json", is_flag=True, help="Print bench.json.")
+def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, batch_size, rounds, threads, out,
+          as_json):
+    """Time the teacher, the PyTorch student and the ONNX models side by side on the same texts."""
+    from .bench import run_bench
+    from .config import BenchConfig
+
+    config = BenchConfig(model_dir=model_dir, run_dir=run_dir, teacher=teacher, data=data, text_column=text_column,
+                         label_column=label_column, limit=limit, batch_size=batch_size, rounds=rounds,
+                         threads=threads, out=out)
+    report = run_bench(config)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(format_bench_table(report))
+    click.echo(f"wrote {', '.join(report['wrote'])}")
+
+
+def format_bench_table(report: dict) -> str:
+    """The bench report as a Markdown table plus its ratios (also used by the README)."""
+    results = report["results"]
+    quality = report["gold"]
+    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
+             f"latency at batch 1, throughput at batch {report['batch_size']}", "",
+             "| model | size MB | p50 ms | p95 ms | texts/s | " + ("accuracy | macro-F1 |" if quality else ""),
+             "|---|---|---|---|---|" + ("---|---|" if quality else "")]
+    for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
+        if name not in results:
+            continue
+        r = results[name]
+        mark = " (default)" if name == report["default_variant"] else ""
+        row = f"| {name}{mark} | {r['size_mb']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['texts_per_s']:.1f} |"
+        if quality:
+            row += f" {r['accuracy']:.3f} | {r['macro_f1']:.3f} |"
+        lines.append(row)
+    lines.append("")
+    for key, ratio in report["ratios"].items():
+        fast, slow = key.split("_vs_")
+        lines.append(f"{fast} vs {slow}: {ratio['p50_latency']}x faster per text, {ratio['throughput']}x the throughput")
+    return "\n".join(lines)
+
+
+@main.command()
 def teachers() -> None:
     """List the registered teachers and whether their packages are installed."""
     from importlib import metadata

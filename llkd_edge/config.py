@@ -101,6 +101,18 @@ class ScoringConfig:
         if unknown:
             raise LabelSpecError(f"few-shot examples use labels not in the label set: {', '.join(unknown)}")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ScoringConfig:
+        """Read back ``asdict(config)`` as saved in a run's config.json."""
+        return cls(
+            labels=LabelSet(tuple(d["labels"]["names"]), tuple(d["labels"]["verbalisers"])),
+            task=d["task"],
+            calibrate=d["calibrate"],
+            content_free=tuple(d["content_free"]),
+            max_text_tokens=d["max_text_tokens"],
+            few_shot=tuple(tuple(x) for x in d["few_shot"]),
+        )
+
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -206,3 +218,55 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+OPTIMIZE_LEVELS = ("O1", "O2", "none")
+QUANTIZE_MODES = ("int8", "none")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``llkd-edge export``: a distill run -> an ONNX model folder, with a parity report and an int8 gate."""
+
+    run_dir: str
+    out: str
+    optimize: str = "O2"
+    quantize: str = "int8"
+    max_accuracy_drop: float = 0.01  # int8 may lose at most this much accuracy against fp32 ...
+    min_agreement: float = 0.99  # ... and must give fp32's label on at least this share of texts
+    check_limit: int | None = 1000  # texts for the parity check
+    threads: int = field(default_factory=default_threads)
+
+    def __post_init__(self) -> None:
+        if self.optimize not in OPTIMIZE_LEVELS:
+            raise UserError(f"unknown --optimize {self.optimize!r}; use one of {', '.join(OPTIMIZE_LEVELS)}")
+        if self.quantize not in QUANTIZE_MODES:
+            raise UserError(f"unknown --quantize {self.quantize!r}; use one of {', '.join(QUANTIZE_MODES)}")
+        if not 0 <= self.min_agreement <= 1:
+            raise UserError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+        if self.check_limit is not None and self.check_limit < 1:
+            raise UserError(f"--check-limit must be at least 1, got {self.check_limit}")
+        if self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """``llkd-edge bench``: teacher, PyTorch student and ONNX variants timed side by side on the same texts."""
+
+    model_dir: str
+    run_dir: str | None = None  # None: the run recorded in the model folder, when it still exists
+    teacher: str | None = None  # None: the run's teacher; "none": leave the teacher out
+    data: str | None = None  # None: the run's eval texts
+    text_column: str = "text"
+    label_column: str | None = None
+    limit: int = 100
+    batch_size: int = 32
+    rounds: int = 3
+    threads: int = field(default_factory=default_threads)
+    out: str | None = None  # None: MODEL_DIR/bench
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "batch_size", "rounds", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

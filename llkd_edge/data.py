@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -156,6 +158,83 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return ""
     return str(value)
+
+
+# ------------------------------------------------------------------------------------------ streaming
+
+
+def iter_texts(source: str, text_column: str = DEFAULT_TEXT_COLUMN) -> Iterator[str]:
+    """The texts of a file (or built-in dataset), one at a time, without reading the file whole.
+
+    For inputs too large for ``read_dataset``: plain text and JSONL are read line by line, CSV/TSV row by
+    row (the standard library's reader, so no pandas), Parquet in record batches. Errors carry the line.
+    """
+    path = Path(source)
+    if not path.exists() and _is_builtin_name(source):
+        yield from load_builtin(source).texts
+        return
+    if not path.exists():
+        raise DataError(f"{source}: no such file (built-in datasets: {', '.join(sorted(BUILTINS))})")
+    if path.is_dir():
+        raise DataError(f"{source}: is a folder, expected a CSV, TSV, JSONL, Parquet or text file")
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET:
+        yield from _iter_parquet(path, text_column)
+        return
+    with open(path, "rb") as f:
+        lines = _decoded_lines(path, f)
+        if suffix in _JSONL:
+            for number, line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DataError(f"{path}: line {number} is not JSON") from None
+                if not isinstance(row, dict) or text_column not in row:
+                    raise DataError(f"{path}: line {number} has no {text_column!r} field; choose one with --text-column")
+                yield _cell(row[text_column])
+        elif suffix in _TABULAR_SEPARATORS:
+            reader = csv.reader((line for _, line in lines), delimiter=_TABULAR_SEPARATORS[suffix])
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: the file is empty")
+            if text_column not in header:
+                raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(header)}); "
+                                "choose one with --text-column")
+            column = header.index(text_column)
+            for row in reader:
+                if row:
+                    yield row[column] if column < len(row) else ""
+        else:
+            for _, line in lines:
+                yield line.rstrip("\r\n")
+
+
+def _decoded_lines(path: Path, f) -> Iterator[tuple[int, str]]:
+    """(line number, line with its ending) from a binary file, decoded line by line so an error has a line."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: line {number} is not valid UTF-8; re-save the file as UTF-8") from None
+        yield number, line.removeprefix("\ufeff") if number == 1 else line
+
+
+def _iter_parquet(path: Path, text_column: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is in the full install
+        raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'llkd-edge[full]'") from None
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises many types for a broken file
+        raise DataError(f"{path}: cannot read as Parquet: {_one_line(exc)}") from None
+    if text_column not in parquet.schema_arrow.names:
+        raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(parquet.schema_arrow.names)}); "
+                        "choose one with --text-column")
+    for batch in parquet.iter_batches(batch_size=1024, columns=[text_column]):
+        yield from (_cell(v) for v in batch.column(0).to_pylist())
 
 
 # ------------------------------------------------------------------------------------ built-in datasets

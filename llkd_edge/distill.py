@@ -16,7 +16,7 @@ import json
 import platform
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .data import Dataset, read_dataset
 from .errors import DataError, LabelSpecError, StoreError, UserError
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher
 from .metrics import classification_scores
-from .store import LabelStore
+from .store import LabelStore, ScoringKey
 
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
@@ -247,3 +247,71 @@ def _rounded(scores: dict | None) -> dict | None:
         return None
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
 
+
+
+# ------------------------------------------------------------------------------------ reading a run
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished distill run, as later stages (export, bench) read it."""
+
+    path: Path
+    provenance: dict  # config.json
+    metrics: dict  # metrics.json
+
+    @property
+    def student_dir(self) -> Path:
+        return self.path / "student"
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metrics["data"]["labels"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.provenance["config"]["train"]["max_length"])
+
+    def reference_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
+        """Texts to check a copy of the student on: (texts, reference labels, what the labels are).
+
+        The run's own gold eval set when it had one (``"gold"``); else the teacher's labels of the pool
+        from the run's label store (``"teacher"``); else an error.
+        """
+        config = self.provenance["config"]
+        eval_name = self.metrics["data"].get("eval")
+        if eval_name:
+            try:
+                evalset = read_dataset(eval_name, config["text_column"], config["label_column"]).head(config["eval_limit"])
+            except DataError as exc:
+                raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
+            pairs = [(t, g) for t, g in zip(evalset.texts, evalset.gold or []) if g and t.strip()][:limit]
+            if pairs:
+                return [t for t, _ in pairs], [g for _, g in pairs], "gold"
+        store = config.get("store") or (config["data"] if Path(config["data"]).suffix.lower() in STORE_SUFFIXES else None)
+        if store and Path(store).is_file():
+            key = ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
+            with LabelStore(store) as opened:
+                rows = list(opened.rows(key).values())[:limit]
+            if rows:
+                return [r.text for r in rows], [r.label for r in rows], "teacher"
+        raise DataError(f"{self.path}: no gold eval set and no label store to take texts from")
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Read RUN_DIR, or say in one line why it is not a finished distill run."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run folder (make one with `llkd-edge distill DATA --out {path}`)")
+    if not (path / "config.json").is_file() or not (path / "student" / "config.json").exists():
+        raise UserError(f"{path}: not a distill run (no config.json and student/ from `llkd-edge distill`)")
+    if not (path / "metrics.json").is_file():
+        raise UserError(f"{path}: the distill run did not finish (no metrics.json); finish it with --resume")
+    try:
+        provenance = json.loads((path / "config.json").read_text())
+        metrics = json.loads((path / "metrics.json").read_text())
+        run = Run(path, provenance, metrics)
+        run.labels, run.max_length  # noqa: B018 - fail here, not later, when a field is missing
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: config.json or metrics.json is unreadable; distil again") from None
+    return run

@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import MissingDependencyError, UserError
+from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
 from .selection import ThresholdState, select
 
 CHECKPOINT = "checkpoint.pt"
@@ -287,9 +288,19 @@ def train(
     return stats
 
 
-def predict_proba(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,
-                  progress: bool = False) -> np.ndarray:
-    """Shape (N, K): the student's class probabilities."""
+def load_student(folder: str | Path) -> Student:
+    """A trained student as ``distill`` saved it (RUN_DIR/student)."""
+    _torch()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model.eval()
+    return Student(model, AutoTokenizer.from_pretrained(folder), str(folder))
+
+
+def predict_logits(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """Shape (N, K): the student's raw scores."""
     torch = _torch()
     from tqdm.auto import tqdm
 
@@ -301,5 +312,11 @@ def predict_proba(student: Student, texts: Sequence[str], max_length: int, batch
     with torch.no_grad():
         for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", disable=not progress, leave=False):
             input_ids, attention = _collate(torch, ids[start : start + batch_size], pad_id)
-            out.append(torch.softmax(model(input_ids=input_ids, attention_mask=attention).logits, -1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
+            out.append(model(input_ids=input_ids, attention_mask=attention).logits.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def predict_proba(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                  progress: bool = False) -> np.ndarray:
+    """Shape (N, K): the student's class probabilities."""
+    return softmax(predict_logits(student, texts, max_length, batch_size, progress))

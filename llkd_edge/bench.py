@@ -1,0 +1,280 @@
+"""Timing, side by side: the helpers that ``llkd-edge bench`` and the scripts in bench/ share.
+
+``llkd-edge bench MODEL_DIR`` times, on the same texts in one process with the same thread count:
+the teacher through llama.cpp, the student in PyTorch, and each ONNX variant through ``runtime.Classifier``.
+Per-text latency is measured at batch 1 (tokenisation included: what an app waits for), throughput at
+``batch_size``. The students are timed in alternating rounds so a noisy neighbour slows all of them alike;
+each text keeps its best round. The teacher is timed once per text (it is slow, and llama.cpp evaluates
+one sequence at a time, so its throughput is one over its mean latency).
+
+Writes OUT/bench.json (figures, ratios, settings, machine) and OUT/bench.png (the chart).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .config import BenchConfig, ScoringConfig, TeacherConfig
+from .errors import DataError, UserError
+from .metrics import classification_scores
+from .runtime import Classifier, read_manifest
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def machine(threads: int) -> dict:
+    return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def latencies(fn: Callable[[list[str]], object], texts: Sequence[str]) -> np.ndarray:
+    """Seconds per text, each text alone (batch 1). Shape (N,)."""
+    out = np.empty(len(texts))
+    for i, text in enumerate(texts):
+        start = time.perf_counter()
+        fn([text])
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def throughput(fn: Callable[[list[str]], object], texts: Sequence[str]) -> float:
+    """Texts per second for one call over all ``texts``."""
+    start = time.perf_counter()
+    fn(list(texts))
+    return len(texts) / (time.perf_counter() - start)
+
+
+def summarise_latency(seconds: np.ndarray) -> dict:
+    return {"p50_ms": round(float(np.percentile(seconds, 50)) * 1e3, 3),
+            "p95_ms": round(float(np.percentile(seconds, 95)) * 1e3, 3),
+            "mean_ms": round(float(seconds.mean()) * 1e3, 3)}
+
+
+# ------------------------------------------------------------------------------------------ llkd-edge bench
+
+
+def run_bench(config: BenchConfig, progress: bool = True) -> dict:
+    """Time every contender on the same texts; returns the report also written to OUT/bench.json."""
+    from tqdm.auto import tqdm
+
+    manifest = read_manifest(config.model_dir)
+    run = _find_run(config, manifest)
+    texts, gold = _bench_texts(config, run, manifest["labels"])
+    labels = list(manifest["labels"])
+    out = Path(config.out or Path(config.model_dir) / "bench")
+
+    contenders: dict[str, dict] = {}  # name -> {"predict": texts -> (N, K) scores, "size_mb", "about"}
+    for variant, file in manifest["variants"].items():
+        clf = Classifier.load(config.model_dir, variant=variant, threads=config.threads, device="cpu")
+        contenders[f"onnx-{variant}"] = {
+            "predict": lambda batch, clf=clf: clf.logits(batch, config.batch_size),
+            "size_mb": _size_mb(Path(config.model_dir) / file),
+            "about": f"{file} through ONNX Runtime {_version('onnxruntime') or _version('onnxruntime-gpu')} "
+                     f"({clf.provider})",
+        }
+    if run is not None:
+        from .train import _torch, load_student, predict_logits
+
+        _torch().set_num_threads(config.threads)
+        student = load_student(run.student_dir)
+        contenders["pytorch"] = {
+            "predict": lambda batch: predict_logits(student, batch, manifest["max_length"], config.batch_size),
+            "size_mb": _size_mb(*run.student_dir.glob("*.safetensors"), *run.student_dir.glob("*.bin")),
+            "about": f"{run.student_dir} through PyTorch {_version('torch')}",
+        }
+    student_names = sorted(contenders, key=lambda n: (n != "pytorch", n))
+
+    results: dict[str, dict] = {}
+    best = {name: np.full(len(texts), np.inf) for name in student_names}
+    best_rate = dict.fromkeys(student_names, 0.0)
+    bar = tqdm(total=config.rounds * len(student_names), desc="timing students", unit="run", disable=not progress,
+               leave=False)
+    for name in student_names:
+        contenders[name]["predict"](texts[:4])  # warm-up: first calls allocate
+    for _ in range(config.rounds):
+        for name in student_names:
+            fn = contenders[name]["predict"]
+            best[name] = np.minimum(best[name], latencies(fn, texts))
+            best_rate[name] = max(best_rate[name], throughput(fn, texts))
+            bar.update()
+    bar.close()
+    for name in student_names:
+        scores = contenders[name]["predict"](texts)
+        results[name] = _entry(contenders[name], best[name], best_rate[name], scores, gold, labels)
+
+    teacher_name = config.teacher or (run.provenance["config"]["teacher"]["model"] if run else manifest_teacher(manifest))
+    if teacher_name and teacher_name != "none":
+        results["teacher"] = _time_teacher(teacher_name, manifest, run, texts, gold, labels, config, progress)
+
+    default = f"onnx-{manifest['default']}"
+    report = {
+        "command": "llkd-edge " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
+        "model_dir": str(config.model_dir),
+        "run_dir": str(run.path) if run else None,
+        "texts": len(texts),
+        "data": config.data or (run.metrics["data"].get("eval") if run else None),
+        "gold": gold is not None,
+        "batch_size": config.batch_size,
+        "rounds": config.rounds,
+        "default_variant": default,
+        "machine": machine(config.threads),
+        "versions": {d: _version(d) for d in ("llkd-edge", "onnxruntime", "onnxruntime-gpu", "torch",
+                                              "llama_cpp_python", "tokenizers")},
+        "results": results,
+        "ratios": _ratios(results, default),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    _chart(out / "bench.png", results, report)
+    report["wrote"] = [str(out / "bench.json"), str(out / "bench.png")]
+    return report
+
+
+def manifest_teacher(manifest: dict) -> str | None:
+    config = (manifest.get("run") or {}).get("config") or {}
+    return (config.get("teacher") or {}).get("model")
+
+
+def _find_run(config: BenchConfig, manifest: dict):
+    from .distill import open_run
+
+    if config.run_dir:
+        return open_run(config.run_dir)
+    recorded = (manifest.get("run") or {}).get("path")
+    if recorded and Path(recorded, "student").is_dir():
+        return open_run(recorded)
+    return None  # no PyTorch student to time; said in the report by its absence
+
+
+def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str], list[str] | None]:
+    if config.data:
+        from .data import read_dataset
+
+        data = read_dataset(config.data, config.text_column, config.label_column)
+        pairs = [(t, g) for t, g in zip(data.texts, data.gold or [None] * len(data.texts)) if t.strip()]
+        pairs = pairs[: config.limit]
+        if not pairs:
+            raise DataError(f"{config.data}: no texts to time")
+        gold = [g for _, g in pairs]
+        if data.gold is None or not all(g in labels for g in gold):
+            gold = None  # timing still works; quality needs gold labels from this model's label set
+        return [t for t, _ in pairs], gold
+    if run is None:
+        raise UserError(f"{config.model_dir}: the run it was exported from is gone; pass --run RUN_DIR or --data DATA")
+    texts, reference, kind = run.reference_texts(config.limit)
+    return texts, (reference if kind == "gold" else None)
+
+
+def _time_teacher(name, manifest, run, texts, gold, labels, config, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    from .labelling import load_teacher
+
+    saved = run.provenance["config"] if run else (manifest.get("run") or {}).get("config")
+    if not saved:
+        raise UserError("the teacher's prompt and labels are unknown: pass --run RUN_DIR, or --teacher none")
+    scoring = ScoringConfig.from_dict(saved["scoring"])
+    teacher = load_teacher(scoring, TeacherConfig(model=name, n_threads=config.threads))
+    try:
+        teacher.predict_proba(texts[:1])  # warm-up: evaluates the shared prompt prefix and the calibration inputs
+        seconds = np.empty(len(texts))
+        rows = []
+        for i, text in enumerate(tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)):
+            start = time.perf_counter()
+            rows.append(teacher.predict_proba([text])[0])
+            seconds[i] = time.perf_counter() - start
+        entry = {"predict": None, "size_mb": _size_mb(teacher.model.path),
+                 "about": f"{teacher.model.name} through llama.cpp (llama-cpp-python {_version('llama_cpp_python')}), "
+                          f"{scoring.max_text_tokens} text tokens"}
+        return _entry(entry, seconds, len(texts) / seconds.sum(), np.array(rows), gold, labels)
+    finally:
+        teacher.close()
+
+
+def _entry(contender: dict, seconds: np.ndarray, rate: float, scores: np.ndarray, gold, labels) -> dict:
+    entry = {"about": contender["about"], "size_mb": contender["size_mb"], **summarise_latency(seconds),
+             "texts_per_s": round(rate, 2)}
+    if gold is not None:
+        predicted = [labels[j] for j in np.asarray(scores).argmax(axis=1)]
+        q = classification_scores(gold, predicted, labels)
+        entry.update(accuracy=round(q["accuracy"], 4), macro_f1=round(q["macro_f1"], 4))
+    return entry
+
+
+def _ratios(results: dict, default: str) -> dict:
+    """How many times faster (latency: p50 at batch 1; throughput: texts/s at the batch size)."""
+    def pair(fast: str, slow: str) -> dict | None:
+        if fast not in results or slow not in results:
+            return None
+        return {"p50_latency": round(results[slow]["p50_ms"] / results[fast]["p50_ms"], 2),
+                "throughput": round(results[fast]["texts_per_s"] / results[slow]["texts_per_s"], 2)}
+
+    ratios = {
+        f"{default}_vs_teacher": pair(default, "teacher"),
+        "onnx-fp32_vs_pytorch": pair("onnx-fp32", "pytorch"),
+        "onnx-int8_vs_pytorch": pair("onnx-int8", "pytorch"),
+        "onnx-int8_vs_onnx-fp32": pair("onnx-int8", "onnx-fp32"),
+        "pytorch_vs_teacher": pair("pytorch", "teacher"),
+    }
+    return {k: v for k, v in ratios.items() if v is not None}
+
+
+def _chart(path: Path, results: dict, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("teacher", "pytorch", "onnx-fp32", "onnx-int8") if n in results]
+    colours = {"teacher": "#8c564b", "pytorch": "#1f77b4", "onnx-fp32": "#2ca02c", "onnx-int8": "#17becf"}
+    panels = [("p50 latency per text, batch 1 (ms, log)", "p50_ms", True),
+              (f"throughput at batch {report['batch_size']} (texts/s, log)", "texts_per_s", True)]
+    if report["gold"]:
+        panels.append(("accuracy on gold labels", "accuracy", False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (title, key, log) in zip(np.atleast_1d(axes), panels):
+        values = [results[n][key] for n in names]
+        bars = ax.bar(names, values, color=[colours[n] for n in names])
+        if key == "p50_ms":
+            p95 = [results[n]["p95_ms"] for n in names]
+            ax.errorbar(names, values, yerr=[np.zeros(len(names)), np.subtract(p95, values)], fmt="none",
+                        ecolor="black", capsize=4, label="p95")
+            ax.legend(loc="upper right", fontsize=8)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.suptitle(f"{report['texts']} texts, {report['machine']['threads']} threads, {report['machine']['cpu']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _size_mb(*paths: Path) -> float:
+    return round(sum(Path(p).stat().st_size for p in paths) / 1e6, 2)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

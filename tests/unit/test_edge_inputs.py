@@ -1,0 +1,134 @@
+"""Export, predict and bench on bad input, streaming reads and the int8 gate: no model needed here."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.data import iter_texts
+from llkd_edge.errors import DataError, ModelError
+from llkd_edge.export import int8_gate
+from llkd_edge.runtime import Classifier, read_manifest, softmax
+
+
+def run(args):
+    return CliRunner().invoke(main, args)
+
+
+def one_error_line(result, expected: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.output
+    assert "Traceback" not in result.output
+
+
+def fake_run(tmp_path, finished=True):
+    """The file layout of a distill run (no weights): enough to be recognised, or not."""
+    run_dir = tmp_path / "run"
+    (run_dir / "student").mkdir(parents=True)
+    (run_dir / "student" / "config.json").write_text("{}")
+    (run_dir / "config.json").write_text(json.dumps({"config": {"train": {"max_length": 64}}}))
+    if finished:
+        (run_dir / "metrics.json").write_text(json.dumps({"data": {"labels": ["a", "b"]}}))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (lambda p: ["export", str(p / "nope"), "--out", str(p / "m")], "no such run folder"),
+        (lambda p: ["export", str(p), "--out", str(p / "m")], "not a distill run"),
+        (lambda p: ["export", str(fake_run(p, finished=False)), "--out", str(p / "m")], "did not finish"),
+        (lambda p: ["predict", str(p / "nope"), "some text"], "no such model folder"),
+        (lambda p: ["predict", str(p), "some text"], "no llkd_edge.json or config.json"),
+        (lambda p: ["predict", str(p)], "either TEXT arguments or --input"),
+        (lambda p: ["bench", str(p / "nope")], "no such model folder"),
+    ],
+    ids=["export: no folder", "export: not a run", "export: unfinished run", "predict: no folder",
+         "predict: no label names", "predict: no texts", "bench: no folder"],
+)
+def test_bad_input_is_one_error_line(tmp_path, args, expected):
+    one_error_line(run(args(tmp_path)), expected)
+
+
+def test_export_refuses_to_overwrite_a_folder_that_is_not_a_model(tmp_path):
+    run_dir = fake_run(tmp_path)
+    (run_dir / "student" / "config.json").write_text("{}")
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    # the run's metrics lack what export needs, so this also shows an unreadable run is refused first
+    result = run(["export", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_a_model_folder_without_label_names_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}))
+    with pytest.raises(ModelError, match="no label names"):
+        read_manifest(tmp_path)
+    (tmp_path / "llkd_edge.json").write_text(json.dumps({"labels": [], "variants": {"fp32": "model.onnx"}}))
+    with pytest.raises(ModelError, match="no label names"):
+        read_manifest(tmp_path)
+
+
+def test_a_corrupt_or_missing_onnx_file_is_a_model_error(tmp_path):
+    (tmp_path / "llkd_edge.json").write_text(json.dumps(
+        {"labels": ["a", "b"], "default": "fp32", "variants": {"fp32": "model.onnx", "int8": "gone.onnx"},
+         "max_length": 16, "pad_token_id": 0}))
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07 this is not a protobuf of a graph")
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        Classifier.load(tmp_path, device="cpu")
+    with pytest.raises(ModelError, match="missing"):
+        Classifier.load(tmp_path, variant="int8")
+    with pytest.raises(ModelError, match="no bf16 model"):
+        Classifier.load(tmp_path, variant="bf16")
+
+
+def test_int8_gate():
+    fp32 = {"accuracy": 0.80}
+    assert int8_gate(fp32, {"accuracy": 0.795}, 0.995, 0.01, 0.99)[0] == "int8"
+    assert int8_gate(fp32, {"accuracy": 0.79}, 0.995, 0.01, 0.99)[0] == "int8"  # exactly one point: allowed
+    which, why = int8_gate(fp32, {"accuracy": 0.78}, 0.995, 0.01, 0.99)
+    assert which == "fp32" and "loses 2.0 points" in why
+    which, why = int8_gate(fp32, {"accuracy": 0.80}, 0.98, 0.01, 0.99)
+    assert which == "fp32" and "98.0%" in why
+    assert int8_gate(None, None, 1.0, 0.01, 0.99)[0] == "int8"  # no gold: agreement alone decides
+
+
+def test_softmax_rows_sum_to_one_and_keep_order():
+    logits = np.array([[1000.0, 0.0, -5.0], [0.1, 0.2, 0.3]])
+    p = softmax(logits)
+    assert np.allclose(p.sum(axis=1), 1) and p[0].argmax() == 0 and p[1].argmax() == 2
+
+
+def test_iter_texts_streams_every_format(tmp_path):
+    rows = ["first text", "second, with a comma", 'third "quoted"\nover two lines']
+    pd.DataFrame({"body": rows, "label": ["a", "b", "a"]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"body": rows}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    pd.DataFrame({"body": rows}).to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"body": r}) for r in rows) + "\n")
+    for name in ("t.csv", "t.tsv", "t.parquet", "t.jsonl"):
+        assert list(iter_texts(str(tmp_path / name), "body")) == rows, name
+    (tmp_path / "t.txt").write_text("one\ntwo\r\nthree")
+    assert list(iter_texts(str(tmp_path / "t.txt"))) == ["one", "two", "three"]
+
+
+def test_iter_texts_errors_name_the_line(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"fine\nalso fine\n\xff broken\n")
+    with pytest.raises(DataError, match="line 3 is not valid UTF-8"):
+        list(iter_texts(str(tmp_path / "bad.txt")))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(DataError, match="line 2 is not JSON"):
+        list(iter_texts(str(tmp_path / "bad.jsonl")))
+    (tmp_path / "c.csv").write_text("body\nx\n")
+    with pytest.raises(DataError, match="no column 'text'"):
+        list(iter_texts(str(tmp_path / "c.csv")))
+    with pytest.raises(DataError, match="no such file"):
+        list(iter_texts(str(tmp_path / "nope.csv")))
