@@ -36,10 +36,15 @@ $(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
 	touch $@
 
 # The main job on the defaults: packaged Gemma teacher, packaged MiniLM student, built-in BBC News data.
+# Distil, export to ONNX (fp32 + int8 behind an accuracy gate), then time teacher vs students side by side.
 # A slice keeps it to minutes on 2 cores; labels persist in runs/demo/labels.sqlite, so a re-run only retrains.
 demo: setup
 	rm -rf runs/demo/run
 	$(VENV)/bin/llkd-edge distill bbc-news --limit 600 --eval-limit 200 --store runs/demo/labels.sqlite --out runs/demo/run
+	$(VENV)/bin/llkd-edge export runs/demo/run --out runs/demo/model
+	$(VENV)/bin/llkd-edge bench runs/demo/model --limit 100
+	$(VENV)/bin/llkd-edge predict runs/demo/model "Shares in the carmaker fell after it cut its profit forecast." \
+		"The striker scored twice as the champions came from behind to win the derby."
 
 test: setup
 	$(PY) -m pytest
@@ -49,6 +54,7 @@ test-unit: setup
 
 bench: setup
 	$(PY) bench/teacher_throughput.py
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs .pytest_cache

@@ -1,0 +1,215 @@
+"""export -> predict -> bench on a real distill run: real Gemma teacher labels, the real pretrained MiniLM
+(2 layers kept), real Optimum export and real ONNX Runtime."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.runtime import Classifier
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BBC = ["business", "entertainment", "politics", "sports", "tech"]
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill") / "run"
+    invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
+            "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
+            "--store", str(out.parent / "labels.sqlite"), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("export") / "model"
+    result = invoke(["export", str(run_dir), "--out", str(model_dir)])
+    return model_dir, result.output
+
+
+def test_export_matches_pytorch_and_records_how_it_was_made(exported, run_dir):
+    model_dir, output = exported
+    report = json.loads((model_dir / "export_report.json").read_text())
+    fp32, int8 = report["variants"]["fp32"], report["variants"]["int8"]
+    print(f"\nparity on {report['texts']} texts: fp32 max|d|={fp32['max_abs_logit_diff']:.2g}, int8 "
+          f"max|d|={int8['max_abs_logit_diff']:.2g} agreement {int8['argmax_agreement_with_fp32']}; "
+          f"accuracy pytorch {report['pytorch']['quality']['accuracy']} fp32 {fp32['quality']['accuracy']} "
+          f"int8 {int8['quality']['accuracy']}; default {report['default']}")
+    assert report["texts"] == 60 and report["reference"] == "gold"
+    assert report["pytorch"]["quality"]["accuracy"] >= report["pytorch"]["quality"]["majority_rate"] + 0.2  # it learned
+    assert fp32["max_abs_logit_diff"] < 1e-3 and fp32["argmax_agreement_with_pytorch"] == 1.0
+    assert fp32["quality"]["accuracy"] == report["pytorch"]["quality"]["accuracy"]
+    assert 0 < int8["max_abs_logit_diff"] < 5  # quantised: close, but not identical
+    # the default follows the gate's own rule
+    drop = fp32["quality"]["accuracy"] - int8["quality"]["accuracy"]
+    passes = drop <= 0.01 + 1e-9 and int8["argmax_agreement_with_fp32"] >= 0.99
+    assert report["default"] == ("int8" if passes else "fp32")
+    assert f"default model: {report['default']}" in output
+
+    manifest = json.loads((model_dir / "llkd_edge.json").read_text())
+    assert manifest["labels"] == BBC and manifest["max_length"] == 64 and manifest["default"] == report["default"]
+    assert manifest["run"]["teacher"]["sha256"].startswith("a5fd3b62")
+    assert manifest["run"]["config"]["train"]["student"] == "minilm-l2"
+    assert manifest["export"]["optimize"] == "O2" and manifest["versions"]["optimum-onnx"] == "0.1.0"
+    import hashlib
+
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest
+    assert manifest["sizes_mb"]["int8"] < manifest["sizes_mb"]["fp32"] / 2.5
+
+
+def test_optimum_loads_the_folder_and_agrees_with_the_runtime(exported, bbc_test):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    model_dir, _ = exported
+    texts = bbc_test.texts[:8]
+    ort_model = ORTModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    expected = ort_model(**tokenizer(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")).logits
+    got = Classifier.load(model_dir, variant="fp32").logits(texts)
+    assert np.allclose(got, expected.detach().numpy(), atol=1e-4)
+    assert ort_model.config.id2label[0] == "business"
+
+
+def test_runtime_batches_like_single_texts_and_counts_truncation(exported, bbc_test):
+    model_dir, _ = exported
+    clf = Classifier.load(model_dir, variant="fp32", threads=1)
+    texts = ["short one", *bbc_test.texts[:10], "a slightly longer text about the government budget"]
+    batched = clf.predict_proba(texts, batch_size=5)
+    single = np.concatenate([clf.predict_proba([t]) for t in texts])
+    assert np.allclose(batched, single, atol=1e-5)  # padding and length-sorting change nothing
+    assert np.allclose(batched.sum(axis=1), 1, atol=1e-6)
+    from tokenizers import Tokenizer
+
+    untruncated = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    untruncated.no_truncation()
+    too_long = sum(1 for t in texts if len(untruncated.encode(t).ids) > 64)
+    assert too_long >= 1 and clf.truncated == 2 * too_long  # two passes over the same texts
+    fresh = Classifier.load(model_dir)
+    fresh.predict(["word " * 500, "tiny"])
+    assert fresh.truncated == 1 and fresh.provider == "CPUExecutionProvider"
+
+
+def test_the_runtime_imports_no_torch(exported):
+    model_dir, _ = exported
+    code = (
+        "import sys\n"
+        "from llkd_edge.runtime import Classifier\n"
+        f"clf = Classifier.load({str(model_dir)!r})\n"
+        "print(clf.predict(['The central bank raised interest rates again']))\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'llama_cpp', 'optimum', 'pandas') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("['")
+
+
+def test_predict_writes_jsonl_for_arguments_and_files(exported, tmp_path, bbc_test):
+    model_dir, _ = exported
+    result = CliRunner().invoke(main, ["predict", str(model_dir), "The striker scored twice", "MPs debate the bill"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["The striker scored twice", "MPs debate the bill"]
+
+    texts = bbc_test.texts[:40]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
+    out = tmp_path / "out" / "pred.jsonl"
+    result = CliRunner().invoke(main, ["predict", str(model_dir), "--input", str(tmp_path / "in.jsonl"),
+                                       "--text-column", "body", "--out", str(out), "--batch-size", "7"])
+    assert result.exit_code == 0, result.output
+    assert "predicted 40 texts" in result.output and "cut to 64 tokens" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    clf = Classifier.load(model_dir)
+    assert [r["text"] for r in rows] == texts
+    assert [r["label"] for r in rows] == clf.predict(texts)
+    for r in rows:
+        assert set(r["probabilities"]) == set(BBC) and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_a_broken_model_folder_is_one_error_line(exported, tmp_path):
+    model_dir, _ = exported
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    manifest = json.loads((broken / "llkd_edge.json").read_text())
+    default_file = manifest["variants"][manifest["default"]]
+    data = (broken / default_file).read_bytes()
+    (broken / default_file).write_bytes(data[: len(data) // 3])  # a cut-off download
+    result = CliRunner().invoke(main, ["predict", str(broken), "some text"])
+    assert result.exit_code == 2 and "not a usable ONNX model" in result.output and "Traceback" not in result.output
+    (broken / "tokenizer.json").unlink()
+    result = CliRunner().invoke(main, ["predict", str(broken), "some text"])
+    assert result.exit_code == 2 and "tokenizer.json: missing" in result.output
+
+
+def test_the_int8_gate_keeps_fp32_when_int8_falls_short(run_dir, tmp_path):
+    # A gate int8 cannot pass (it would have to be 100 points MORE accurate): fp32 must stay the default.
+    model_dir = tmp_path / "strict"
+    result = invoke(["export", str(run_dir), "--out", str(model_dir), "--max-accuracy-drop", "-1",
+                     "--optimize", "none"])
+    report = json.loads((model_dir / "export_report.json").read_text())
+    assert report["default"] == "fp32"
+    assert "more than the" in report["default_reason"] or "below the" in report["default_reason"]
+    assert f"default model: fp32 ({report['default_reason']})" in result.output
+    assert Classifier.load(model_dir).variant == "fp32"
+    # re-exporting into an existing model folder replaces it whole
+    invoke(["export", str(run_dir), "--out", str(model_dir), "--quantize", "none"])
+    manifest = json.loads((model_dir / "llkd_edge.json").read_text())
+    assert manifest["variants"] == {"fp32": "model.onnx"} and not (model_dir / "model_quantized.onnx").exists()
+
+
+def test_bench_times_everything_side_by_side(exported, tmp_path):
+    model_dir, _ = exported
+    out = tmp_path / "bench"
+    result = invoke(["bench", str(model_dir), "--limit", "12", "--rounds", "1", "--batch-size", "4",
+                     "--out", str(out)])
+    report = json.loads((out / "bench.json").read_text())
+    assert set(report["results"]) == {"teacher", "pytorch", "onnx-fp32", "onnx-int8"}
+    for name, r in report["results"].items():
+        assert r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["texts_per_s"] > 0, name
+        assert 0 <= r["accuracy"] <= 1 and r["size_mb"] > 0, name
+    assert report["texts"] == 12 and report["gold"] and report["machine"]["threads"] >= 1
+    assert {"onnx-fp32_vs_pytorch", "onnx-int8_vs_onnx-fp32", f"{report['default_variant']}_vs_teacher"} <= set(report["ratios"])
+    assert "| teacher |" in result.output and "faster per text" in result.output
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_example_http_service_answers(exported):
+    model_dir, _ = exported
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "serve.py"), str(model_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict",
+                                         data=json.dumps({"texts": ["Oil prices hit a record", "New film wins award"]}).encode())
+        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        assert len(answer["labels"]) == 2 and set(answer["labels"]) <= set(BBC)
+        assert answer["labels"] == Classifier.load(model_dir).predict(["Oil prices hit a record", "New film wins award"])
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).read())
+        assert health["labels"] == BBC
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
