@@ -27,6 +27,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from llkd_edge.bench import cpu_model
 from llkd_edge.config import LabelRunConfig, LabelSet, ScoringConfig, TeacherConfig, default_threads
 from llkd_edge.data import load_builtin
 from llkd_edge.labelling import label_texts
@@ -107,16 +108,6 @@ def run_prompt(name: str, scoring: ScoringConfig, texts: list[str], data: str, a
             "naive_time_over_label": round(best["naive"] / best["label"], 3),
         },
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def llama_system_info() -> str:

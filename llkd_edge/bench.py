@@ -17,12 +17,12 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from .config import BenchConfig, ScoringConfig, TeacherConfig
+from .distill import open_run, versions
 from .errors import DataError, UserError
 from .metrics import classification_scores
 from .runtime import Classifier, read_manifest
@@ -74,6 +74,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
 
     manifest = read_manifest(config.model_dir)
     run = _find_run(config, manifest)
+    installed = versions("onnxruntime", "onnxruntime-gpu")
     texts, gold = _bench_texts(config, run, manifest["labels"])
     labels = list(manifest["labels"])
     out = Path(config.out or Path(config.model_dir) / "bench")
@@ -84,7 +85,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         contenders[f"onnx-{variant}"] = {
             "predict": lambda batch, clf=clf: clf.logits(batch, config.batch_size),
             "size_mb": _size_mb(Path(config.model_dir) / file),
-            "about": f"{file} through ONNX Runtime {_version('onnxruntime') or _version('onnxruntime-gpu')} "
+            "about": f"{file} through ONNX Runtime {installed['onnxruntime'] or installed['onnxruntime-gpu']} "
                      f"({clf.provider})",
         }
     if run is not None:
@@ -95,7 +96,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         contenders["pytorch"] = {
             "predict": lambda batch: predict_logits(student, batch, manifest["max_length"], config.batch_size),
             "size_mb": _size_mb(*run.student_dir.glob("*.safetensors"), *run.student_dir.glob("*.bin")),
-            "about": f"{run.student_dir} through PyTorch {_version('torch')}",
+            "about": f"{run.student_dir} through PyTorch {installed['torch']}",
         }
     student_names = sorted(contenders, key=lambda n: (n != "pytorch", n))
 
@@ -119,7 +120,8 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
 
     teacher_name = config.teacher or (run.provenance["config"]["teacher"]["model"] if run else manifest_teacher(manifest))
     if teacher_name and teacher_name != "none":
-        results["teacher"] = _time_teacher(teacher_name, manifest, run, texts, gold, labels, config, progress)
+        results["teacher"] = _time_teacher(teacher_name, manifest, run, texts, gold, labels, config, progress,
+                                           installed)
 
     default = f"onnx-{manifest['default']}"
     report = {
@@ -133,8 +135,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         "rounds": config.rounds,
         "default_variant": default,
         "machine": machine(config.threads),
-        "versions": {d: _version(d) for d in ("llkd-edge", "onnxruntime", "onnxruntime-gpu", "torch",
-                                              "llama_cpp_python", "tokenizers")},
+        "versions": {k: v for k, v in installed.items() if v is not None},
         "results": results,
         "ratios": _ratios(results, default),
     }
@@ -151,8 +152,6 @@ def manifest_teacher(manifest: dict) -> str | None:
 
 
 def _find_run(config: BenchConfig, manifest: dict):
-    from .distill import open_run
-
     if config.run_dir:
         return open_run(config.run_dir)
     recorded = (manifest.get("run") or {}).get("path")
@@ -180,7 +179,7 @@ def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str]
     return texts, (reference if kind == "gold" else None)
 
 
-def _time_teacher(name, manifest, run, texts, gold, labels, config, progress) -> dict:
+def _time_teacher(name, manifest, run, texts, gold, labels, config, progress, installed) -> dict:
     from tqdm.auto import tqdm
 
     from .labelling import load_teacher
@@ -199,7 +198,7 @@ def _time_teacher(name, manifest, run, texts, gold, labels, config, progress) ->
             rows.append(teacher.predict_proba([text])[0])
             seconds[i] = time.perf_counter() - start
         entry = {"predict": None, "size_mb": _size_mb(teacher.model.path),
-                 "about": f"{teacher.model.name} through llama.cpp (llama-cpp-python {_version('llama_cpp_python')}), "
+                 "about": f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
                           f"{scoring.max_text_tokens} text tokens"}
         return _entry(entry, seconds, len(texts) / seconds.sum(), np.array(rows), gold, labels)
     finally:
@@ -259,7 +258,8 @@ def _chart(path: Path, results: dict, report: dict) -> None:
             ax.set_yscale("log")
         else:
             ax.set_ylim(0, 1)
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], label_type="center", color="white", fontsize=8,
+                     fontweight="bold")  # inside the bars, clear of the p95 whiskers
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.suptitle(f"{report['texts']} texts, {report['machine']['threads']} threads, {report['machine']['cpu']}",
@@ -272,9 +272,3 @@ def _chart(path: Path, results: dict, report: dict) -> None:
 def _size_mb(*paths: Path) -> float:
     return round(sum(Path(p).stat().st_size for p in paths) / 1e6, 2)
 
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None

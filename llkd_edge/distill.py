@@ -32,9 +32,10 @@ from .store import LabelStore, ScoringKey
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
 
-def versions() -> dict:
+def versions(*extra: str) -> dict:
+    """Python's and the installed packages' versions (None for one that is not installed)."""
     out = {"python": platform.python_version()}
-    for dist in ("llkd-edge", "torch", "transformers", "tokenizers", "numpy", "llama_cpp_python"):
+    for dist in ("llkd-edge", "torch", "transformers", "tokenizers", "numpy", "llama_cpp_python", *extra):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

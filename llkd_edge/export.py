@@ -25,7 +25,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -226,12 +225,7 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run.student_dir)
-    export_versions = versions()
-    for dist in ("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            export_versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
+    export_versions = versions("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu")
     return {
         "format": 1,
         "labels": run.labels,
@@ -249,7 +243,7 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
             "eval": {"teacher": run.metrics.get("teacher"), "student": run.metrics.get("student"),
                      "set": run.metrics["data"].get("eval")},
         },
-        "versions": export_versions,
+        "versions": {k: v for k, v in export_versions.items() if v is not None},
     }
 
 
