@@ -125,7 +125,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
 
     default = f"onnx-{manifest['default']}"
     report = {
-        "command": "llkd-edge " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
+        "command": " ".join(["llkd-edge", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else None,  # None: a library call
         "model_dir": str(config.model_dir),
         "run_dir": str(run.path) if run else None,
         "texts": len(texts),
