@@ -63,13 +63,9 @@ def read_dataset(
 
     ``label_column=None`` means: use the column ``label`` when it exists; naming a column makes it required.
     """
-    path = Path(source)
-    if not path.exists() and _is_builtin_name(source):
+    path = _input_path(source)
+    if path is None:
         return load_builtin(source)
-    if not path.exists():
-        raise DataError(f"{source}: no such file (built-in datasets: {', '.join(sorted(BUILTINS))})")
-    if path.is_dir():
-        raise DataError(f"{source}: is a folder, expected a CSV, TSV, JSONL, Parquet or text file")
     suffix = path.suffix.lower()
     if suffix in _PARQUET:
         frame = _read_parquet(path)
@@ -83,6 +79,18 @@ def read_dataset(
             raise DataError(f"{path}: a plain text file has no columns, so it has no label column")
         return Dataset(str(path), lines)
     return _frame_to_dataset(frame, str(path), text_column, label_column)
+
+
+def _input_path(source: str) -> Path | None:
+    """The file ``source`` names, or None when it names a built-in dataset; one-line errors otherwise."""
+    path = Path(source)
+    if not path.exists() and _is_builtin_name(source):
+        return None
+    if not path.exists():
+        raise DataError(f"{source}: no such file (built-in datasets: {', '.join(sorted(BUILTINS))})")
+    if path.is_dir():
+        raise DataError(f"{source}: is a folder, expected a CSV, TSV, JSONL, Parquet or text file")
+    return path
 
 
 def _decode(path: Path) -> str:
@@ -169,14 +177,10 @@ def iter_texts(source: str, text_column: str = DEFAULT_TEXT_COLUMN) -> Iterator[
     For inputs too large for ``read_dataset``: plain text and JSONL are read line by line, CSV/TSV row by
     row (the standard library's reader, so no pandas), Parquet in record batches. Errors carry the line.
     """
-    path = Path(source)
-    if not path.exists() and _is_builtin_name(source):
+    path = _input_path(source)
+    if path is None:
         yield from load_builtin(source).texts
         return
-    if not path.exists():
-        raise DataError(f"{source}: no such file (built-in datasets: {', '.join(sorted(BUILTINS))})")
-    if path.is_dir():
-        raise DataError(f"{source}: is a folder, expected a CSV, TSV, JSONL, Parquet or text file")
     suffix = path.suffix.lower()
     if suffix in _PARQUET:
         yield from _iter_parquet(path, text_column)
