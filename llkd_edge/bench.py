@@ -116,12 +116,17 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     bar.close()
     for name in student_names:
         scores = contenders[name]["predict"](texts)
-        results[name] = _entry(contenders[name], best[name], best_rate[name], scores, gold, labels)
+        c = contenders[name]
+        results[name] = _entry(c["about"], c["size_mb"], best[name], best_rate[name], scores, gold, labels)
 
-    teacher_name = config.teacher or (run.provenance["config"]["teacher"]["model"] if run else manifest_teacher(manifest))
+    # The teacher as the model folder records it (prompt, labels, token budget), whatever --run points at.
+    made_with = (manifest.get("run") or {}).get("config") or {}
+    teacher_name = config.teacher or (made_with.get("teacher") or {}).get("model")
     if teacher_name and teacher_name != "none":
-        results["teacher"] = _time_teacher(teacher_name, manifest, run, texts, gold, labels, config, progress,
-                                           installed)
+        if "scoring" not in made_with:
+            raise UserError(f"{config.model_dir}: the teacher's prompt and labels are not recorded; pass --teacher none")
+        results["teacher"] = _time_teacher(teacher_name, ScoringConfig.from_dict(made_with["scoring"]), texts, gold,
+                                           labels, config, progress, installed)
 
     default = f"onnx-{manifest['default']}"
     report = {
@@ -144,11 +149,6 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     _chart(out / "bench.png", results, report)
     report["wrote"] = [str(out / "bench.json"), str(out / "bench.png")]
     return report
-
-
-def manifest_teacher(manifest: dict) -> str | None:
-    config = (manifest.get("run") or {}).get("config") or {}
-    return (config.get("teacher") or {}).get("model")
 
 
 def _find_run(config: BenchConfig, manifest: dict):
@@ -179,35 +179,27 @@ def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str]
     return texts, (reference if kind == "gold" else None)
 
 
-def _time_teacher(name, manifest, run, texts, gold, labels, config, progress, installed) -> dict:
+def _time_teacher(name, scoring, texts, gold, labels, config, progress, installed) -> dict:
     from tqdm.auto import tqdm
 
     from .labelling import load_teacher
 
-    saved = run.provenance["config"] if run else (manifest.get("run") or {}).get("config")
-    if not saved:
-        raise UserError("the teacher's prompt and labels are unknown: pass --run RUN_DIR, or --teacher none")
-    scoring = ScoringConfig.from_dict(saved["scoring"])
     teacher = load_teacher(scoring, TeacherConfig(model=name, n_threads=config.threads))
     try:
         teacher.predict_proba(texts[:1])  # warm-up: evaluates the shared prompt prefix and the calibration inputs
-        seconds = np.empty(len(texts))
-        rows = []
-        for i, text in enumerate(tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)):
-            start = time.perf_counter()
-            rows.append(teacher.predict_proba([text])[0])
-            seconds[i] = time.perf_counter() - start
-        entry = {"predict": None, "size_mb": _size_mb(teacher.model.path),
-                 "about": f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
-                          f"{scoring.max_text_tokens} text tokens"}
-        return _entry(entry, seconds, len(texts) / seconds.sum(), np.array(rows), gold, labels)
+        rows: list[np.ndarray] = []
+        bar = tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)
+        seconds = latencies(lambda batch: rows.append(teacher.predict_proba(batch)[0]), bar)
+        about = (f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
+                 f"{scoring.max_text_tokens} text tokens")
+        return _entry(about, _size_mb(teacher.model.path), seconds, len(texts) / seconds.sum(), np.array(rows),
+                      gold, labels)
     finally:
         teacher.close()
 
 
-def _entry(contender: dict, seconds: np.ndarray, rate: float, scores: np.ndarray, gold, labels) -> dict:
-    entry = {"about": contender["about"], "size_mb": contender["size_mb"], **summarise_latency(seconds),
-             "texts_per_s": round(rate, 2)}
+def _entry(about: str, size_mb: float, seconds: np.ndarray, rate: float, scores: np.ndarray, gold, labels) -> dict:
+    entry = {"about": about, "size_mb": size_mb, **summarise_latency(seconds), "texts_per_s": round(rate, 2)}
     if gold is not None:
         predicted = [labels[j] for j in np.asarray(scores).argmax(axis=1)]
         q = classification_scores(gold, predicted, labels)

@@ -66,13 +66,12 @@ def teacher_options(func):
 
 def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
     """Build the teacher's configs from the shared options (DATA gives a built-in's default labels/task)."""
-    from pathlib import Path
-
     from .config import LabelSet
     from .data import builtin_spec, read_dataset
+    from .distill import is_store
     from .labelling import resolve_labels
 
-    if Path(data).suffix.lower() in {".sqlite", ".sqlite3", ".db"} and Path(data).is_file():
+    if is_store(data):
         if not opts["labels"]:
             raise UserError("training from a label store needs --labels (the label set it was made with)")
         label_set, source_task = LabelSet.parse(opts["labels"]), None

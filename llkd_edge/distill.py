@@ -43,6 +43,16 @@ def versions(*extra: str) -> dict:
     return out
 
 
+def is_store(data: str) -> bool:
+    """Whether DATA names an existing label store rather than texts."""
+    return Path(data).suffix.lower() in STORE_SUFFIXES and Path(data).is_file()
+
+
+def run_store(data: str, store: str | None) -> str:
+    """The label store a run reads and fills: --store, else DATA when DATA is a store, else labels.sqlite."""
+    return store or (data if is_store(data) else "labels.sqlite")
+
+
 def _identity(config: DistillConfig) -> dict:
     """What makes two runs the same run (threads do not change results, so they are left out)."""
     d = asdict(config)
@@ -151,8 +161,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
 
     started = time.perf_counter()
     labels = config.scoring.labels
-    data_is_store = Path(config.data).suffix.lower() in STORE_SUFFIXES and Path(config.data).is_file()
-    store_path = config.store or (config.data if data_is_store else "labels.sqlite")
+    data_is_store = is_store(config.data)
+    store_path = run_store(config.data, config.store)
     source = None if data_is_store else read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
     if source is not None and source.gold is not None and not set(filter(None, source.gold)) <= set(labels.names):
         source = Dataset(source.name, source.texts, None)  # the pool's gold is only ever reported, never required
@@ -289,8 +299,8 @@ class Run:
             pairs = [(t, g) for t, g in zip(evalset.texts, evalset.gold or []) if g and t.strip()][:limit]
             if pairs:
                 return [t for t, _ in pairs], [g for _, g in pairs], "gold"
-        store = config.get("store") or (config["data"] if Path(config["data"]).suffix.lower() in STORE_SUFFIXES else None)
-        if store and Path(store).is_file():
+        store = run_store(config["data"], config.get("store"))
+        if Path(store).is_file():
             key = ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
             with LabelStore(store) as opened:
                 rows = list(opened.rows(key).values())[:limit]
