@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
     """Accuracy, macro-F1 over ``labels`` (every label counts, even one never predicted) and the
@@ -22,3 +24,27 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
         "majority_rate": float(majority),
         "n": len(gold),
     }
+
+
+def calibration(confidence, correct, bins: int = 10) -> dict:
+    """A reliability table: equal-width confidence bins over [0, 1], each with its count, mean confidence
+    and accuracy (None when empty), plus the expected calibration error (count-weighted mean gap)."""
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    if conf.ndim != 1 or conf.shape != ok.shape or len(conf) == 0:
+        raise ValueError("confidence and correct must be non-empty and of the same shape (N,)")
+    if conf.min() < 0 or conf.max() > 1:
+        raise ValueError("confidence must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)  # (0.1, 0.2] -> bin 1; 0 -> bin 0
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        count = int(sel.sum())
+        acc = float(ok[sel].mean()) if count else None
+        mean_conf = float(conf[sel].mean()) if count else None
+        if count:
+            ece += count / len(conf) * abs(acc - mean_conf)
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                     "confidence": mean_conf, "accuracy": acc})
+    return {"bins": rows, "ece": float(ece), "accuracy": float(ok.mean()), "n": int(len(conf))}

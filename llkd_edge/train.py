@@ -288,6 +288,13 @@ def train(
     return stats
 
 
+def selected_mask(checkpoint_dir: str | Path) -> np.ndarray:
+    """Shape (N,), bool: which pool samples ever received a gradient, from the last epoch's checkpoint."""
+    torch = _torch()
+    saved = torch.load(Path(checkpoint_dir) / CHECKPOINT, weights_only=False)
+    return np.asarray(saved["ever_selected"], dtype=bool)
+
+
 def load_student(folder: str | Path) -> Student:
     """A trained student as ``distill`` saved it (RUN_DIR/student)."""
     _torch()

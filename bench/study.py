@@ -1,0 +1,518 @@
+"""The study: LLKD against its baselines on real data, several seeds, a data-budget curve, teacher reliability.
+
+    python bench/study.py --quick     # a small version (1 dataset, 1 seed, small pool): a few minutes
+    python bench/study.py             # the full study: ~2 h on 2 cores with an empty label store
+
+Driven through the library API (labelling.label_dataset -> train.build_student/train -> predict_proba).
+For each built-in dataset the train split is cut, in its fixed seeded order, into a validation slice (the
+first VAL texts, gold labels used only to tune the learning rate) and the pool (the next texts, gold
+never shown to the student); the test split is the held-out gold set. Every teacher label goes through
+the label store, so no text is labelled twice and a re-run costs no teacher time. Every finished cell
+(teacher, dataset, pool size, method, seed, learning rate) is saved as one JSON file under WORK/cells:
+a killed study resumes at the cell it was in.
+
+Phases: (1) teacher labels for val, pool and test; (2) learning rate tuned per dataset on the validation
+slice with the plain `all` baseline, seed 0 (so LLKD gets no tuning of its own); (3) every selection
+method x every seed on the fixed pool; (4) macro-F1 against pool size for `llkd` and `all`; (5) the same
+methods on pseudo-labels from the strongest packaged teacher. Then it writes OUT/study.json,
+OUT/study.md (the tables) and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from llkd_edge.bench import machine
+from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
+from llkd_edge.data import Dataset, load_builtin
+from llkd_edge.distill import versions
+from llkd_edge.labelling import Labelled, gold_scores, label_dataset, load_teacher
+from llkd_edge.metrics import calibration, classification_scores
+from llkd_edge.selection import METHODS
+
+HERE = Path(__file__).parent
+DEFAULT_TEACHER = "gemma3-270m"
+STRONG_TEACHER = "qwen2.5-coder-1.5b-instruct"
+
+
+@dataclass(frozen=True)
+class Plan:
+    datasets: tuple[str, ...]
+    val: int  # texts carved from the front of the train split for tuning
+    pool: int  # the main pool size (texts after the validation slice)
+    test: int  # gold test texts (at most)
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    curve_dataset: str
+    curve_sizes: tuple[int, ...]
+    learning_rates: tuple[float, ...]  # tuned on the validation slice
+    strong: tuple[str, str, int, int] | None  # (teacher, dataset, pool size, max text tokens)
+    student: str = "minilm-l2"
+    epochs: int = 4
+    max_length: int = 64
+    batch_size: int = 32
+
+
+FULL = Plan(
+    datasets=("bbc-news", "reuters-r8", "20newsgroups"),
+    val=200, pool=1000, test=500, seeds=(0, 1, 2), methods=METHODS,
+    curve_dataset="bbc-news", curve_sizes=(250, 500, 1000, 1500),
+    learning_rates=(5e-4, 1e-3, 2e-3),
+    strong=(STRONG_TEACHER, "bbc-news", 500, 128),
+)
+QUICK = replace(
+    FULL, datasets=("bbc-news",), val=60, pool=200, test=100, seeds=(0,), curve_sizes=(100, 200),
+    learning_rates=(1e-3, 2e-3), strong=None, epochs=2,
+)
+
+
+# ------------------------------------------------------------------------------------------ pure helpers
+
+
+def mean_std(values) -> dict:
+    """Mean and sample standard deviation (0 for a single value)."""
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
+
+
+def used_vs_skipped(used, correct) -> dict:
+    """Pseudo-label accuracy of the pool samples a method trained on vs those it never used."""
+    used = np.asarray(used, dtype=bool)
+    ok = np.asarray(correct, dtype=bool)
+    return {"fraction_used": float(used.mean()),
+            "accuracy_used": float(ok[used].mean()) if used.any() else None,
+            "accuracy_skipped": float(ok[~used].mean()) if (~used).any() else None}
+
+
+def best_learning_rate(cells: list[dict]) -> float:
+    """The learning rate with the best validation macro-F1 (the smaller one on a tie)."""
+    return min(cells, key=lambda c: (-round(c["val"]["macro_f1"], 6), c["learning_rate"]))["learning_rate"]
+
+
+# ------------------------------------------------------------------------------------------ data and teacher
+
+
+@dataclass
+class Split:
+    """One dataset as labelled by one teacher: validation slice, pool and test set, aligned rows."""
+
+    teacher: str
+    dataset: str
+    labels: LabelSet
+    val: Dataset  # gold only: the teacher never sees it
+    pool: Labelled
+    test: Labelled
+    teacher_sha256: str
+    prompt: str
+    label_seconds: float
+    labelled_now: int
+
+
+def labelled_split(teacher_name: str, dataset: str, plan: Plan, pool_size: int, store: str,
+                   max_text_tokens: int = 256) -> Split:
+    train = load_builtin(f"{dataset}:train")
+    test = load_builtin(f"{dataset}:test").head(plan.test)
+    if len(train.texts) < plan.val + 2:
+        raise SystemExit(f"{dataset}: only {len(train.texts)} train texts")
+    labels = LabelSet.parse(train.labels)
+    scoring = ScoringConfig(labels=labels, task=train.task, max_text_tokens=max_text_tokens)
+    teacher = load_teacher(scoring, TeacherConfig(model=teacher_name))
+    v, p = plan.val, plan.val + pool_size
+    val = Dataset(f"{dataset}:val", train.texts[:v], train.gold[:v])
+    started = time.perf_counter()
+    try:
+        pool = label_dataset(Dataset(f"{dataset}:pool", train.texts[v:p], train.gold[v:p]), teacher, store)
+        tested = label_dataset(test, teacher, store)
+    finally:
+        teacher.close()
+    return Split(teacher_name, dataset, labels, val, pool, tested, teacher.model.sha256, teacher.prompt,
+                 time.perf_counter() - started, pool.labelled + tested.labelled)
+
+
+def _correct(part: Labelled) -> np.ndarray:
+    return np.array([r.label == g for r, g in zip(part.rows, part.gold)], dtype=bool)
+
+
+# ------------------------------------------------------------------------------------------ one cell
+
+
+def cell_name(split: Split, n: int, method: str, seed: int, lr: float) -> str:
+    return f"{split.teacher}__{split.dataset}__n{n}__{method}__s{seed}__lr{lr:g}"
+
+
+def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, threads: int) -> dict:
+    """Train one student on the first ``n`` pool texts with ``method``; score it on val and test."""
+    from llkd_edge.train import Pool, build_student, predict_proba, selected_mask, train
+
+    names = split.labels.names
+    texts = split.pool.texts[:n]
+    probs = np.array([r.probs for r in split.pool.rows[:n]], dtype=np.float64)
+    config = TrainConfig(student=plan.student, selection=method, epochs=plan.epochs, batch_size=plan.batch_size,
+                         max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads)
+    student = build_student(plan.student, names, seed)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="llkd-study-") as tmp:
+        stats = train(student, Pool(texts, probs), config, Path(tmp), progress=False)
+        used = selected_mask(tmp)
+    seconds = time.perf_counter() - started
+
+    def score(part: Labelled | Dataset) -> dict:
+        predicted = predict_proba(student, part.texts, plan.max_length).argmax(axis=1)
+        return classification_scores(part.gold, [names[j] for j in predicted], names)
+
+    return {
+        "teacher": split.teacher, "dataset": split.dataset, "pool_size": len(texts), "method": method,
+        "seed": seed, "learning_rate": lr, "test": score(split.test), "val": score(split.val),
+        **used_vs_skipped(used, _correct(split.pool)[:n]),
+        "selected_per_epoch": [s.selected for s in stats], "train_seconds": round(seconds, 2),
+    }
+
+
+class Cells:
+    """Finished cells, one JSON file each, so a killed study resumes at the cell it was in."""
+
+    def __init__(self, folder: Path, plan: Plan, threads: int, bar):
+        self.folder, self.plan, self.threads, self.bar = folder, plan, threads, bar
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, split: Split, n: int, method: str, seed: int, lr: float) -> dict:
+        n = min(n, len(split.pool.texts))
+        path = self.folder / f"{cell_name(split, n, method, seed, lr)}.json"
+        if path.exists():
+            self.bar.update(1)
+            return json.loads(path.read_text())
+        self.bar.set_description(f"{split.dataset} {split.teacher.split('-')[0]} n={n} {method} seed {seed} lr {lr:g}")
+        cell = run_cell(split, self.plan, n, method, seed, lr, self.threads)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cell, indent=1) + "\n")
+        os.replace(tmp, path)
+        self.bar.update(1)
+        return cell
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+
+def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    pool_needed = {d: plan.pool for d in plan.datasets}
+    pool_needed[plan.curve_dataset] = max(pool_needed.get(plan.curve_dataset, 0), *plan.curve_sizes)
+    if plan.strong:  # the default teacher is run on the strong teacher's pool too, side by side
+        pool_needed[plan.strong[1]] = max(pool_needed.get(plan.strong[1], 0), plan.strong[2])
+    splits = {}
+    for dataset, size in pool_needed.items():
+        splits[(DEFAULT_TEACHER, dataset)] = labelled_split(DEFAULT_TEACHER, dataset, plan, size, store)
+    if plan.strong:
+        name, dataset, size, tokens = plan.strong
+        splits[(name, dataset)] = labelled_split(name, dataset, plan, size, store, max_text_tokens=tokens)
+    label_seconds = time.perf_counter() - started
+
+    total = (len(plan.datasets) * (len(plan.learning_rates) + len(plan.methods) * len(plan.seeds))
+             + len(plan.curve_sizes) * 2 * len(plan.seeds)
+             + (2 * len(plan.methods) * len(plan.seeds) if plan.strong else 0))
+    bar = tqdm(total=total, unit="cell", desc="study", dynamic_ncols=True)
+    cells = Cells(work / "cells", plan, threads, bar)
+    train_started = time.perf_counter()
+
+    tuned, tuning, main = {}, {}, {}
+    for dataset in plan.datasets:
+        split = splits[(DEFAULT_TEACHER, dataset)]
+        tuning[dataset] = [cells.get(split, plan.pool, "all", plan.seeds[0], lr) for lr in plan.learning_rates]
+        tuned[dataset] = best_learning_rate(tuning[dataset])
+        main[dataset] = [cells.get(split, plan.pool, m, s, tuned[dataset]) for m in plan.methods for s in plan.seeds]
+
+    curve_split = splits[(DEFAULT_TEACHER, plan.curve_dataset)]
+    curve_lr = tuned.get(plan.curve_dataset, plan.learning_rates[0])
+    curve = [cells.get(curve_split, n, m, s, curve_lr) for n in plan.curve_sizes for m in ("llkd", "all")
+             for s in plan.seeds]
+
+    strong = []
+    if plan.strong:
+        name, dataset, size, _ = plan.strong
+        lr = tuned.get(dataset, plan.learning_rates[0])
+        strong = [cells.get(splits[(name, dataset)], size, m, s, lr) for m in plan.methods for s in plan.seeds]
+        # the default teacher on the same pool size, for the side-by-side rows
+        strong += [cells.get(splits[(DEFAULT_TEACHER, dataset)], size, m, s, lr) for m in plan.methods
+                   for s in plan.seeds]
+    bar.close()
+
+    teachers = {}
+    for (name, dataset), split in splits.items():
+        pool_n = pool_needed.get(dataset, plan.pool) if name == DEFAULT_TEACHER else plan.strong[2]
+        every = [split.pool, split.test]
+        teachers[f"{name}|{dataset}"] = {
+            "teacher": name, "dataset": dataset, "sha256": split.teacher_sha256, "prompt": split.prompt,
+            "labels": list(split.labels.names), "verbalisers": list(split.labels.verbalisers),
+            "test": gold_scores(split.test, split.labels.names),
+            "pool_pseudo_label_accuracy": float(_correct(split.pool).mean()), "pool_size": len(split.pool.texts),
+            "pool_label_counts": {k: sum(r.label == k for r in split.pool.rows) for k in split.labels.names},
+            "pool_requested": pool_n, "test_size": len(split.test.texts), "val_size": len(split.val.texts),
+            "label_seconds": round(split.label_seconds, 1), "labelled_now": split.labelled_now,
+            "reliability": calibration([r.confidence for p in every for r in p.rows],
+                                       np.concatenate([_correct(p) for p in every])),
+        }
+    return {
+        "plan": asdict(plan), "tuned_learning_rate": tuned, "tuning": tuning, "main": main, "curve": curve,
+        "strong": strong, "teachers": teachers,
+        "seconds": {"labelling_phase": round(label_seconds, 1),
+                    "training_phase": round(time.perf_counter() - train_started, 1),
+                    "total": round(time.perf_counter() - started, 1),
+                    "train_seconds_in_cells": round(sum(c["train_seconds"] for c in _all_cells(tuning, main, curve, strong)), 1)},
+    }
+
+
+def _all_cells(tuning, main, curve, strong):
+    seen = {}
+    for group in [*tuning.values(), *main.values(), curve, strong]:
+        for c in group:
+            seen[(c["teacher"], c["dataset"], c["pool_size"], c["method"], c["seed"], c["learning_rate"])] = c
+    return list(seen.values())
+
+
+# ------------------------------------------------------------------------------------------ summaries
+
+
+def summarise(cells: list[dict], keys=("teacher", "dataset", "pool_size", "method")) -> list[dict]:
+    """Mean and std over seeds for each (teacher, dataset, pool size, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault(tuple(c[k] for k in keys), []).append(c)
+    out = []
+    for key, group in groups.items():
+        def pick(field, sub=None):
+            return [c[field][sub] if sub else c[field] for c in group if (c[field] if not sub else c[field][sub]) is not None]
+        out.append({**dict(zip(keys, key)), "seeds": sorted(c["seed"] for c in group),
+                    "accuracy": mean_std(pick("test", "accuracy")), "macro_f1": mean_std(pick("test", "macro_f1")),
+                    "fraction_used": mean_std(pick("fraction_used")),
+                    "accuracy_used": mean_std(pick("accuracy_used")) if pick("accuracy_used") else None,
+                    "accuracy_skipped": mean_std(pick("accuracy_skipped")) if pick("accuracy_skipped") else None,
+                    "train_seconds": mean_std(pick("train_seconds"))})
+    return out
+
+
+def _pm(s: dict | None, digits: int = 3) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
+
+
+def _pct(s: dict | None) -> str:
+    return "-" if s is None else (f"{s['mean']:.1%} ± {s['std']:.1%}" if s["n"] > 1 else f"{s['mean']:.1%}")
+
+
+def markdown(report: dict) -> str:
+    plan = report["plan"]
+    lines = [f"Student `{plan['student']}`, {plan['epochs']} epochs, batch {plan['batch_size']}, "
+             f"{plan['max_length']} student tokens, seeds {', '.join(map(str, plan['seeds']))}; "
+             f"validation slice {plan['val']} texts; wall time {report['seconds']['total'] / 60:.1f} min "
+             f"(labelling {report['seconds']['labelling_phase'] / 60:.1f}, training {report['seconds']['training_phase'] / 60:.1f}).", ""]
+    teachers = report["teachers"]
+
+    lines += ["### Methods, fixed pool", ""]
+    for dataset, cells in report["main"].items():
+        t = teachers[f"{DEFAULT_TEACHER}|{dataset}"]
+        lines += [f"**{dataset}**: pool {cells[0]['pool_size']} texts (teacher's pseudo-labels "
+                  f"{_pool_accuracy(cells):.1%} correct), "
+                  f"test {t['test_size']}, learning rate {report['tuned_learning_rate'][dataset]:g} "
+                  f"(tuned on validation), majority class {t['test']['majority_rate']:.3f}.", ""]
+        lines += _method_table(cells, t, DEFAULT_TEACHER)
+    if report["strong"]:
+        name, dataset, size, tokens = plan["strong"]
+        lines += ["### The strongest packaged teacher", "",
+                  f"**{dataset}**, pool {size} texts, both teachers on the same pool and test texts "
+                  f"({name} reads {tokens} text tokens, {DEFAULT_TEACHER} 256).", ""]
+        for teacher in (name, DEFAULT_TEACHER):
+            lines += [f"Teacher `{teacher}`:", ""]
+            lines += _method_table([c for c in report["strong"] if c["teacher"] == teacher], teachers[f"{teacher}|{dataset}"], teacher)
+
+    lines += ["### Data budget", "", f"**{plan['curve_dataset']}**, macro-F1 on the test set (mean ± std over seeds):", "",
+              "| pool texts | `llkd` | `all` | `llkd` pool used |", "|---|---|---|---|"]
+    rows = {(r["pool_size"], r["method"]): r for r in summarise(report["curve"])}
+    for n in sorted({k[0] for k in rows}):
+        lines.append(f"| {n} | {_pm(rows[(n, 'llkd')]['macro_f1'])} | {_pm(rows[(n, 'all')]['macro_f1'])} | "
+                     f"{_pct(rows[(n, 'llkd')]['fraction_used'])} |")
+    lines.append(f"| teacher | {teachers[DEFAULT_TEACHER + '|' + plan['curve_dataset']]['test']['macro_f1']:.3f} | | |")
+
+    lines += ["", "### Teacher reliability", "",
+              "| teacher | dataset | texts | pseudo-label accuracy | ECE | test accuracy | test macro-F1 |",
+              "|---|---|---|---|---|---|---|"]
+    for t in teachers.values():
+        r = t["reliability"]
+        lines.append(f"| {t['teacher']} | {t['dataset']} | {r['n']} | {r['accuracy']:.3f} | {r['ece']:.3f} | "
+                     f"{t['test']['accuracy']:.3f} | {t['test']['macro_f1']:.3f} |")
+    lines += ["", "Pseudo-label accuracy of the pool texts each method trained on vs those it never used "
+              "(fixed pool, mean over seeds):", "", "| dataset | method | pool used | accuracy, used | accuracy, never used |",
+              "|---|---|---|---|---|"]
+    for dataset, cells in report["main"].items():
+        for r in summarise(cells):
+            lines.append(f"| {dataset} | `{r['method']}` | {_pct(r['fraction_used'])} | {_pm(r['accuracy_used'])} | "
+                         f"{_pm(r['accuracy_skipped'])} |")
+
+    lines += ["", "### Learning-rate tuning (`all`, seed 0, validation slice)", "", "| dataset | learning rate | val macro-F1 | test macro-F1 |", "|---|---|---|---|"]
+    for dataset, cells in report["tuning"].items():
+        for c in cells:
+            mark = " (chosen)" if c["learning_rate"] == report["tuned_learning_rate"][dataset] else ""
+            lines.append(f"| {dataset} | {c['learning_rate']:g}{mark} | {c['val']['macro_f1']:.3f} | {c['test']['macro_f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pool_accuracy(cells: list[dict]) -> float:
+    """The pseudo-label accuracy of the whole pool the cells trained on (the `all` cells use all of it)."""
+    return next(c["accuracy_used"] for c in cells if c["method"] == "all")
+
+
+def _method_table(cells: list[dict], teacher: dict, teacher_name: str) -> list[str]:
+    lines = ["| model | accuracy | macro-F1 | pool used | train s |", "|---|---|---|---|---|",
+             f"| teacher `{teacher_name}`, zero-shot | {teacher['test']['accuracy']:.3f} | {teacher['test']['macro_f1']:.3f} | - | - |"]
+    rows = summarise(cells)
+    best = max(r["macro_f1"]["mean"] for r in rows)
+    for r in sorted(rows, key=lambda r: METHODS.index(r["method"])):
+        f1 = _pm(r["macro_f1"])
+        lines.append(f"| student `{r['method']}` | {_pm(r['accuracy'])} | {'**' + f1 + '**' if r['macro_f1']['mean'] == best else f1} | "
+                     f"{_pct(r['fraction_used'])} | {r['train_seconds']['mean']:.0f} |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def plot(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    teachers = report["teachers"]
+    plan = report["plan"]
+
+    # 1. every method per dataset: macro-F1 mean ± std, the teacher as a line
+    groups = [(d, DEFAULT_TEACHER, cells) for d, cells in report["main"].items()]
+    if report["strong"]:
+        name, dataset = plan["strong"][0], plan["strong"][1]
+        groups.append((dataset, name, [c for c in report["strong"] if c["teacher"] == name]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    for ax, (dataset, teacher, cells) in zip(axes[0], groups):
+        rows = {r["method"]: r for r in summarise(cells)}
+        methods = [m for m in METHODS if m in rows]
+        means = [rows[m]["macro_f1"]["mean"] for m in methods]
+        stds = [rows[m]["macro_f1"]["std"] for m in methods]
+        colours = ["tab:red" if m == "llkd" else "tab:gray" for m in methods]
+        ax.bar(range(len(methods)), means, yerr=stds, color=colours, capsize=3)
+        t = teachers[f"{teacher}|{dataset}"]["test"]["macro_f1"]
+        ax.axhline(t, color="black", linestyle="--", linewidth=1, label=f"teacher {t:.3f}")
+        ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right")
+        low = min(min(means) - max(stds) - 0.05, t - 0.05)
+        ax.set_ylim(max(0.0, low), min(1.0, max(max(means) + max(stds), t) + 0.05))
+        ax.set_title(f"{dataset}\nteacher {teacher.split('-')[0]}, pool {rows[methods[0]]['pool_size']}", fontsize=9)
+        ax.set_ylabel("test macro-F1")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Student macro-F1 by selection method (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    written.append(_save(fig, out / "study_methods.png"))
+
+    # 2. data budget
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    rows = summarise(report["curve"])
+    for method, colour in (("llkd", "tab:red"), ("all", "tab:gray")):
+        pts = sorted((r["pool_size"], r["macro_f1"]["mean"], r["macro_f1"]["std"]) for r in rows if r["method"] == method)
+        x, m, s = (np.array(v) for v in zip(*pts))
+        ax.plot(x, m, marker="o", color=colour, label=method)
+        ax.fill_between(x, m - s, m + s, color=colour, alpha=0.2)
+    t = teachers[f"{DEFAULT_TEACHER}|{plan['curve_dataset']}"]["test"]["macro_f1"]
+    ax.axhline(t, color="black", linestyle="--", linewidth=1, label=f"teacher {t:.3f}")
+    ax.set_xscale("log")
+    ax.set_xticks(plan["curve_sizes"], [str(n) for n in plan["curve_sizes"]])
+    ax.minorticks_off()
+    ax.set_xlabel("pool size (teacher-labelled texts)")
+    ax.set_ylabel("test macro-F1")
+    ax.set_title(f"Data budget on {plan['curve_dataset']} (mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(_save(fig, out / "study_budget.png"))
+
+    # 3. reliability diagrams
+    items = list(teachers.values())
+    fig, axes = plt.subplots(1, len(items), figsize=(3.6 * len(items), 3.7), squeeze=False)
+    for ax, t in zip(axes[0], items):
+        r = t["reliability"]
+        full = [b for b in r["bins"] if b["count"]]
+        centres = [(b["low"] + b["high"]) / 2 for b in full]
+        ax.bar(centres, [b["accuracy"] for b in full], width=0.09, color="tab:blue", alpha=0.8, label="accuracy")
+        ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
+        for c, b in zip(centres, full):
+            ax.text(c, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=6, rotation=90, color="white")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("teacher confidence")
+        ax.set_ylabel("pseudo-label accuracy")
+        ax.set_title(f"{t['dataset']}, {t['teacher'].split('-')[0]}\nECE {r['ece']:.3f}, {r['n']} texts", fontsize=9)
+    fig.suptitle("Teacher reliability (bars: accuracy per confidence bin, counts inside; dashed: perfect calibration)",
+                 fontsize=9)
+    fig.tight_layout()
+    written.append(_save(fig, out / "study_reliability.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small version that runs in a few minutes")
+    parser.add_argument("--work", help="cells and label store (default runs/study or runs/study-quick)")
+    parser.add_argument("--store", help="label store (default WORK/labels.sqlite)")
+    parser.add_argument("--out", help="tables and plots (default bench/results/study; --quick: WORK/results)")
+    parser.add_argument("--no-strong", action="store_true", help=f"leave out the {STRONG_TEACHER} teacher")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render OUT/study.md and the plots from OUT/study.json (no labelling, no training)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    plan = QUICK if args.quick else FULL
+    if args.no_strong:
+        plan = replace(plan, strong=None)
+    work = Path(args.work or ("runs/study-quick" if args.quick else "runs/study"))
+    out = Path(args.out or (work / "results" if args.quick else HERE / "results" / "study"))
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    store = args.store or str(work / "labels.sqlite")
+
+    if args.report_only:
+        report = json.loads((out / "study.json").read_text())
+    else:
+        report = run_study(plan, work, store, args.threads)
+        report.update({"command": "python " + " ".join(sys.argv), "store": store, "machine": machine(args.threads),
+                       "versions": versions("scikit-learn", "onnxruntime")})
+        (out / "study.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (out / "study.md").write_text(table)
+    pngs = plot(report, out)
+    print(table)
+    print(f"wrote {out / 'study.json'}, {out / 'study.md'}, " + ", ".join(str(p) for p in pngs), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

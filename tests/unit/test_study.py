@@ -1,0 +1,77 @@
+"""The study's arithmetic (bench/study.py) and the calibration table it draws its reliability diagrams from."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llkd_edge.metrics import calibration
+
+_spec = importlib.util.spec_from_file_location("study", Path(__file__).parents[2] / "bench" / "study.py")
+study = sys.modules["study"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up
+_spec.loader.exec_module(study)
+
+
+def test_calibration_bins_counts_and_ece_by_hand():
+    conf = [0.05, 0.15, 0.15, 0.95, 0.95, 0.95, 0.95, 1.0]
+    correct = [False, True, False, True, True, True, False, True]
+    table = calibration(conf, correct, bins=10)
+    counts = [b["count"] for b in table["bins"]]
+    assert counts == [1, 2, 0, 0, 0, 0, 0, 0, 0, 5]
+    assert table["bins"][1]["accuracy"] == 0.5 and table["bins"][2]["accuracy"] is None
+    top = table["bins"][9]
+    assert top["accuracy"] == pytest.approx(0.8) and top["confidence"] == pytest.approx(0.96)
+    # ECE: count-weighted |accuracy - confidence| per bin
+    expected = (1 * abs(0 - 0.05) + 2 * abs(0.5 - 0.15) + 5 * abs(0.8 - 0.96)) / 8
+    assert table["ece"] == pytest.approx(expected)
+    assert table["accuracy"] == pytest.approx(5 / 8) and table["n"] == 8
+
+
+def test_a_calibrated_teacher_has_a_small_ece_and_an_overconfident_one_a_large_one():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.2, 1.0, 20000)
+    calibrated = rng.uniform(size=conf.size) < conf
+    overconfident = rng.uniform(size=conf.size) < conf - 0.2
+    assert calibration(conf, calibrated)["ece"] < 0.02
+    assert calibration(conf, overconfident)["ece"] == pytest.approx(0.2, abs=0.02)
+
+
+def test_calibration_rejects_bad_input():
+    with pytest.raises(ValueError):
+        calibration([], [])
+    with pytest.raises(ValueError):
+        calibration([0.5, 0.6], [True])
+    with pytest.raises(ValueError):
+        calibration([1.5], [True])
+
+
+def test_used_vs_skipped_splits_pseudo_label_accuracy():
+    used = [True, True, True, False, False]
+    correct = [True, True, False, False, True]
+    out = study.used_vs_skipped(used, correct)
+    assert out == {"fraction_used": 0.6, "accuracy_used": pytest.approx(2 / 3), "accuracy_skipped": 0.5}
+    assert study.used_vs_skipped([True, True], [True, False])["accuracy_skipped"] is None
+
+
+def test_learning_rate_is_picked_on_validation_never_on_test():
+    cells = [
+        {"learning_rate": 5e-4, "val": {"macro_f1": 0.70}, "test": {"macro_f1": 0.90}},
+        {"learning_rate": 1e-3, "val": {"macro_f1": 0.75}, "test": {"macro_f1": 0.60}},
+        {"learning_rate": 2e-3, "val": {"macro_f1": 0.75}, "test": {"macro_f1": 0.50}},
+    ]
+    assert study.best_learning_rate(cells) == 1e-3  # best validation score; the smaller rate on a tie
+
+
+def test_summaries_are_mean_and_sample_std_over_seeds():
+    def cell(seed, f1, used):
+        return {"teacher": "t", "dataset": "d", "pool_size": 10, "method": "llkd", "seed": seed,
+                "test": {"accuracy": f1, "macro_f1": f1}, "fraction_used": used, "accuracy_used": 0.9,
+                "accuracy_skipped": None, "train_seconds": 1.0}
+
+    (row,) = study.summarise([cell(0, 0.6, 0.5), cell(1, 0.7, 0.5), cell(2, 0.8, 0.5)])
+    assert row["seeds"] == [0, 1, 2]
+    assert row["macro_f1"]["mean"] == pytest.approx(0.7) and row["macro_f1"]["std"] == pytest.approx(0.1)
+    assert row["accuracy_skipped"] is None
+    assert study.mean_std([0.5])["std"] == 0.0
