@@ -316,9 +316,25 @@ def markdown(report: dict) -> str:
     plan = report["plan"]
     lines = [f"Student `{plan['student']}`, {plan['epochs']} epochs, batch {plan['batch_size']}, "
              f"{plan['max_length']} student tokens, seeds {', '.join(map(str, plan['seeds']))}; "
-             f"validation slice {plan['val']} texts; wall time {report['seconds']['total'] / 60:.1f} min "
-             f"(labelling {report['seconds']['labelling_phase'] / 60:.1f}, training {report['seconds']['training_phase'] / 60:.1f}).", ""]
+             f"validation slice {plan['val']} texts. Training summed over every cell: "
+             f"{report['seconds']['train_seconds_in_cells'] / 60:.0f} min; this invocation's wall time "
+             f"{report['seconds']['total'] / 60:.1f} min (labelling {report['seconds']['labelling_phase'] / 60:.1f}, "
+             f"training {report['seconds']['training_phase'] / 60:.1f}; finished cells and stored labels are reused).", ""]
     teachers = report["teachers"]
+
+    lines += ["### Summary", "", "Test macro-F1, mean ± std over seeds; the best baseline is the best of the five others.", "",
+              "| dataset | teacher | teacher macro-F1 | student `llkd` | best baseline | `llkd` pool used |",
+              "|---|---|---|---|---|---|"]
+    groups = [(d, DEFAULT_TEACHER, cells) for d, cells in report["main"].items()]
+    if report["strong"]:
+        groups.append((plan["strong"][1], plan["strong"][0], [c for c in report["strong"] if c["teacher"] == plan["strong"][0]]))
+    for dataset, teacher, cells in groups:
+        rows = {r["method"]: r for r in summarise(cells)}
+        best = max((r for m, r in rows.items() if m != "llkd"), key=lambda r: r["macro_f1"]["mean"])
+        lines.append(f"| {dataset} (pool {rows['llkd']['pool_size']}) | {teacher} | "
+                     f"{teachers[f'{teacher}|{dataset}']['test']['macro_f1']:.3f} | {_pm(rows['llkd']['macro_f1'])} | "
+                     f"`{best['method']}` {_pm(best['macro_f1'])} | {_pct(rows['llkd']['fraction_used'])} |")
+    lines.append("")
 
     lines += ["### Methods, fixed pool", ""]
     for dataset, cells in report["main"].items():
