@@ -58,6 +58,7 @@ class Plan:
     learning_rates: tuple[float, ...]  # tuned on the validation slice
     strong: tuple[str, str, int, int] | None  # (teacher, dataset, pool size, max text tokens)
     strong_methods: tuple[str, ...] = ("llkd", "all")
+    long_epochs: int | None = 8  # llkd and all trained longer on the curve dataset's main pool
     student: str = "minilm-l2"
     epochs: int = 4
     max_length: int = 64
@@ -73,7 +74,7 @@ FULL = Plan(
 )
 QUICK = replace(
     FULL, datasets=("bbc-news",), val=60, pool=200, test=100, seeds=(0,), curve_sizes=(100, 200),
-    learning_rates=(1e-3, 2e-3), strong=None, epochs=2,
+    learning_rates=(1e-3, 2e-3), strong=None, epochs=2, long_epochs=None,
 )
 
 
@@ -147,18 +148,19 @@ def _correct(part: Labelled) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ one cell
 
 
-def cell_name(split: Split, n: int, method: str, seed: int, lr: float) -> str:
-    return f"{split.teacher}__{split.dataset}__n{n}__{method}__s{seed}__lr{lr:g}"
+def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int) -> str:
+    student = f"{plan.student}-e{epochs}-t{plan.max_length}-b{plan.batch_size}"
+    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}"
 
 
-def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, threads: int) -> dict:
+def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
     """Train one student on the first ``n`` pool texts with ``method``; score it on val and test."""
     from llkd_edge.train import Pool, build_student, predict_proba, selected_mask, train
 
     names = split.labels.names
     texts = split.pool.texts[:n]
     probs = np.array([r.probs for r in split.pool.rows[:n]], dtype=np.float64)
-    config = TrainConfig(student=plan.student, selection=method, epochs=plan.epochs, batch_size=plan.batch_size,
+    config = TrainConfig(student=plan.student, selection=method, epochs=epochs, batch_size=plan.batch_size,
                          max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads)
     student = build_student(plan.student, names, seed)
     started = time.perf_counter()
@@ -173,7 +175,7 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
 
     return {
         "teacher": split.teacher, "dataset": split.dataset, "pool_size": len(texts), "method": method,
-        "seed": seed, "learning_rate": lr, "test": score(split.test), "val": score(split.val),
+        "seed": seed, "learning_rate": lr, "epochs": epochs, "test": score(split.test), "val": score(split.val),
         **used_vs_skipped(used, _correct(split.pool)[:n]),
         "selected_per_epoch": [s.selected for s in stats], "train_seconds": round(seconds, 2),
     }
@@ -186,14 +188,16 @@ class Cells:
         self.folder, self.plan, self.threads, self.bar = folder, plan, threads, bar
         folder.mkdir(parents=True, exist_ok=True)
 
-    def get(self, split: Split, n: int, method: str, seed: int, lr: float) -> dict:
+    def get(self, split: Split, n: int, method: str, seed: int, lr: float, epochs: int | None = None) -> dict:
         n = min(n, len(split.pool.texts))
-        path = self.folder / f"{cell_name(split, n, method, seed, lr)}.json"
+        epochs = epochs or self.plan.epochs
+        path = self.folder / f"{cell_name(split, self.plan, n, method, seed, lr, epochs)}.json"
         if path.exists():
             self.bar.update(1)
             return json.loads(path.read_text())
-        self.bar.set_description(f"{split.dataset} {split.teacher.split('-')[0]} n={n} {method} seed {seed} lr {lr:g}")
-        cell = run_cell(split, self.plan, n, method, seed, lr, self.threads)
+        self.bar.set_description(f"{split.dataset} {split.teacher.split('-')[0]} n={n} {method} seed {seed} lr {lr:g} "
+                                 f"{epochs} epochs")
+        cell = run_cell(split, self.plan, n, method, seed, lr, epochs, self.threads)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cell, indent=1) + "\n")
         os.replace(tmp, path)
@@ -222,7 +226,8 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
 
     total = (len(plan.datasets) * (len(plan.learning_rates) + len(plan.methods) * len(plan.seeds))
              + len(plan.curve_sizes) * 2 * len(plan.seeds)
-             + (2 * len(plan.strong_methods) * len(plan.seeds) if plan.strong else 0))
+             + (2 * len(plan.strong_methods) * len(plan.seeds) if plan.strong else 0)
+             + (2 * len(plan.seeds) if plan.long_epochs else 0))
     bar = tqdm(total=total, unit="cell", desc="study", dynamic_ncols=True)
     cells = Cells(work / "cells", plan, threads, bar)
     train_started = time.perf_counter()
@@ -238,6 +243,9 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
     curve_lr = tuned.get(plan.curve_dataset, plan.learning_rates[0])
     curve = [cells.get(curve_split, n, m, s, curve_lr) for n in plan.curve_sizes for m in ("llkd", "all")
              for s in plan.seeds]
+
+    long = [cells.get(curve_split, plan.pool, m, s, curve_lr, epochs=plan.long_epochs) for m in ("llkd", "all")
+            for s in plan.seeds] if plan.long_epochs else []
 
     strong = []
     if plan.strong:
@@ -266,19 +274,19 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
         }
     return {
         "plan": asdict(plan), "tuned_learning_rate": tuned, "tuning": tuning, "main": main, "curve": curve,
-        "strong": strong, "teachers": teachers,
+        "strong": strong, "long": long, "teachers": teachers,
         "seconds": {"labelling_phase": round(label_seconds, 1),
                     "training_phase": round(time.perf_counter() - train_started, 1),
                     "total": round(time.perf_counter() - started, 1),
-                    "train_seconds_in_cells": round(sum(c["train_seconds"] for c in _all_cells(tuning, main, curve, strong)), 1)},
+                    "train_seconds_in_cells": round(sum(c["train_seconds"] for c in _all_cells(tuning, main, curve, strong, long)), 1)},
     }
 
 
-def _all_cells(tuning, main, curve, strong):
+def _all_cells(tuning, main, curve, strong, long):
     seen = {}
-    for group in [*tuning.values(), *main.values(), curve, strong]:
+    for group in [*tuning.values(), *main.values(), curve, strong, long]:
         for c in group:
-            seen[(c["teacher"], c["dataset"], c["pool_size"], c["method"], c["seed"], c["learning_rate"])] = c
+            seen[(c["teacher"], c["dataset"], c["pool_size"], c["method"], c["seed"], c["learning_rate"], c.get("epochs"))] = c
     return list(seen.values())
 
 
@@ -361,6 +369,16 @@ def markdown(report: dict) -> str:
         lines.append(f"| {n} | {_pm(rows[(n, 'llkd')]['macro_f1'])} | {_pm(rows[(n, 'all')]['macro_f1'])} | "
                      f"{_pct(rows[(n, 'llkd')]['fraction_used'])} |")
     lines.append(f"| teacher | {teachers[DEFAULT_TEACHER + '|' + plan['curve_dataset']]['test']['macro_f1']:.3f} | | |")
+
+    if report.get("long"):
+        lines += ["", "### Longer training", "",
+                  f"**{plan['curve_dataset']}**, pool {plan['pool']}: does a selective method catch up when it trains longer?", "",
+                  "| method | epochs | accuracy | macro-F1 | pool used |", "|---|---|---|---|---|"]
+        short = [c for c in report["main"].get(plan["curve_dataset"], []) if c["method"] in ("llkd", "all")]
+        for cells, epochs in ((short, plan["epochs"]), (report["long"], plan["long_epochs"])):
+            for r in sorted(summarise(cells), key=lambda r: r["method"], reverse=True):
+                lines.append(f"| `{r['method']}` | {epochs} | {_pm(r['accuracy'])} | {_pm(r['macro_f1'])} | "
+                             f"{_pct(r['fraction_used'])} |")
 
     lines += ["", "### Teacher reliability", "",
               "| teacher | dataset | texts | pseudo-label accuracy | ECE | test accuracy | test macro-F1 |",
