@@ -8,14 +8,15 @@ For each built-in dataset the train split is cut, in its fixed seeded order, int
 first VAL texts, gold labels used only to tune the learning rate) and the pool (the next texts, gold
 never shown to the student); the test split is the held-out gold set. Every teacher label goes through
 the label store, so no text is labelled twice and a re-run costs no teacher time. Every finished cell
-(teacher, dataset, pool size, method, seed, learning rate) is saved as one JSON file under WORK/cells:
-a killed study resumes at the cell it was in.
+(teacher, dataset, student settings, pool size, method, seed, learning rate) is saved as one JSON file
+under WORK/cells: a killed study resumes at the cell it was in. Cells are not keyed by code version:
+delete WORK/cells after changing the training code.
 
-Phases: (1) teacher labels for val, pool and test; (2) learning rate tuned per dataset on the validation
+Phases: (1) teacher labels for pool and test; (2) learning rate tuned per dataset on the validation
 slice with the plain `all` baseline, seed 0 (so LLKD gets no tuning of its own); (3) every selection
 method x every seed on the fixed pool; (4) macro-F1 against pool size for `llkd` and `all`; (5) the same
-methods on pseudo-labels from the strongest packaged teacher. Then it writes OUT/study.json,
-OUT/study.md (the tables) and the PNG plots.
+methods on pseudo-labels from the strongest packaged teacher; (6) `llkd` and `all` trained for twice the
+epochs on the curve dataset. Then it writes OUT/study.json, OUT/study.md (the tables) and the PNG plots.
 """
 
 from __future__ import annotations
