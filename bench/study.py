@@ -187,6 +187,7 @@ class Cells:
 
     def __init__(self, folder: Path, plan: Plan, threads: int, bar):
         self.folder, self.plan, self.threads, self.bar = folder, plan, threads, bar
+        self.seen: dict[str, dict] = {}  # every distinct cell handed out, by file name
         folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, split: Split, n: int, method: str, seed: int, lr: float, epochs: int | None = None) -> dict:
@@ -195,7 +196,8 @@ class Cells:
         path = self.folder / f"{cell_name(split, self.plan, n, method, seed, lr, epochs)}.json"
         if path.exists():
             self.bar.update(1)
-            return json.loads(path.read_text())
+            self.seen[path.name] = json.loads(path.read_text())
+            return self.seen[path.name]
         self.bar.set_description(f"{split.dataset} {split.teacher.split('-')[0]} n={n} {method} seed {seed} lr {lr:g} "
                                  f"{epochs} epochs")
         cell = run_cell(split, self.plan, n, method, seed, lr, epochs, self.threads)
@@ -203,6 +205,7 @@ class Cells:
         tmp.write_text(json.dumps(cell, indent=1) + "\n")
         os.replace(tmp, path)
         self.bar.update(1)
+        self.seen[path.name] = cell
         return cell
 
 
@@ -260,7 +263,6 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
 
     teachers = {}
     for (name, dataset), split in splits.items():
-        pool_n = pool_needed.get(dataset, plan.pool) if name == DEFAULT_TEACHER else plan.strong[2]
         every = [split.pool, split.test]
         teachers[f"{name}|{dataset}"] = {
             "teacher": name, "dataset": dataset, "sha256": split.teacher_sha256, "prompt": split.prompt,
@@ -268,7 +270,7 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
             "test": gold_scores(split.test, split.labels.names),
             "pool_pseudo_label_accuracy": float(_correct(split.pool).mean()), "pool_size": len(split.pool.texts),
             "pool_label_counts": {k: sum(r.label == k for r in split.pool.rows) for k in split.labels.names},
-            "pool_requested": pool_n, "test_size": len(split.test.texts), "val_size": len(split.val.texts),
+            "test_size": len(split.test.texts), "val_size": len(split.val.texts),
             "label_seconds": round(split.label_seconds, 1), "labelled_now": split.labelled_now,
             "reliability": calibration([r.confidence for p in every for r in p.rows],
                                        np.concatenate([_correct(p) for p in every])),
@@ -279,16 +281,8 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
         "seconds": {"labelling_phase": round(label_seconds, 1),
                     "training_phase": round(time.perf_counter() - train_started, 1),
                     "total": round(time.perf_counter() - started, 1),
-                    "train_seconds_in_cells": round(sum(c["train_seconds"] for c in _all_cells(tuning, main, curve, strong, long)), 1)},
+                    "train_seconds_in_cells": round(sum(c["train_seconds"] for c in cells.seen.values()), 1)},
     }
-
-
-def _all_cells(tuning, main, curve, strong, long):
-    seen = {}
-    for group in [*tuning.values(), *main.values(), curve, strong, long]:
-        for c in group:
-            seen[(c["teacher"], c["dataset"], c["pool_size"], c["method"], c["seed"], c["learning_rate"], c.get("epochs"))] = c
-    return list(seen.values())
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -302,7 +296,8 @@ def summarise(cells: list[dict], keys=("teacher", "dataset", "pool_size", "metho
     out = []
     for key, group in groups.items():
         def pick(field, sub=None):
-            return [c[field][sub] if sub else c[field] for c in group if (c[field] if not sub else c[field][sub]) is not None]
+            values = (c[field][sub] if sub else c[field] for c in group)
+            return [v for v in values if v is not None]
         out.append({**dict(zip(keys, key)), "seeds": sorted(c["seed"] for c in group),
                     "accuracy": mean_std(pick("test", "accuracy")), "macro_f1": mean_std(pick("test", "macro_f1")),
                     "fraction_used": mean_std(pick("fraction_used")),
