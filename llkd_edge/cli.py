@@ -215,6 +215,60 @@ def _print_label_summary(s) -> None:
 
 @main.command()
 @click.argument("run_dir")
+@click.option("--out", required=True, help="OUT: the new run folder (student, rounds, metrics); `export OUT` works on it.")
+@click.option("--rounds", default=3, show_default=True, help="Rounds of write -> verify -> retrain.")
+@click.option("--per-round", default=24, show_default=True, help="Texts asked of the teacher per round.")
+@click.option("--per-request", default=4, show_default=True, help="Texts asked for in one generation.")
+@click.option("--teacher", help="Generator and verifier: a registered name or .gguf path [default: the run's teacher]; "
+              "an instruct model such as qwen2.5-coder-1.5b-instruct writes far better texts.")
+@click.option("--val", help="Validation texts (file or built-in split; gold `label` column optional) "
+              "[default: the rows of the run's DATA after its --limit].")
+@click.option("--val-limit", default=200, show_default=True, help="At most this many validation texts.")
+@click.option("--val-labels", type=click.Choice(["auto", "gold", "teacher"]), default="auto", show_default=True,
+              help="Judge the student against gold labels or the teacher's (auto: gold when every text has one).")
+@click.option("--min-confidence", default=0.5, show_default=True,
+              help="Keep a text only if the teacher gives its intended label at least this probability.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the generations.")
+@click.option("--temperature", default=0.9, show_default=True)
+@click.option("--retries", default=2, show_default=True, help="More attempts for a generation that does not parse.")
+@click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds allowed per generation.")
+@click.option("--threads", type=int, default=default_threads, show_default="all cores")
+@click.option("--n-gpu-layers", default=0, show_default=True, help="Teacher layers to offload to a GPU (-1: all).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted evolve run in OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
+def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit, val_labels, min_confidence, seed,
+           temperature, retries, timeout_s, threads, n_gpu_layers, resume, as_json):
+    """Have the teacher write labelled texts aimed at RUN_DIR's student's mistakes, round after round (EvoKD)."""
+    from .config import EvolveConfig
+    from .evolve import evolve as run_evolve
+
+    config = EvolveConfig(run_dir=run_dir, out=out, rounds=rounds, per_round=per_round, per_request=per_request,
+                          teacher=teacher, val=val, val_limit=val_limit, val_labels=val_labels,
+                          min_confidence=min_confidence, seed=seed, temperature=temperature, retries=retries,
+                          timeout_s=timeout_s, threads=threads, n_gpu_layers=n_gpu_layers)
+    metrics = run_evolve(config, resume=resume)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    e = metrics["evolve"]
+    rate = f" ({e['acceptance_rate']:.0%})" if e["acceptance_rate"] is not None else ""
+    click.echo(f"{e['rounds_run']} rounds: kept {e['accepted']} of {e['generated']} generated texts{rate}; "
+               f"the student trained on {metrics['data']['real_pool_size']} pool + {metrics['data']['synthetic']} "
+               f"written texts")
+    before, after = e["before"], e["after"]
+    for part in ("eval", "validation"):
+        if before and before.get(part):
+            b, a = before[part], after[part]
+            click.echo(f"  {part:<10} accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}   "
+                       f"macro-F1 {b['macro_f1']:.3f} -> {a['macro_f1']:.3f}  ({b['n']} texts)")
+    if metrics["teacher"]:
+        click.echo(f"  teacher    accuracy {metrics['teacher']['accuracy']:.3f}   macro-F1 "
+                   f"{metrics['teacher']['macro_f1']:.3f}  (the run's teacher on the eval texts)")
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("run_dir")
 @click.option("--out", "model_dir", required=True, help="MODEL_DIR: where the ONNX model folder goes.")
 @click.option("--optimize", type=click.Choice(["O1", "O2", "none"]), default="O2", show_default=True,
               help="ONNX Runtime graph optimisation level.")

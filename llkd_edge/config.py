@@ -220,6 +220,53 @@ class DistillConfig:
         return asdict(self)
 
 
+VAL_LABELS = ("auto", "gold", "teacher")
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """``llkd-edge evolve``: rounds of LLM-written examples aimed at a distill run's student's weaknesses."""
+
+    run_dir: str  # the finished distill run to start from
+    out: str
+    rounds: int = 3
+    per_round: int = 24  # texts asked for per round
+    per_request: int = 4  # texts asked for in one generation
+    teacher: str | None = None  # the generator and verifier; None: the run's teacher
+    val: str | None = None  # validation texts; None: the rows of the run's DATA after its --limit
+    val_limit: int = 200
+    val_labels: str = "auto"  # gold when every validation text has one, else the teacher's
+    min_confidence: float = 0.5  # the teacher must give the intended label at least this probability
+    hard_share: float = 0.75  # of each class's texts, the share aimed at its worst confusion
+    prompt_examples: int = 3  # student mistakes shown per request
+    near_duplicate: float = 0.85  # cosine similarity (TF-IDF, character 3-5 grams) that counts as a copy
+    min_words: int = 8
+    max_new_tokens: int = 600
+    temperature: float = 0.9
+    retries: int = 2  # more attempts for a generation that does not parse
+    timeout_s: float = 180.0  # per generation
+    seed: int = 0
+    threads: int = field(default_factory=default_threads)
+    n_gpu_layers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "per_round", "per_request", "val_limit", "min_words", "max_new_tokens", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("retries", "prompt_examples"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
+        for name in ("min_confidence", "hard_share", "near_duplicate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.val_labels not in VAL_LABELS:
+            raise UserError(f"unknown --val-labels {self.val_labels!r}; use one of {', '.join(VAL_LABELS)}")
+        if not self.temperature >= 0:
+            raise UserError(f"--temperature must be at least 0, got {self.temperature}")
+        if not self.timeout_s > 0:
+            raise UserError(f"--timeout must be positive, got {self.timeout_s}")
+
+
 OPTIMIZE_LEVELS = ("O1", "O2", "none")
 QUANTIZE_MODES = ("int8", "none")
 

@@ -25,7 +25,7 @@ import numpy as np
 from .config import DistillConfig, LabelSet, stable_hash
 from .data import Dataset, read_dataset
 from .errors import DataError, LabelSpecError, StoreError, UserError
-from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher
+from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher, unique_texts
 from .metrics import classification_scores
 from .store import LabelStore, ScoringKey
 
@@ -94,7 +94,8 @@ def _diff(a, b, prefix="") -> set[str]:
 
 
 def _pool_from_store(config: DistillConfig, teacher) -> Labelled:
-    """DATA is an existing label store: take every row made by this teacher with this prompt and labels."""
+    """DATA is an existing label store: take every real (not LLM-written) row made by this teacher with this
+    prompt and labels."""
     with LabelStore(config.data) as store:
         configs = store.configs()
         key = teacher.key
@@ -104,10 +105,16 @@ def _pool_from_store(config: DistillConfig, teacher) -> Labelled:
                 f"{config.data} was made with other labels or another teacher or prompt ({made}); "
                 f"it has no rows for {teacher.model.name} with labels {','.join(teacher.scoring.labels.names)}"
             )
-        rows = list(store.rows(key).values())
-    if config.limit:
-        rows = rows[: config.limit]
+    rows = _real_rows(config.data, key, config.limit)
     return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0)
+
+
+def _real_rows(store_path: str, key: ScoringKey, limit: int | None) -> list:
+    """The store's rows under ``key`` (in the store's order), without the texts a generator wrote."""
+    with LabelStore(store_path) as store:
+        synthetic = store.synthetic(key)
+        rows = [r for h, r in store.rows(key).items() if h not in synthetic]
+    return rows[:limit] if limit else rows
 
 
 def _without(pool: Labelled, texts: set[str]) -> tuple[Labelled, int]:
@@ -283,27 +290,67 @@ class Run:
     def max_length(self) -> int:
         return int(self.provenance["config"]["train"]["max_length"])
 
+    @property
+    def key(self) -> ScoringKey:
+        """The store key of the teacher labels the student learned from."""
+        return ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
+
+    @property
+    def store(self) -> str:
+        config = self.provenance["config"]
+        return run_store(config["data"], config.get("store"))
+
+    def eval_set(self) -> Dataset | None:
+        """The run's gold eval set, read again (None when the run had none)."""
+        config = self.provenance["config"]
+        eval_name = self.metrics["data"].get("eval")
+        if not eval_name:
+            return None
+        try:
+            return read_dataset(eval_name, config["text_column"], config["label_column"]).head(config["eval_limit"])
+        except DataError as exc:
+            raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
+
+    def pool(self) -> list:
+        """The pool the student trained on, as LabelRows read back from the run's label store (no teacher needed)."""
+        config = self.provenance["config"]
+        if not Path(self.store).is_file():
+            raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
+        if is_store(config["data"]):
+            rows = _real_rows(config["data"], self.key, config["limit"])
+        else:
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            order = list(unique_texts(source.texts)[0])
+            with LabelStore(self.store) as store:
+                found = store.rows(self.key, order)
+            missing = sum(h not in found for h in order)
+            if missing:
+                raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
+                                "run distill again")
+            rows = [found[h] for h in order]
+        evalset = self.eval_set()
+        if evalset:
+            held_out = set(evalset.texts)
+            rows = [r for r in rows if r.text not in held_out]
+        if len(rows) != self.metrics["data"]["pool_size"]:
+            raise DataError(f"{self.path}: its pool reads back as {len(rows)} texts but it trained on "
+                            f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")
+        return rows
+
     def reference_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
         """Texts to check a copy of the student on: (texts, reference labels, what the labels are).
 
         The run's own gold eval set when it had one (``"gold"``); else the teacher's labels of the pool
         from the run's label store (``"teacher"``); else an error.
         """
-        config = self.provenance["config"]
-        eval_name = self.metrics["data"].get("eval")
-        if eval_name:
-            try:
-                evalset = read_dataset(eval_name, config["text_column"], config["label_column"]).head(config["eval_limit"])
-            except DataError as exc:
-                raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
+        evalset = self.eval_set()
+        if evalset:
             pairs = [(t, g) for t, g in zip(evalset.texts, evalset.gold or []) if g and t.strip()][:limit]
             if pairs:
                 return [t for t, _ in pairs], [g for _, g in pairs], "gold"
-        store = run_store(config["data"], config.get("store"))
-        if Path(store).is_file():
-            key = ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
-            with LabelStore(store) as opened:
-                rows = list(opened.rows(key).values())[:limit]
+        if Path(self.store).is_file():
+            with LabelStore(self.store) as opened:
+                rows = list(opened.rows(self.key).values())[:limit]
             if rows:
                 return [r.text for r in rows], [r.label for r in rows], "teacher"
         raise DataError(f"{self.path}: no gold eval set and no label store to take texts from")

@@ -86,15 +86,21 @@ class Labelled:
     seconds: float
 
 
-def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True) -> Labelled:
-    """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows."""
+def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
+    """Text hash -> index of its first occurrence, for the non-empty texts in input order; and how many were empty."""
     first: dict[str, int] = {}
     skipped = 0
-    for i, text in enumerate(dataset.texts):
+    for i, text in enumerate(texts):
         if not text.strip():
             skipped += 1
             continue
         first.setdefault(text_hash(text), i)
+    return first, skipped
+
+
+def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True) -> Labelled:
+    """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows."""
+    first, skipped = unique_texts(dataset.texts)
     order = list(first)
     if not order:
         raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")

@@ -2,7 +2,9 @@
 
 A row is keyed by (sha256 of the text, sha256 of the teacher file, hash of the scoring config), so a
 re-run finds its finished work and labels only the rest, and a text is never stored twice for the same
-teacher and prompt. Rows are only ever inserted, never updated or deleted. The schema upgrades itself
+teacher and prompt. Texts an LLM wrote (``evolve``) are labelled like any other and also listed in
+``synthetic`` with their round, so a pool read back from the store never mistakes them for real data.
+Rows are only ever inserted, never updated or deleted. The schema upgrades itself
 through the numbered migrations below, each recorded in the ``migrations`` table once applied.
 """
 
@@ -45,6 +47,22 @@ MIGRATIONS: list[tuple[str, str]] = [
             truncated      INTEGER NOT NULL,
             created_at     TEXT NOT NULL,
             PRIMARY KEY (text_hash, teacher_sha256, config_hash)
+        );
+        """,
+    ),
+    (
+        "002_synthetic",
+        """
+        CREATE TABLE synthetic (
+            text_hash      TEXT NOT NULL,
+            teacher_sha256 TEXT NOT NULL,
+            config_hash    TEXT NOT NULL,
+            run_id         TEXT NOT NULL,  -- the evolve run that wrote and accepted the text
+            round          INTEGER NOT NULL,
+            intended_label TEXT NOT NULL,  -- the label the generator was asked for
+            generator      TEXT NOT NULL,  -- JSON: generating model's name and sha256, prompt hash
+            created_at     TEXT NOT NULL,
+            PRIMARY KEY (text_hash, teacher_sha256, config_hash, run_id)
         );
         """,
     ),
@@ -222,6 +240,26 @@ class LabelStore:
                 continue
             out[row[0]] = LabelRow(row[1], tuple(json.loads(row[2])), row[3], row[4], row[5], row[6], row[7], bool(row[8]))
         return out
+
+    def mark_synthetic(self, key: ScoringKey, marks: Sequence[tuple[str, str]], run_id: str, round_: int,
+                       generator: dict) -> None:
+        """Record that the texts of ``marks`` ((text, intended label) pairs) were written by a generator."""
+        now = _now()
+        about = json.dumps(generator, sort_keys=True)
+        values = [(text_hash(t), key.teacher_sha256, key.config_hash, run_id, round_, label, about, now) for t, label in marks]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO synthetic VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def synthetic(self, key: ScoringKey) -> dict[str, int]:
+        """Text hash -> round, for every text under ``key`` that a generator wrote (first round if several)."""
+        query = ("SELECT text_hash, MIN(round) FROM synthetic WHERE teacher_sha256 = ? AND config_hash = ? "
+                 "GROUP BY text_hash")
+        return dict(self._db.execute(query, (key.teacher_sha256, key.config_hash)).fetchall())
 
     def count(self, key: ScoringKey | None = None) -> int:
         if key is None:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -266,6 +267,7 @@ class Teacher:
         self.label_tokens = self._label_tokens()
         self._prefix_ready = False
         self._content_free: np.ndarray | None = None  # computed on first use: a fully cached run evaluates nothing
+        self._grammars: dict[str, object] = {}  # JSON schema -> compiled llama.cpp grammar
         self.key = ScoringKey(model.sha256, stable_hash(self._provenance()))
 
     # ---------------------------------------------------------------------------------- prompt
@@ -455,8 +457,62 @@ class Teacher:
         rows = self.score(texts)
         return np.array([r.probs for r in rows]).reshape(len(rows), len(self.scoring.labels.names))
 
+    # ---------------------------------------------------------------------------------- generation
+    @property
+    def instruct(self) -> bool:
+        """Whether the model follows instructions through a chat template (else prompts are plain text)."""
+        return self.prompt_style == "chat"
+
+    def generate(self, instruction: str, schema: dict, max_tokens: int = 512, temperature: float = 0.9,
+                 seed: int = 0, timeout_s: float | None = None) -> Generation:
+        """Write text for ``instruction``, constrained by a llama.cpp grammar made from the JSON ``schema``.
+
+        An instruct model gets the instruction through its chat template; a plain model gets it as a
+        completion prompt. Generation stops at ``max_tokens`` or after ``timeout_s`` seconds (then
+        ``timed_out`` is set and the text is usually cut short). Sampling is seeded.
+        """
+        llama_cpp = self._llama_cpp
+        prompt = self._apply_chat_template(instruction) if self.instruct else f"{instruction}\n"
+        tokens = self._tokenize(prompt, bos=True)
+        if len(tokens) + max_tokens > self._llm.n_ctx():
+            raise UserError(f"the generation prompt ({len(tokens)} tokens) plus {max_tokens} new tokens does not fit "
+                            f"the teacher's context of {self._llm.n_ctx()}")
+        grammar_key = json.dumps(schema, sort_keys=True)
+        if grammar_key not in self._grammars:
+            with _quiet_stderr():
+                self._grammars[grammar_key] = llama_cpp.LlamaGrammar.from_json_schema(grammar_key, verbose=False)
+        started = time.perf_counter()
+        timed_out = False
+
+        def out_of_time(_ids, _logits) -> bool:
+            nonlocal timed_out
+            timed_out = timeout_s is not None and time.perf_counter() - started > timeout_s
+            return timed_out
+
+        self._prefix_ready = False  # generation reuses the KV cache; scoring re-evaluates its prefix after
+        out = self._llm.create_completion(
+            prompt=tokens, max_tokens=max_tokens, temperature=temperature, seed=seed, grammar=self._grammars[grammar_key],
+            stopping_criteria=llama_cpp.StoppingCriteriaList([out_of_time]),
+        )
+        choice = out["choices"][0]
+        return Generation(text=choice["text"], finish_reason=choice.get("finish_reason") or "", prompt_tokens=len(tokens),
+                          new_tokens=out["usage"]["completion_tokens"], seconds=time.perf_counter() - started,
+                          timed_out=timed_out)
+
     def close(self) -> None:
         self._llm.close()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation: the raw text, why it stopped, and what it cost."""
+
+    text: str
+    finish_reason: str  # "stop" (grammar complete, or timed out) or "length" (max_tokens reached)
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    timed_out: bool
 
 
 @contextlib.contextmanager
