@@ -265,6 +265,8 @@ class EvolveConfig:
             raise UserError(f"--temperature must be at least 0, got {self.temperature}")
         if not self.timeout_s > 0:
             raise UserError(f"--timeout must be positive, got {self.timeout_s}")
+        if Path(self.out).resolve() == Path(self.run_dir).resolve():
+            raise UserError(f"--out {self.out} is the source run itself; choose a new folder")
 
 
 OPTIMIZE_LEVELS = ("O1", "O2", "none")

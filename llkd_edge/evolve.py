@@ -271,8 +271,6 @@ def _identity(config: EvolveConfig) -> dict:
 
 def _prepare_out(config: EvolveConfig, resume: bool) -> Path:
     out = Path(config.out)
-    if out.resolve() == Path(config.run_dir).resolve():
-        raise UserError(f"--out {out} is the source run; choose a new folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
@@ -291,17 +289,22 @@ def _prepare_out(config: EvolveConfig, resume: bool) -> Path:
     return out
 
 
-def _validation(config: EvolveConfig, run, exclude: set[str]) -> Dataset:
-    """The validation texts: --val, else the rows of the run's DATA after its --limit (never pool or eval texts)."""
+def _check_val_source(config: EvolveConfig, run) -> None:
     from .distill import is_store
 
     source = run.provenance["config"]
+    if not config.val and (is_store(source["data"]) or not source["limit"]):
+        raise UserError(f"{run.path} trained on all of {source['data']}, so no texts are left for validation; "
+                        "pass --val FILE (texts, with a `label` column if you have gold labels)")
+
+
+def _validation(config: EvolveConfig, run, exclude: set[str]) -> Dataset:
+    """The validation texts: --val, else the rows of the run's DATA after its --limit (never pool or eval texts)."""
+    source = run.provenance["config"]
+    _check_val_source(config, run)
     if config.val:
         data = read_dataset(config.val, source["text_column"], None)
         start = 0
-    elif is_store(source["data"]) or not source["limit"]:
-        raise UserError(f"{run.path} trained on all of {source['data']}, so no texts are left for validation; "
-                        "pass --val FILE (texts, with a `label` column if you have gold labels)")
     else:
         data = read_dataset(source["data"], source["text_column"], source["label_column"])
         start = source["limit"]
@@ -359,9 +362,18 @@ class _Evolution:
         self.config = config
         self.progress = progress
         self.run = open_run(config.run_dir)
+        if "evolve" in self.run.provenance:
+            raise UserError(f"{self.run.path} is itself an evolve run; evolve its source run "
+                            f"({self.run.provenance['evolve']['source_run']}) with more --rounds instead")
+        _check_val_source(config, self.run)  # before anything is read or loaded
         provenance = self.run.provenance
-        self.scoring = ScoringConfig.from_dict(provenance["config"]["scoring"])
-        self.train_config = TrainConfig(**{**provenance["config"]["train"], "threads": config.threads})
+        try:
+            self.scoring = ScoringConfig.from_dict(provenance["config"]["scoring"])
+            self.train_config = TrainConfig(**{**provenance["config"]["train"], "threads": config.threads})
+            model = config.teacher or provenance["config"]["teacher"]["model"]
+        except (KeyError, TypeError):
+            raise UserError(f"{self.run.path}/config.json lacks the run's scoring, training or teacher settings; "
+                            "distil again") from None
         self.labels = list(self.scoring.labels.names)
         if self.labels != self.run.labels:
             raise UserError(f"{self.run.path}: config.json and metrics.json disagree about the labels; distil again")
@@ -370,7 +382,6 @@ class _Evolution:
         held = {r.text for r in self.pool} | set(self.evalset.texts if self.evalset else [])
         self.val = _validation(config, self.run, held)
         self.out = _prepare_out(config, resume)
-        model = config.teacher or provenance["config"]["teacher"]["model"]
         teacher_config = TeacherConfig(model=model, n_threads=config.threads, n_gpu_layers=config.n_gpu_layers,
                                        n_ctx=GENERATION_CTX)
         self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
@@ -434,7 +445,12 @@ class _Evolution:
         cfg = self.config
         log = folder / "generations.jsonl"
         attempts: list[list[dict]] = [[] for _ in prompts]
-        for record in _read_jsonl(log):
+        made = _read_jsonl(log)
+        if made:  # rewrite without a line a kill may have torn, so new lines append cleanly
+            tmp = log.with_name(log.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in made), encoding="utf-8")
+            tmp.replace(log)
+        for record in made:
             attempts[record["request_index"]].append(record)
         bar = tqdm(total=len(prompts), desc=f"round {round_no}: writing", unit="request", disable=not self.progress,
                    dynamic_ncols=True)
@@ -588,6 +604,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
 
     source_scores = None
     state = _State(student=load_student(ev.run.student_dir))
+    skipped = False  # whether finished rounds were passed over (a resumed run)
     for round_no in range(1, config.rounds + 1):
         folder = out / "rounds" / f"{round_no:02d}"
         done = folder / "round.json"
@@ -598,9 +615,13 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
             state.history.append(summary)
             state.empty_streak = 0 if kept else state.empty_streak + 1
             source_scores = source_scores or summary["before"]
+            skipped = True
+            if state.empty_streak >= 2:
+                break
             continue
-        if state.history and (out / "student").exists():
-            state.student = load_student(out / "student")  # the latest retrained student (resumed run)
+        if skipped and (out / "student").exists():
+            state.student = load_student(out / "student")  # a resumed run: the latest retrained student
+        skipped = False
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         weakness = ev.weakness(state.student, folder)

@@ -13,6 +13,10 @@ after a prompt that states the task and the labels, and turns it into a distribu
 The prompt is split into a shared prefix (task, labels, few-shot examples), the text, and a short
 suffix. The prefix is evaluated once; for each text the KV cache is cut back to the prefix and only the
 text and suffix are evaluated, so per-text cost is the text's own tokens.
+
+``Teacher.generate(instruction, schema)`` writes text for ``evolve``: through the model's chat template
+when it has one (else as a plain completion prompt), sampled with a seed, and constrained by a llama.cpp
+grammar built from a JSON schema, so a finished generation always parses.
 """
 
 from __future__ import annotations

@@ -101,3 +101,38 @@ def test_few_shot_examples_go_into_the_cached_prefix(gemma_file, bbc_test):
         assert np.allclose(probs.sum(axis=1), 1.0)
     finally:
         teacher.close()
+
+
+def test_generation_follows_the_json_grammar_and_leaves_scoring_unchanged(gemma, bbc_test):
+    from llkd_edge.evolve import generation_schema, parse_texts
+
+    before = gemma.predict_proba(bbc_test.texts[:2])
+    g = gemma.generate("Write 2 short sports news texts as JSON.", generation_schema(2, 20, 200), max_tokens=200,
+                       seed=3)
+    assert not gemma.instruct and g.prompt_tokens > 5 and g.new_tokens > 10
+    if g.finish_reason != "length":  # the grammar makes every finished generation parse
+        assert len(parse_texts(g.text, 2)) == 2
+    again = gemma.generate("Write 2 short sports news texts as JSON.", generation_schema(2, 20, 200), max_tokens=200,
+                           seed=3)
+    assert again.text == g.text  # seeded
+    assert np.array_equal(gemma.predict_proba(bbc_test.texts[:2]), before)  # the prefix cache was rebuilt
+
+
+def test_an_instruct_teacher_writes_through_its_chat_template_and_a_timeout_cuts_it_short(bbc_test):
+    from llkd_edge.evolve import generation_schema, parse_texts
+
+    smol = Teacher(resolve_model("smollm2-135m-instruct"),
+                   ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=32), TeacherConfig(n_ctx=2048))
+    try:
+        assert smol.instruct
+        g = smol.generate('Write 2 one-sentence news headlines about football. Answer {"texts": [...]}',
+                          generation_schema(2, 10, 150), max_tokens=160, seed=1)
+        assert g.finish_reason == "stop" and not g.timed_out
+        assert len(parse_texts(g.text, 2)) == 2
+        cut = smol.generate("Write 2 long essays.", generation_schema(2, 10, 600), max_tokens=400, seed=1,
+                            timeout_s=0.05)
+        assert cut.timed_out and cut.new_tokens < 400
+        with pytest.raises(ValueError):
+            parse_texts(cut.text, 2)
+    finally:
+        smol.close()

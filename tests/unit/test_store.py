@@ -71,3 +71,31 @@ def test_export_formats(tmp_path, suffix):
         assert list(frame["p_b"]) == [0.25, 0.8]
     with pytest.raises(StoreError, match="unknown output format"):
         export_rows(rows, ["a", "b"], tmp_path / "out.xlsx")
+
+
+def test_synthetic_texts_are_marked_and_a_pool_read_from_the_store_leaves_them_out(tmp_path):
+    from llkd_edge.distill import _real_rows
+
+    path = tmp_path / "s.sqlite"
+    with LabelStore(path) as store:
+        store.register(KEY, "t", ["a", "b"], {})
+        store.add(KEY, [row("real one"), row("written"), row("real two")])
+        store.mark_synthetic(KEY, [("written", "a")], "run-1", 2, {"teacher": "t"})
+        store.mark_synthetic(KEY, [("written", "a")], "run-1", 2, {"teacher": "t"})  # idempotent
+        assert store.synthetic(KEY) == {text_hash("written"): 2}
+        assert store.synthetic(ScoringKey("teacher-sha", "other")) == {}
+    assert sorted(r.text for r in _real_rows(str(path), KEY, None)) == ["real one", "real two"]
+    assert len(_real_rows(str(path), KEY, 1)) == 1
+
+
+def test_a_store_made_before_synthetic_marks_upgrades_in_place(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    db.executescript(MIGRATIONS[0][1])
+    db.execute("INSERT INTO migrations VALUES ('001_initial', 'then')")
+    db.commit()
+    db.close()
+    with LabelStore(path) as store:
+        assert store.applied_migrations() == ["001_initial", "002_synthetic"]
+        assert store.synthetic(KEY) == {}

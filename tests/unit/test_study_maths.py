@@ -75,3 +75,25 @@ def test_summaries_are_mean_and_sample_std_over_seeds():
     assert row["macro_f1"]["mean"] == pytest.approx(0.7) and row["macro_f1"]["std"] == pytest.approx(0.1)
     assert row["accuracy_skipped"] is None
     assert study.mean_std([0.5])["std"] == 0.0
+
+
+def _evolve_study():
+    spec = importlib.util.spec_from_file_location("evolve_study", Path(__file__).parents[2] / "bench" / "evolve_study.py")
+    module = sys.modules["evolve_study"] = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))  # it imports its sibling study.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def test_evolve_study_pool_takes_the_first_texts_of_each_class_and_the_control_matches_steps():
+    es = _evolve_study()
+    gold = ["a", "b", "a", "a", "c", "b", "c", "b", "a"]
+    assert es.pick_pool(gold, ["a", "b", "c"], 2, start=1) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(SystemExit, match="not enough train texts of c"):
+        es.pick_pool(gold, ["a", "b", "c"], 3, start=0)
+    # 80 pool texts, batch 16: 5 steps an epoch; 125 texts: 8 steps, x 10 epochs = 80 steps = 16 pool epochs
+    assert es.matched_epochs(80, 125, 16, 10) == 16
+    assert es.matched_epochs(80, 80, 16, 10) == 10  # nothing written: the same training
