@@ -230,6 +230,8 @@ def _print_label_summary(s) -> None:
               help="Keep a text only if the teacher gives its intended label at least this probability.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generations.")
 @click.option("--temperature", default=0.9, show_default=True)
+@click.option("--max-new-tokens", default=960, show_default=True,
+              help="Tokens per generation; each text's length is capped so that all of them fit.")
 @click.option("--retries", default=2, show_default=True, help="More attempts for a generation that does not parse.")
 @click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds allowed per generation.")
 @click.option("--threads", type=int, default=default_threads, show_default="all cores")
@@ -237,14 +239,15 @@ def _print_label_summary(s) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted evolve run in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit, val_labels, min_confidence, seed,
-           temperature, retries, timeout_s, threads, n_gpu_layers, resume, as_json):
+           temperature, max_new_tokens, retries, timeout_s, threads, n_gpu_layers, resume, as_json):
     """Have the teacher write labelled texts aimed at RUN_DIR's student's mistakes, round after round (EvoKD)."""
     from .config import EvolveConfig
     from .evolve import evolve as run_evolve
 
     config = EvolveConfig(run_dir=run_dir, out=out, rounds=rounds, per_round=per_round, per_request=per_request,
                           teacher=teacher, val=val, val_limit=val_limit, val_labels=val_labels,
-                          min_confidence=min_confidence, seed=seed, temperature=temperature, retries=retries,
+                          min_confidence=min_confidence, seed=seed, temperature=temperature,
+                          max_new_tokens=max_new_tokens, retries=retries,
                           timeout_s=timeout_s, threads=threads, n_gpu_layers=n_gpu_layers)
     metrics = run_evolve(config, resume=resume)
     if as_json:

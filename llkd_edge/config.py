@@ -241,7 +241,7 @@ class EvolveConfig:
     prompt_examples: int = 3  # student mistakes shown per request
     near_duplicate: float = 0.85  # cosine similarity (TF-IDF, character 3-5 grams) that counts as a copy
     min_words: int = 8
-    max_new_tokens: int = 600
+    max_new_tokens: int = 960  # per generation; each text's length is capped so that all of them fit
     temperature: float = 0.9
     retries: int = 2  # more attempts for a generation that does not parse
     timeout_s: float = 180.0  # per generation

@@ -7,7 +7,7 @@ Starting from a finished ``distill`` run, each round
    for new texts of chosen labels: most aimed at a class's worst confusion ("hard"), some typical
    ("easy"); a generation that does not parse is retried and counted, never fatal;
 3. screens the texts (too short, copies of the prompt's examples, exact/near duplicates of the pool,
-   the validation texts, earlier synthetic texts or each other) and verifies the rest with the teacher's
+   the validation or eval texts, earlier synthetic texts or each other) and verifies the rest with the teacher's
    own label scorer: a text is kept only when the teacher gives its intended label at least
    ``min_confidence``;
 4. stores the kept texts in the label store (marked synthetic, with the round) and retrains the student
@@ -184,6 +184,15 @@ def request_prompt(request: Request, weakness: Weakness, task: str, verbalisers:
     return "\n".join(lines), shown
 
 
+CHARS_PER_TOKEN = 3  # a safe floor for English prose (about 4 on average)
+
+
+def text_chars(n: int, max_new_tokens: int, min_chars: int = 40, cap: int = 700) -> int:
+    """The longest text the grammar allows, so that ``n`` of them fit ``max_new_tokens``: an answer then ends
+    inside its budget and parses, instead of being cut off at the token limit."""
+    return max(2 * min_chars, min(cap, max_new_tokens * CHARS_PER_TOKEN // n - 16))
+
+
 def generation_schema(n: int, min_chars: int = 40, max_chars: int = 700) -> dict:
     """The JSON schema (and so the llama.cpp grammar) of an answer: exactly ``n`` texts."""
     text = {"type": "string", "minLength": min_chars, "maxLength": max_chars}
@@ -194,7 +203,7 @@ def generation_schema(n: int, min_chars: int = 40, max_chars: int = 700) -> dict
 def parse_texts(raw: str, n: int) -> list[str]:
     """The ``n`` texts of a generation; ValueError saying why when it is not that."""
     try:
-        answer = json.loads(raw)
+        answer = json.loads(raw, strict=False)  # a raw newline or tab inside a text is no reason to drop it
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc.args[0][:60]})") from None
     texts = answer.get("texts") if isinstance(answer, dict) else None
@@ -458,8 +467,8 @@ class _Evolution:
             n = item["request"]["n"]
             while not any(a["texts"] for a in attempts[i]) and len(attempts[i]) <= cfg.retries:
                 seed = _seed(cfg.seed, round_no, i, len(attempts[i]))
-                g = self.teacher.generate(item["prompt"], generation_schema(n), cfg.max_new_tokens, cfg.temperature,
-                                          seed, cfg.timeout_s)
+                schema = generation_schema(n, max_chars=text_chars(n, cfg.max_new_tokens))
+                g = self.teacher.generate(item["prompt"], schema, cfg.max_new_tokens, cfg.temperature, seed, cfg.timeout_s)
                 try:
                     texts, error = parse_texts(g.text, n), None
                 except ValueError as exc:
@@ -487,7 +496,10 @@ class _Evolution:
                 shown.append(item["shown"])
                 intended.append(item["request"]["label"])
                 requests.append(i)
-        references = [r.text for r in self.pool] + self.val.texts + [r.text for r in synthetic]
+        # The eval texts too: the writer never sees them, but it may have read them in pre-training, and a
+        # copy trained on would inflate the eval score.
+        held_out = self.evalset.texts if self.evalset else []
+        references = [r.text for r in self.pool] + self.val.texts + [r.text for r in synthetic] + held_out
         verdicts = screen(candidates, shown, references, self.config.min_words, self.config.near_duplicate)
         to_score = [i for i, v in enumerate(verdicts) if v is None]
         rows = dict(zip(to_score, self.teacher.score([candidates[i] for i in to_score])))

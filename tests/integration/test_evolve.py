@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 DISTILL = ["--limit", "60", "--eval-limit", "60", "--max-text-tokens", "64", "--student", "minilm-l2",
            "--max-length", "64", "--batch-size", "16", "--epochs", "3", "--selection", "all"]
-SMALL = ["--val-limit", "40", "--per-request", "3", "--timeout", "120"]
+SMALL = ["--val-limit", "40", "--per-request", "2", "--max-new-tokens", "240", "--timeout", "120"]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_rounds_that_keep_nothing_leave_the_student_as_it_was_and_stop(run, tmp_
 def test_a_killed_evolve_resumes_in_its_round_keeping_the_generations_made(run, tmp_path):
     source, _ = run
     out = tmp_path / "killed"
-    args = [str(source), "--out", str(out), "--rounds", "1", "--per-round", "9", "--min-confidence", "0", *SMALL]
+    args = [str(source), "--out", str(out), "--rounds", "1", "--per-round", "6", "--min-confidence", "0", *SMALL]
     proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", "evolve", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "rounds" / "01" / "generations.jsonl"

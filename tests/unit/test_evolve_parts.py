@@ -12,6 +12,7 @@ from llkd_edge.evolve import (
     Weakness,
     analyse,
     generation_schema,
+    text_chars,
     parse_texts,
     plan_requests,
     request_prompt,
@@ -94,6 +95,7 @@ def test_the_prompt_names_the_confusion_and_shows_the_mistakes_it_returns():
 
 def test_generations_parse_only_when_they_hold_the_asked_number_of_texts():
     assert parse_texts('{"texts": ["a  b\\n c", "d"]}', 2) == ["a b c", "d"]
+    assert parse_texts('{"texts": ["raw\ttab and\nnewline", "d"]}', 2) == ["raw tab and newline", "d"]
     for raw, why in [('{"texts": ["a"', "not JSON"), ('{"text": ["a"]}', "no \"texts\""),
                      ('{"texts": ["a"]}', "1 texts, asked for 2"), ('["a", "b"]', "no \"texts\"")]:
         with pytest.raises(ValueError, match=why):
@@ -101,6 +103,12 @@ def test_generations_parse_only_when_they_hold_the_asked_number_of_texts():
     schema = generation_schema(3)
     assert schema["properties"]["texts"]["minItems"] == schema["properties"]["texts"]["maxItems"] == 3
     json.dumps(schema)
+
+
+def test_text_length_is_capped_so_every_text_fits_the_token_budget():
+    assert text_chars(4, 960) == 700  # the default budget: the cap
+    assert text_chars(2, 240) == 344 and 2 * 344 <= 240 * 3  # 2 texts in 240 tokens at >= 3 characters a token
+    assert text_chars(8, 100) == 80  # never below twice the minimum length
 
 
 POOL = ["The central bank raised interest rates by a quarter point to curb inflation on Thursday.",
