@@ -145,12 +145,55 @@ def run_study(plan: Plan, work: Path, store: str, threads: int) -> dict:
                             train=replace(base_config(seed, run_dir).train, epochs=epochs)),
                     resume=long_dir.exists(), teacher_factory=teacher_factory)
         seeds.append({"seed": seed, "distill": json.loads((run_dir / "metrics.json").read_text()),
-                      "evolve": evolved_metrics, "examples": _examples(evolved),
+                      "evolve": evolved_metrics, "examples": _examples(evolved), "per_label": _per_label(evolved),
                       "distill_same_steps": json.loads((long_dir / "metrics.json").read_text())})
     shared.close()
-    return {"plan": asdict(plan), "teacher": TEACHER, "teacher_sha256": shared.model.sha256, "seeds": seeds,
+    kept = [json.loads(line)["text"] for sd in plan.seeds
+            for f in sorted((work / f"seed-{sd}" / "evolve" / "rounds").glob("*/candidates.jsonl"))
+            for line in f.read_text(encoding="utf-8").splitlines() if json.loads(line)["verdict"] == "accepted"]
+    outside = [t for i, t in enumerate(train.texts) if i not in chosen and i not in set(val_idx)]
+    test = load_builtin(f"{plan.dataset}:test").head(plan.test).texts
+    seen = [train.texts[i] for i in (*pool_idx, *val_idx)]
+    return {"overlap": nearest(kept, {"test": test, "pool or validation": seen,
+                                      "train outside pool and validation": outside}),"plan": asdict(plan), "teacher": TEACHER, "teacher_sha256": shared.model.sha256, "seeds": seeds,
             "pool_size": len(pool_idx), "val_size": len(val_idx),
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def nearest(texts: list[str], corpora: dict[str, list[str]], thresholds=(0.5, 0.7, 0.85)) -> dict:
+    """For each corpus: how many of ``texts`` come within each cosine threshold of one of its texts, and the
+    highest similarity (TF-IDF character 3-5-grams, as `evolve` screens with), to spot memorised copies."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if not texts:
+        return {}
+    every = [t for c in corpora.values() for t in c]
+    vectoriser = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True).fit(texts + every)
+    mine = vectoriser.transform(texts)
+    out = {}
+    for name, corpus in corpora.items():
+        best = (mine @ vectoriser.transform(corpus).T).max(axis=1).toarray().ravel()
+        out[name] = {"n": len(texts), "max": round(float(best.max()), 3),
+                     **{f">={t}": int((best >= t).sum()) for t in thresholds}}
+    return out
+
+
+def _per_label(evolved: Path) -> dict:
+    """Per intended label, over every round: texts asked for, kept, and what the teacher said instead."""
+    out: dict[str, dict] = {}
+    for folder in sorted((evolved / "rounds").iterdir()):
+        for item in json.loads((folder / "prompts.json").read_text()):
+            entry = out.setdefault(item["request"]["label"], {"asked": 0, "kept": 0, "teacher_said": {}})
+            entry["asked"] += item["request"]["n"]
+        for line in (folder / "candidates.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            entry = out[record["intended"]]
+            if record["verdict"] == "accepted":
+                entry["kept"] += 1
+            elif record["verdict"] == "teacher_disagrees":
+                said = entry["teacher_said"]
+                said[record["teacher_label"]] = said.get(record["teacher_label"], 0) + 1
+    return out
 
 
 def _examples(evolved: Path, per_verdict: int = 2) -> dict:
@@ -174,6 +217,13 @@ def per_round_f1(seed_report: dict) -> list[float]:
     return [rounds[0]["before"]["eval"]["macro_f1"], *(r["after"]["eval"]["macro_f1"] for r in rounds)]
 
 
+def compute_minutes(report: dict) -> float:
+    """Every distill, evolve and control run's own measured time, summed (a resumed study counts each once)."""
+    total = sum(sd[part]["seconds"]["total"] for sd in report["seeds"]
+                for part in ("distill", "evolve", "distill_same_steps"))
+    return total / 60
+
+
 def epochs_of(metrics: dict) -> int:
     return len(metrics["selection"]["selected_per_epoch"])
 
@@ -187,7 +237,7 @@ def markdown(report: dict) -> str:
              f"Teacher, writer and verifier: `{report['teacher']}` ({plan['max_text_tokens']} text tokens). Student "
              f"`{plan['student']}`, selection `{plan['selection']}`, {plan['epochs']} epochs, batch {plan['batch_size']}, "
              f"{plan['max_length']} tokens. {plan['rounds']} rounds x {plan['per_round']} texts asked. "
-             f"Wall time {report['seconds'] / 60:.0f} min.", "",
+             f"Compute summed over the runs: {compute_minutes(report):.0f} min (2 cores).", "",
              "| seed | distill macro-F1 | " + " | ".join(f"after round {r}" for r in range(1, plan["rounds"] + 1))
              + " | distill, same steps | texts kept / written | acceptance | failed generations |",
              "|---|---|" + "---|" * plan["rounds"] + "---|---|---|---|"]
@@ -224,6 +274,21 @@ def markdown(report: dict) -> str:
     lines.append("What happened to the written texts (all seeds and rounds): "
                  + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(verdicts.items(), key=lambda x: -x[1]))
                  + (f"; generation {np.mean(speed):.1f} new tokens/s." if speed else "."))
+    labels = sorted({lab for sd in seeds for lab in sd["per_label"]})
+    lines += ["", "Per intended label, all seeds and rounds:", "",
+              "| label | texts asked | kept | the teacher said instead |", "|---|---|---|---|"]
+    for lab in labels:
+        asked = sum(sd["per_label"].get(lab, {}).get("asked", 0) for sd in seeds)
+        kept = sum(sd["per_label"].get(lab, {}).get("kept", 0) for sd in seeds)
+        said: dict[str, int] = {}
+        for sd in seeds:
+            for k, v in sd["per_label"].get(lab, {}).get("teacher_said", {}).items():
+                said[k] = said.get(k, 0) + v
+        instead = ", ".join(f"{k} {v}" for k, v in sorted(said.items(), key=lambda x: -x[1])) or "-"
+        lines.append(f"| {lab} | {asked} | {kept} | {instead} |")
+    for name, o in report.get("overlap", {}).items():
+        lines.append(f"Kept texts close to a {name} text: " + ", ".join(f"{k} {v}" for k, v in o.items()
+                     if k.startswith(">=")) + f" of {o['n']} (highest cosine {o['max']}).")
     lines += ["", "Examples from seed " + str(seeds[0]["seed"]) + ", round 1:", ""]
     for verdict, group in seeds[0]["examples"].items():
         for ex in group:

@@ -139,7 +139,8 @@ def _shown(text: str) -> str:
 
 def request_prompt(request: Request, weakness: Weakness, task: str, verbalisers: dict[str, str],
                    style_examples: Sequence[str], n_examples: int) -> tuple[str, list[str]]:
-    """The instruction for one request, and the texts it shows (which a generated text must not copy).
+    """The instruction for one request, and the excerpts it shows, as shown (a generated text must not copy
+    them; the excerpt, not the whole text, is what a copy resembles).
 
     ``verbalisers`` maps label names to the words the teacher knows them by; ``style_examples`` are texts of
     the request's label to show when the student made no mistake worth showing.
@@ -160,16 +161,16 @@ def request_prompt(request: Request, weakness: Weakness, task: str, verbalisers:
         wanted = [m for m in weakness.mistakes if m["label"] == request.label and m["predicted"] == request.versus]
     else:
         wanted = [m for m in weakness.mistakes if m["label"] == request.label]
-    shown = [m["text"] for m in wanted[:n_examples]]
+    shown = [_shown(m["text"]) for m in wanted[:n_examples]]
     if shown:
         lines.append(f"Texts whose correct label is {word} but that the student got wrong:")
-        for m in wanted[:n_examples]:
-            lines.append(f'- "{_shown(m["text"])}" (the student said {verbalisers[m["predicted"]]})')
+        for m, excerpt in zip(wanted, shown):
+            lines.append(f'- "{excerpt}" (the student said {verbalisers[m["predicted"]]})')
     else:
-        shown = list(style_examples[:n_examples])
+        shown = [_shown(t) for t in style_examples[:n_examples]]
         if shown:
             lines.append(f"Texts whose correct label is {word}:")
-            lines += [f'- "{_shown(t)}"' for t in shown]
+            lines += [f'- "{excerpt}"' for excerpt in shown]
     lines.append("")
     if request.versus:
         other = verbalisers[request.versus]

@@ -85,7 +85,8 @@ def test_the_prompt_names_the_confusion_and_shows_the_mistakes_it_returns():
     w = Weakness(LABELS, [5, 5, 5], [0.6, 0.0, 0.2], [("business", "politics", 3), ("sport", "politics", 1)],
                  mistakes, 0.7, 0.6)
     prompt, shown = request_prompt(Request("business", 3, "politics"), w, "Classify the news.", WORDS, ["style"], 3)
-    assert shown == [mistakes[0]["text"]]
+    assert shown[0].endswith(" ...") and len(shown[0].split()) == 61  # the excerpt the prompt shows
+    assert shown[0] in prompt
     assert "Write 3 new texts whose correct label is clearly business" in prompt and "mistake for politics" in prompt
     assert "business: 60% wrong, most often taken for politics" in prompt
     assert "(the student said politics)" in prompt and "..." in prompt  # long examples are cut
@@ -182,3 +183,13 @@ def test_evolve_bad_input_is_one_line_exit_2(tmp_path, case):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_text_that_copies_the_start_of_a_shown_example_is_caught_against_the_excerpt():
+    from llkd_edge.data import load_builtin
+    from llkd_edge.evolve import _shown
+
+    article = next(t for t in load_builtin("bbc-news:train").texts if len(t.split()) > 300)
+    copy = " ".join(article.split()[:45])  # what a writer does with an example: repeat its opening
+    assert screen([copy], [[article]], [], 8, 0.85) == [None]  # against the whole article it looks new
+    assert screen([copy], [[_shown(article)]], [], 8, 0.85) == ["copies_prompt"]
