@@ -63,25 +63,29 @@ def _identity(config: DistillConfig) -> dict:
 
 
 def _prepare_run_dir(config: DistillConfig, resume: bool) -> Path:
-    out = Path(config.out)
-    saved = out / "config.json"
+    return prepare_run_folder(Path(config.out), _identity(config), resume, ("identity",), "run")
+
+
+def prepare_run_folder(out: Path, identity: dict, resume: bool, key: tuple[str, ...], what: str) -> Path:
+    """Create OUT, or check that it holds an unfinished ``what`` with this identity (config.json at ``key``)
+    when ``resume`` is given; any other content is a one-line error and is left untouched."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
-        if not saved.exists():
-            raise UserError(f"{out}: not empty and not an llkd-edge run; choose another --out")
         try:
-            previous = json.loads(saved.read_text())["identity"]
-        except (ValueError, KeyError):
-            raise UserError(f"{out}/config.json is unreadable; choose another --out") from None
-        current = json.loads(json.dumps(_identity(config)))
-        if previous != current:
-            changed = sorted(_diff(previous, current))
-            raise UserError(f"{out} holds a different run ({', '.join(changed[:4])} differ); choose another --out")
+            saved = json.loads((out / "config.json").read_text())
+            for part in key:
+                saved = saved[part]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{out}: not empty and not an llkd-edge {what}; choose another --out") from None
+        current = json.loads(json.dumps(identity))
+        if saved != current:
+            changed = sorted(_diff(saved, current))
+            raise UserError(f"{out} holds a different {what} ({', '.join(changed[:4])} differ); choose another --out")
         if (out / "metrics.json").exists():
-            raise UserError(f"{out} already holds this finished run; choose another --out to train again")
+            raise UserError(f"{out} already holds this finished {what}; choose another --out")
         if not resume:
-            raise UserError(f"{out} holds an unfinished run of this config; pass --resume to continue it")
+            raise UserError(f"{out} holds an unfinished {what} of this config; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
     return out
 

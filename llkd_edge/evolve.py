@@ -280,23 +280,9 @@ def _identity(config: EvolveConfig) -> dict:
 
 
 def _prepare_out(config: EvolveConfig, resume: bool) -> Path:
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        try:
-            saved = json.loads((out / "config.json").read_text())["evolve"]["identity"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"{out}: not empty and not an llkd-edge evolve run; choose another --out") from None
-        if saved != json.loads(json.dumps(_identity(config))):
-            changed = sorted(k for k in saved if saved.get(k) != _identity(config).get(k))
-            raise UserError(f"{out} holds a different evolve run ({', '.join(changed[:4])} differ); choose another --out")
-        if (out / "metrics.json").exists():
-            raise UserError(f"{out} already holds this finished evolve run; choose another --out")
-        if not resume:
-            raise UserError(f"{out} holds an unfinished evolve run of this config; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    from .distill import prepare_run_folder
+
+    return prepare_run_folder(Path(config.out), _identity(config), resume, ("evolve", "identity"), "evolve run")
 
 
 def _check_val_source(config: EvolveConfig, run) -> None:
