@@ -286,6 +286,7 @@ def markdown(report: dict) -> str:
                 said[k] = said.get(k, 0) + v
         instead = ", ".join(f"{k} {v}" for k, v in sorted(said.items(), key=lambda x: -x[1])) or "-"
         lines.append(f"| {lab} | {asked} | {kept} | {instead} |")
+    lines.append("")
     for name, o in report.get("overlap", {}).items():
         lines.append(f"Kept texts close to a {name} text: " + ", ".join(f"{k} {v}" for k, v in o.items()
                      if k.startswith(">=")) + f" of {o['n']} (highest cosine {o['max']}).")
