@@ -389,6 +389,7 @@ class _Evolution:
         self.reference, self.reference_kind = self._val_reference()
         self.words = dict(zip(self.labels, self.scoring.labels.verbalisers))
         self.run_id = stable_hash(_identity(config))[:12]
+        self._val_probs: tuple[object, np.ndarray] | None = None
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -408,15 +409,21 @@ class _Evolution:
         return [by_text[t] for t in self.val.texts], "teacher"
 
     # -------------------------------------------------------------------------------- a round
-    def weakness(self, student, folder: Path) -> Weakness:
+    def val_probs(self, student) -> np.ndarray:
+        """Shape (N, K): the student's probabilities on the validation texts, computed once per student (the
+        round's analysis and the scores before/after share them)."""
         from .train import predict_proba
 
+        if self._val_probs is None or self._val_probs[0] is not student:
+            self._val_probs = (student, predict_proba(student, self.val.texts, self.train_config.max_length))
+        return self._val_probs[1]
+
+    def weakness(self, student, folder: Path) -> Weakness:
         saved = folder / "weakness.json"
         if saved.exists():  # a resumed round asks for what it asked for before
             d = json.loads(saved.read_text())
             return Weakness(**{**d, "confusions": [tuple(c) for c in d["confusions"]]})
-        probs = predict_proba(student, self.val.texts, self.train_config.max_length)
-        weakness = analyse(self.val.texts, self.reference, probs, self.labels)
+        weakness = analyse(self.val.texts, self.reference, self.val_probs(student), self.labels)
         _write_json(saved, asdict(weakness))
         return weakness
 
@@ -531,14 +538,14 @@ class _Evolution:
         """The student on the validation texts (against their reference) and on the gold eval set."""
         from .train import predict_proba
 
-        def score(texts, gold):
-            probs = predict_proba(student, texts, self.train_config.max_length)
+        def score(probs, gold):
             return _rounded(classification_scores(gold, [self.labels[j] for j in probs.argmax(axis=1)], self.labels))
 
-        out = {"validation": score(self.val.texts, self.reference), "eval": None}
+        out = {"validation": score(self.val_probs(student), self.reference), "eval": None}
         if self.evalset:
             pairs = [(t, g) for t, g in zip(self.evalset.texts, self.evalset.gold) if g]
-            out["eval"] = score([t for t, _ in pairs], [g for _, g in pairs])
+            probs = predict_proba(student, [t for t, _ in pairs], self.train_config.max_length)
+            out["eval"] = score(probs, [g for _, g in pairs])
         return out
 
 
@@ -666,10 +673,11 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
 
 
 def _row(record: dict, labels: list[str]) -> LabelRow:
-    probs = tuple(record["probs"])
-    p = np.asarray(probs)
-    ent = float(-(p * np.log(np.clip(p, 1e-12, 1))).sum())
-    return LabelRow(record["text"], probs, labels[int(p.argmax())], float(p.max()), ent, 0.0, 0, False)
+    from .teacher import entropy  # numpy only; teacher.py loads llama_cpp only when a model is
+
+    p = np.asarray(record["probs"], dtype=np.float64)
+    return LabelRow(record["text"], tuple(record["probs"]), labels[int(p.argmax())], float(p.max()),
+                    float(entropy(p[None])[0]), 0.0, 0, False)
 
 
 def _final_metrics(ev: _Evolution, state: _State, source_scores: dict | None, seconds: float) -> dict:
