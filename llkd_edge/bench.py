@@ -4,8 +4,10 @@
 the teacher through llama.cpp, the student in PyTorch, and each ONNX variant through ``runtime.Classifier``.
 Per-text latency is measured at batch 1 (tokenisation included: what an app waits for), throughput at
 ``batch_size``. The students are timed in alternating rounds so a noisy neighbour slows all of them alike;
-each text keeps its best round. The teacher is timed once per text (it is slow, and llama.cpp evaluates
-one sequence at a time, so its throughput is one over its mean latency).
+each text keeps its best round. The teacher is timed once per text (it is slow); its throughput is one over
+its mean latency when it scores one text per decode (the CPU default), else one pass over all the texts.
+``--device cuda`` runs the students on the GPU (ONNX Runtime's CUDA provider, checked through the
+session's active providers; PyTorch on CUDA); the teacher offloads to a GPU whenever its build can.
 
 Writes OUT/bench.json (figures, ratios, settings, machine) and OUT/bench.png (the chart).
 """
@@ -81,7 +83,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
 
     contenders: dict[str, dict] = {}  # name -> {"predict": texts -> (N, K) scores, "size_mb", "about"}
     for variant, file in manifest["variants"].items():
-        clf = Classifier.load(config.model_dir, variant=variant, threads=config.threads, device="cpu")
+        clf = Classifier.load(config.model_dir, variant=variant, threads=config.threads, device=config.device)
         contenders[f"onnx-{variant}"] = {
             "predict": lambda batch, clf=clf: clf.logits(batch, config.batch_size),
             "size_mb": _size_mb(Path(config.model_dir) / file),
@@ -89,14 +91,16 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
                      f"({clf.provider})",
         }
     if run is not None:
-        from .train import _torch, load_student, predict_logits
+        from .train import _torch, load_student, predict_logits, resolve_device
 
         _torch().set_num_threads(config.threads)
+        device = resolve_device(config.device)
         student = load_student(run.student_dir)
+        student.model.to(device)
         contenders["pytorch"] = {
             "predict": lambda batch: predict_logits(student, batch, manifest["max_length"], config.batch_size),
             "size_mb": _size_mb(*run.student_dir.glob("*.safetensors"), *run.student_dir.glob("*.bin")),
-            "about": f"{run.student_dir} through PyTorch {installed['torch']}",
+            "about": f"{run.student_dir} through PyTorch {installed['torch']} ({device})",
         }
     student_names = sorted(contenders, key=lambda n: (n != "pytorch", n))
 
@@ -138,6 +142,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         "gold": gold is not None,
         "batch_size": config.batch_size,
         "rounds": config.rounds,
+        "device": config.device,
         "default_variant": default,
         "machine": machine(config.threads),
         "versions": {k: v for k, v in installed.items() if v is not None},
@@ -191,9 +196,11 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
         bar = tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)
         seconds = latencies(lambda batch: rows.append(teacher.predict_proba(batch)[0]), bar)
         about = (f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
-                 f"{scoring.max_text_tokens} text tokens")
-        return _entry(about, _size_mb(teacher.model.path), seconds, len(texts) / seconds.sum(), np.array(rows),
-                      gold, labels)
+                 f"{scoring.max_text_tokens} text tokens, {teacher.n_gpu_layers} GPU layers, "
+                 f"{teacher.parallel} texts per decode")
+        # One text per decode: throughput is one over the mean latency; wider decodes are timed on all texts at once.
+        rate = len(texts) / seconds.sum() if teacher.parallel == 1 else throughput(teacher.predict_proba, texts)
+        return _entry(about, _size_mb(teacher.model.path), seconds, rate, np.array(rows), gold, labels)
     finally:
         teacher.close()
 

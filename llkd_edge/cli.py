@@ -9,8 +9,10 @@ import click
 
 from . import __version__
 from .config import (
+    BACKENDS,
     DEFAULT_TASK,
     DEFAULT_TEACHER,
+    DEVICES,
     SELECTION_METHODS,
     LabelRunConfig,
     ScoringConfig,
@@ -57,7 +59,10 @@ def teacher_options(func):
                      help="Contextual calibration against content-free inputs."),
         click.option("--max-text-tokens", default=256, show_default=True, help="Truncate each text to this many tokens."),
         click.option("--threads", type=int, default=default_threads, show_default="all cores", help="CPU threads."),
-        click.option("--n-gpu-layers", default=0, show_default=True, help="Teacher layers to offload to a GPU (-1: all)."),
+        click.option("--n-gpu-layers", type=int, show_default="all when llama.cpp was built for a GPU, else 0",
+                     help="Teacher layers to offload to a GPU (-1: all)."),
+        click.option("--parallel", default=0, show_default="8 on a GPU, 1 on a CPU",
+                     help="Texts the teacher scores per llama.cpp decode (multi-sequence batching)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -90,7 +95,8 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
         max_text_tokens=opts["max_text_tokens"],
         few_shot=examples,
     )
-    teacher = TeacherConfig(model=opts["teacher"], n_threads=opts["threads"], n_gpu_layers=opts["n_gpu_layers"])
+    teacher = TeacherConfig(model=opts["teacher"], n_threads=opts["threads"], n_gpu_layers=opts["n_gpu_layers"],
+                            parallel=opts["parallel"])
     return scoring, teacher
 
 
@@ -100,11 +106,23 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--limit", type=int, help="Only the first N rows of DATA.")
 @click.option("--out", help="Also write this input's labels to FILE (.jsonl, .csv or .parquet).")
 @click.option("--batch-size", default=16, show_default=True, help="Texts per store commit (a killed run loses at most one).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="local", show_default=True,
+              help="local: this process; ray: a pool of Ray actors, each with its own loaded teacher.")
+@click.option("--address", help="Ray cluster to join (e.g. ray://head:10001 or auto) [default: start a local one].")
+@click.option("--workers", type=int, help="Ray actors [default: 2].")
+@click.option("--cpus-per-worker", type=int, help="CPUs each Ray actor reserves, and its threads [default: 1].")
+@click.option("--gpus-per-worker", type=float, help="GPUs each Ray actor reserves (0.5: two per GPU) [default: 0].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def label(data, limit, out, batch_size, as_json, **opts):
+def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, as_json, **opts):
     """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
+    from .config import RayConfig
     from .labelling import label_texts
 
+    given = {"--address": address, "--workers": workers, "--cpus-per-worker": cpus_per_worker,
+             "--gpus-per-worker": gpus_per_worker}
+    if backend != "ray" and any(v is not None for v in given.values()):
+        raise UserError(f"{', '.join(k for k, v in given.items() if v is not None)}: only with --backend ray")
+    ray_config = RayConfig(**{k.lstrip("-").replace("-", "_"): v for k, v in given.items() if v is not None})
     scoring, teacher = _scoring(data, opts)
     config = LabelRunConfig(
         data=data,
@@ -116,6 +134,8 @@ def label(data, limit, out, batch_size, as_json, **opts):
         limit=limit,
         out=out,
         commit_every=batch_size,
+        backend=backend,
+        ray=ray_config,
     )
     summary = label_texts(config)
     if as_json:
@@ -144,10 +164,12 @@ def label(data, limit, out, batch_size, as_json, **opts):
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the student trains: auto uses CUDA when PyTorch sees a GPU (bf16 mixed precision if supported).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, limit, eval_limit, min_per_class, resume, as_json, **opts):
+            seed, momentum, topk_ratio, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import DistillConfig, TrainConfig
     from .distill import distill as run_distill
@@ -160,7 +182,8 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         teacher=teacher,
         train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
-                          momentum=momentum, topk_ratio=topk_ratio, threads=opts["threads"]),
+                          momentum=momentum, topk_ratio=topk_ratio, threads=opts["threads"],
+                          device=device),
         eval=eval_data,
         store=opts["store"],
         text_column=opts["text_column"],
@@ -197,6 +220,8 @@ def _print_label_summary(s) -> None:
     click.echo(f"labelled {s.labelled}, cached {s.cached}, skipped {s.skipped} empty, "
                f"{s.duplicates} duplicates, in {s.seconds:.1f}s{rate}")
     click.echo(f"teacher {s.teacher} (sha256 {s.teacher_sha256[:12]}), store {s.store}")
+    if s.backend == "ray":
+        click.echo(f"Ray backend: {s.workers} workers, {s.retried_batches} batches resent after a worker died")
     width = max(len(name) for name in s.labels)
     n = sum(s.label_counts.values())
     for name in s.labels:
@@ -235,7 +260,8 @@ def _print_label_summary(s) -> None:
 @click.option("--retries", default=2, show_default=True, help="More attempts for a generation that does not parse.")
 @click.option("--timeout", "timeout_s", default=180.0, show_default=True, help="Seconds allowed per generation.")
 @click.option("--threads", type=int, default=default_threads, show_default="all cores")
-@click.option("--n-gpu-layers", default=0, show_default=True, help="Teacher layers to offload to a GPU (-1: all).")
+@click.option("--n-gpu-layers", type=int, show_default="all when llama.cpp was built for a GPU, else 0",
+              help="Teacher layers to offload to a GPU (-1: all).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted evolve run in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit, val_labels, min_confidence, seed,
@@ -344,16 +370,18 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
 @click.option("--threads", type=int, default=default_threads, show_default="all cores",
               help="CPU threads for every contender.")
 @click.option("--out", help="Folder for bench.json and bench.png [default: MODEL_DIR/bench].")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Where the students run (cuda: ONNX Runtime's CUDA provider and PyTorch on the GPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json.")
 def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, batch_size, rounds, threads, out,
-          as_json):
+          device, as_json):
     """Time the teacher, the PyTorch student and the ONNX models side by side on the same texts."""
     from .bench import run_bench
     from .config import BenchConfig
 
     config = BenchConfig(model_dir=model_dir, run_dir=run_dir, teacher=teacher, data=data, text_column=text_column,
                          label_column=label_column, limit=limit, batch_size=batch_size, rounds=rounds,
-                         threads=threads, out=out)
+                         threads=threads, out=out, device=device)
     report = run_bench(config)
     if as_json:
         click.echo(json.dumps(report))

@@ -114,6 +114,9 @@ class ScoringConfig:
         )
 
 
+MAX_PARALLEL = 64  # sequences per decode; llama.cpp's own limit is 256
+
+
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -124,12 +127,39 @@ class TeacherConfig:
 
     model: str = DEFAULT_TEACHER
     n_threads: int = field(default_factory=default_threads)
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None  # None: all layers when the llama.cpp build can offload, else none; -1: all
     n_ctx: int = 0  # 0: just enough for the prompt plus max_text_tokens
+    parallel: int = 0  # texts scored per llama.cpp decode (multi-sequence batching); 0: 8 on a GPU, 1 on a CPU
 
     def __post_init__(self) -> None:
         if self.n_threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.n_threads}")
+        if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
+            raise UserError(f"--n-gpu-layers must be -1 (all), 0 or more, got {self.n_gpu_layers}")
+        if not 0 <= self.parallel <= MAX_PARALLEL:
+            raise UserError(f"--parallel must be between 0 (auto) and {MAX_PARALLEL}, got {self.parallel}")
+
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where and how ``label --backend ray`` runs its teacher actors (none of it changes the labels)."""
+
+    address: str | None = None  # None: join the Ray instance this process already has, else start a local one
+    workers: int = 2  # actors, each holding one loaded teacher
+    cpus_per_worker: int = 1  # reserved per actor; also its llama.cpp threads
+    gpus_per_worker: float = 0.0  # reserved per actor; > 0 offloads the teacher's layers to that GPU
+    in_flight: int = 2  # batches queued per actor, so none waits for the driver between batches
+    attempts: int = 3  # a batch whose worker dies is sent elsewhere, up to this many tries in all
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "cpus_per_worker", "in_flight", "attempts"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.gpus_per_worker < 0:
+            raise UserError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
 
 
 @dataclass(frozen=True)
@@ -145,18 +175,23 @@ class LabelRunConfig:
     limit: int | None = None
     out: str | None = None
     commit_every: int = 16
+    backend: str = "local"
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.commit_every < 1:
             raise UserError("commit_every must be at least 1")
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown --backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -176,8 +211,11 @@ class TrainConfig:
     topk_ratio: float = 0.5
     seed: int = 0
     threads: int = field(default_factory=default_threads)
+    device: str = "auto"  # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}")
         if self.selection not in SELECTION_METHODS:
             raise UserError(f"unknown --selection {self.selection!r}; use one of {', '.join(SELECTION_METHODS)}")
         for name in ("epochs", "batch_size", "max_length", "threads"):
@@ -247,7 +285,7 @@ class EvolveConfig:
     timeout_s: float = 180.0  # per generation
     seed: int = 0
     threads: int = field(default_factory=default_threads)
-    n_gpu_layers: int = 0
+    n_gpu_layers: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("rounds", "per_round", "per_request", "val_limit", "min_words", "max_new_tokens", "threads"):
@@ -314,8 +352,11 @@ class BenchConfig:
     rounds: int = 3
     threads: int = field(default_factory=default_threads)
     out: str | None = None  # None: MODEL_DIR/bench
+    device: str = "cpu"  # where the students run: cpu, cuda (ONNX Runtime's CUDA provider, PyTorch on the GPU), auto
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}")
         for name in ("limit", "batch_size", "rounds", "threads"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

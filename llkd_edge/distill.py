@@ -54,10 +54,12 @@ def run_store(data: str, store: str | None) -> str:
 
 
 def _identity(config: DistillConfig) -> dict:
-    """What makes two runs the same run (threads do not change results, so they are left out)."""
+    """What makes two runs the same run (how the work is spread over cores and devices is left out)."""
     d = asdict(config)
     d["train"].pop("threads")
-    d["teacher"].pop("n_threads")
+    d["train"].pop("device")
+    for name in ("n_threads", "n_gpu_layers", "parallel"):
+        d["teacher"].pop(name)
     d.pop("store")
     return d
 
@@ -168,9 +170,10 @@ def _confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
 
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
     """Run the whole stage; returns the metrics also written to RUN_DIR/metrics.json."""
-    from .train import Pool, build_student, predict_proba, train
+    from .train import Pool, build_student, predict_proba, resolve_device, train
 
     started = time.perf_counter()
+    resolve_device(config.train.device)  # --device cuda without a GPU fails before any teacher time is spent
     labels = config.scoring.labels
     data_is_store = is_store(config.data)
     store_path = run_store(config.data, config.store)

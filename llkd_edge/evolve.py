@@ -276,6 +276,7 @@ def verify(intended: Sequence[str], rows: Sequence[LabelRow], min_confidence: fl
 def _identity(config: EvolveConfig) -> dict:
     d = asdict(config)
     d.pop("threads")
+    d.pop("n_gpu_layers")
     return d
 
 
@@ -365,7 +366,8 @@ class _Evolution:
         provenance = self.run.provenance
         try:
             self.scoring = ScoringConfig.from_dict(provenance["config"]["scoring"])
-            self.train_config = TrainConfig(**{**provenance["config"]["train"], "threads": config.threads})
+            self.train_config = TrainConfig(**{**provenance["config"]["train"], "threads": config.threads,
+                                                "device": "auto"})
             model = config.teacher or provenance["config"]["teacher"]["model"]
         except (KeyError, TypeError):
             raise UserError(f"{self.run.path}/config.json lacks the run's scoring, training or teacher settings; "

@@ -8,6 +8,7 @@ that trains on the batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -146,6 +147,23 @@ def _collate(torch, ids: list[list[int]], pad_id: int):
 # ------------------------------------------------------------------------------------------ training
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    torch = _torch()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: PyTorch sees no CUDA GPU here (no GPU, or a CPU-only torch build)")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _autocast(torch, device: str):
+    """bf16 mixed precision on a GPU that supports it (no loss scaling needed); fp32 otherwise."""
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), "bf16 autocast"
+    return contextlib.nullcontext(), "fp32"
+
+
 @dataclass
 class EpochStats:
     epoch: int
@@ -171,6 +189,7 @@ def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever
             "ever_selected": ever,
             "stats": [s.__dict__ for s in stats],
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": rng.bit_generator.state,
             "config": config.__dict__,
         },
@@ -199,7 +218,10 @@ def train(
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = student.model
+    device = resolve_device(config.device)
+    autocast, precision = _autocast(torch, device)
+    student.info.update(device=device, precision=precision)
+    model = student.model.to(device)
     k = model.config.num_labels
     n = len(pool.texts)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -214,21 +236,23 @@ def train(
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT
     if resume and ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        saved = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = ThresholdState.from_dict(saved["selection_state"])
         ever = saved["ever_selected"]
         stats = [EpochStats(**s) for s in saved["stats"]]
-        torch.set_rng_state(saved["torch_rng"])
+        torch.set_rng_state(saved["torch_rng"].cpu())
+        if device == "cuda" and saved.get("cuda_rng"):
+            torch.cuda.set_rng_state_all([state.cpu() for state in saved["cuda_rng"]])
         rng.bit_generator.state = saved["numpy_rng"]
         start_epoch = saved["epoch"] + 1
 
     ids = _encode(student.tokenizer, pool.texts, config.max_length)
     pad_id = student.tokenizer.pad_token_id or 0
-    targets_hard = torch.tensor(pool.pseudo, dtype=torch.long)
-    targets_soft = torch.tensor(pool.probs, dtype=torch.float32)
+    targets_hard = torch.tensor(pool.pseudo, dtype=torch.long, device=device)
+    targets_soft = torch.tensor(pool.probs, dtype=torch.float32, device=device)
     conf, pseudo = pool.conf, pool.pseudo
     log_k = math.log(k)
 
@@ -243,17 +267,19 @@ def train(
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             input_ids, attention = _collate(torch, [ids[i] for i in batch], pad_id)
-            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            with autocast:
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            logits = logits.float()  # losses and the selection signal in fp32, whatever the forward pass used
             with torch.no_grad():
-                p = torch.softmax(logits.float(), dim=-1)
-                need = (-(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_k).numpy()
+                p = torch.softmax(logits, dim=-1)
+                need = (-(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_k).cpu().numpy()
             mask, weights, state = select(config.selection, conf[batch], need, pseudo[batch], state,
                                           rng=rng, topk_ratio=config.topk_ratio)
             seen += len(batch)
             if mask.any():
-                rows = torch.from_numpy(np.flatnonzero(mask))
-                w = torch.tensor(weights[mask], dtype=torch.float32)
-                chosen = torch.from_numpy(batch[mask])
+                rows = torch.from_numpy(np.flatnonzero(mask)).to(device)
+                w = torch.tensor(weights[mask], dtype=torch.float32, device=device)
+                chosen = torch.from_numpy(batch[mask]).to(device)
                 if config.soft_labels:
                     logp = torch.log_softmax(logits[rows], dim=-1)
                     t = targets_soft[chosen]
@@ -291,7 +317,7 @@ def train(
 def selected_mask(checkpoint_dir: str | Path) -> np.ndarray:
     """Shape (N,), bool: which pool samples ever received a gradient, from the last epoch's checkpoint."""
     torch = _torch()
-    saved = torch.load(Path(checkpoint_dir) / CHECKPOINT, weights_only=False)
+    saved = torch.load(Path(checkpoint_dir) / CHECKPOINT, weights_only=False, map_location="cpu")
     return np.asarray(saved["ever_selected"], dtype=bool)
 
 
@@ -313,13 +339,15 @@ def predict_logits(student: Student, texts: Sequence[str], max_length: int, batc
 
     model = student.model
     model.eval()
+    device = next(model.parameters()).device  # where training left it
     ids = _encode(student.tokenizer, texts, max_length)
     pad_id = student.tokenizer.pad_token_id or 0
     out = []
     with torch.no_grad():
         for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", disable=not progress, leave=False):
             input_ids, attention = _collate(torch, ids[start : start + batch_size], pad_id)
-            out.append(model(input_ids=input_ids, attention_mask=attention).logits.float().numpy())
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            out.append(logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 

@@ -136,3 +136,41 @@ def test_an_instruct_teacher_writes_through_its_chat_template_and_a_timeout_cuts
             parse_texts(cut.text, 2)
     finally:
         smol.close()
+
+
+def test_several_texts_per_decode_agree_with_one_at_a_time(gemma, gemma_file, bbc_test):
+    """Multi-sequence batching: the prefix is copied to each sequence, several texts go in one decode.
+
+    A lone text gives exactly the one-at-a-time numbers (same shapes, same kernels). A full group does not
+    bit for bit: llama.cpp's CPU matmuls depend on the decode's shape (one text evaluated in two chunks
+    moves as much), so the check is on agreement, with bounds that a text seeing another's tokens breaks.
+    """
+    texts = bbc_test.texts[:24]
+    one = gemma.predict_proba(texts)
+    wide = Teacher(gemma_file, gemma.scoring, TeacherConfig(parallel=4))
+    try:
+        assert wide.parallel == 4 and wide.key == gemma.key
+        assert np.array_equal(wide.predict_proba(texts[:1]), one[:1])  # alone: identical
+        batched = wide.predict_proba(texts)
+        assert wide._batched is not None and wide.details["parallel"] == 4
+        # Order within a group does not decide a text's label.
+        flipped = wide.predict_proba(texts[::-1])[::-1]
+    finally:
+        wide.close()
+    diff = np.abs(batched - one)
+    print(f"\nparallel 4 vs 1 on 24 texts: max |dp| {diff.max():.4f}, mean {diff.mean():.4f}, "
+          f"same label {np.mean(batched.argmax(1) == one.argmax(1)):.3f}")
+    assert np.allclose(batched.sum(axis=1), 1.0)
+    assert np.mean(batched.argmax(1) == one.argmax(1)) >= 0.9
+    assert diff.mean() < 0.03 and diff.max() < 0.25
+    assert np.mean(flipped.argmax(1) == batched.argmax(1)) >= 0.9
+
+
+def test_gpu_layers_default_to_none_on_a_cpu_build_and_asking_for_them_is_one_error(gemma_file, gemma):
+    from llama_cpp import llama_supports_gpu_offload
+
+    if llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp build can offload: the CPU-build defaults do not apply")
+    assert gemma.n_gpu_layers == 0 and gemma.parallel == 1 and gemma.details["n_gpu_layers"] == 0
+    with pytest.raises(Exception, match="cannot offload to a GPU; rebuild it with `make setup GPU=1`"):
+        Teacher(gemma_file, gemma.scoring, TeacherConfig(n_gpu_layers=-1))

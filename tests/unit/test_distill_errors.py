@@ -65,6 +65,16 @@ def test_unknown_selection_and_bad_numbers(tmp_path, pool):
     check_error(run(["distill", pool, "--labels", "a,b", "--out", str(tmp_path / "r"), "--epochs", "0"]), "--epochs")
 
 
+def test_device_cuda_without_a_gpu_fails_before_any_work(tmp_path, pool):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    check_error(run(["distill", pool, "--labels", "a,b", "--out", str(tmp_path / "r"), "--device", "cuda"]),
+                "--device cuda: PyTorch sees no CUDA GPU here")
+    assert not (tmp_path / "r").exists()
+
+
 def test_store_as_data_needs_labels(tmp_path):
     from llkd_edge.store import LabelStore
 
