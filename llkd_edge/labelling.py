@@ -46,6 +46,9 @@ class LabelSummary:
     macro_f1: float | None = None
     majority_rate: float | None = None
     gold_count: int = 0
+    backend: str = "local"
+    workers: int = 1
+    retried_batches: int = 0
     out: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -84,6 +87,7 @@ class Labelled:
     skipped: int
     duplicates: int
     seconds: float
+    retried_batches: int = 0  # batches resent after their Ray worker died
 
 
 def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
@@ -116,11 +120,12 @@ def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int 
         started = time.perf_counter()
         bar = tqdm(total=len(todo), unit="text", desc=f"labelling {dataset.name}", disable=not progress or not todo,
                    dynamic_ncols=True)
+        batches = ([dataset.texts[first[h]] for h in todo[start : start + commit_every]]
+                   for start in range(0, len(todo), commit_every))
         try:
-            for start in range(0, len(todo), commit_every):
-                batch = [dataset.texts[first[h]] for h in todo[start : start + commit_every]]
-                store.add(key, teacher.score(batch))
-                bar.update(len(batch))
+            for rows in teacher.score_batches(batches):  # the driver alone writes the store, whatever the backend
+                store.add(key, rows)
+                bar.update(len(rows))
         finally:
             bar.close()
         seconds = time.perf_counter() - started
@@ -136,6 +141,7 @@ def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int 
         skipped=skipped,
         duplicates=len(dataset.texts) - skipped - len(order),
         seconds=seconds,
+        retried_batches=getattr(teacher, "retried_batches", 0),
     )
 
 
@@ -150,8 +156,19 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     check_gold(dataset.gold, config.scoring.labels, dataset.name)
     if not any(t.strip() for t in dataset.texts):
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
-    teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
-    result = label_dataset(dataset, teacher, config.store, config.commit_every, progress)
+    if teacher_factory is not None:
+        teacher = teacher_factory(config.scoring, config.teacher)
+    elif config.backend == "ray":
+        from .cluster import RayTeachers
+
+        teacher = RayTeachers(config.scoring, config.teacher, config.ray, progress)
+    else:
+        teacher = load_teacher(config.scoring, config.teacher)
+    try:
+        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress)
+    finally:
+        if teacher_factory is None:
+            teacher.close()  # a Ray pool's actors (and a Ray instance started for them) end with the run
     summary = _summarise(config, dataset.name, teacher, result)
     summary.seconds = round(time.perf_counter() - started, 3)
     if result.labelled and result.seconds > 0:
@@ -192,6 +209,9 @@ def _summarise(config: LabelRunConfig, name: str, teacher, result: Labelled) -> 
         mean_confidence=round(sum(r.confidence for r in rows) / len(rows), 4),
         mean_label_mass=round(mean_mass, 4),
         truncated=sum(r.truncated for r in rows),
+        backend=config.backend,
+        workers=config.ray.workers if config.backend == "ray" else 1,
+        retried_batches=result.retried_batches,
     )
     if mean_mass < LOW_LABEL_MASS:
         summary.warnings.append(

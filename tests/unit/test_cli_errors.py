@@ -61,6 +61,32 @@ CASES = {
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--teacher", write(p, "m.gguf", b"PK\x03\x04zip")],
         "not a GGUF file",
     ),
+    "ray option without ray": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--workers", "4"],
+        "--workers: only with --backend ray",
+    ),
+    "no workers": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--backend", "ray", "--workers", "0"],
+        "--workers must be at least 1",
+    ),
+    "negative gpus": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--backend", "ray",
+                   "--gpus-per-worker", "-1"],
+        "--gpus-per-worker must be 0 or more",
+    ),
+    "gpu layers without ray gpus": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--backend", "ray",
+                   "--n-gpu-layers", "-1"],
+        "--n-gpu-layers with --backend ray needs --gpus-per-worker",
+    ),
+    "too parallel": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--parallel", "500"],
+        "--parallel must be between 0 (auto) and 64",
+    ),
+    "bad gpu layers": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--n-gpu-layers", "-5"],
+        "--n-gpu-layers must be -1 (all), 0 or more",
+    ),
     "bad max tokens": (
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--max-text-tokens", "0"],
         "max-text-tokens",

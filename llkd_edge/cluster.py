@@ -1,0 +1,188 @@
+"""``label --backend ray``: the teacher, loaded once in each of N Ray actors, scores batches for the driver.
+
+Flow is one way, as in the local backend: ``label_dataset`` decides which texts the store lacks, cuts
+them into batches and hands them to ``RayTeachers.score_batches``, which keeps every actor busy and
+yields each batch's rows as it finishes; the driver alone writes the store. A batch whose actor dies
+(killed, out of memory, node lost) is sent to another actor; Ray restarts the dead one, which reloads
+its teacher. Only texts the store lacks are ever sent, so a killed driver resumes like a local run.
+
+Every actor resolves the teacher on its own node (a registry name from that node's installed packages,
+or a path that must exist there) and reports its store key; actors that disagree (a different file on
+some node) stop the run before anything is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from .config import RayConfig, ScoringConfig, TeacherConfig
+from .errors import MissingDependencyError, UserError
+from .store import LabelRow
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("--backend ray needs Ray: pip install 'llkd-edge[ray]'") from None
+    return ray
+
+
+class TeacherWorker:
+    """One Ray actor's state: a loaded teacher (or the one-line reason it could not be loaded)."""
+
+    def __init__(self, scoring: ScoringConfig, config: TeacherConfig):
+        from .labelling import load_teacher
+
+        self.error: str | None = None
+        try:
+            self.teacher = load_teacher(scoring, config)
+        except UserError as exc:  # reported by describe(); raising here would only make Ray restart us
+            self.teacher, self.error = None, str(exc)
+
+    def describe(self) -> dict:
+        import ray
+
+        where = {"pid": os.getpid(), "node": ray.util.get_node_ip_address()}
+        if self.error:
+            return {**where, "error": self.error}
+        t = self.teacher
+        return {**where, "key": t.key, "model": t.model, "details": t.details}
+
+    def score(self, texts: list[str]) -> list[LabelRow]:
+        return self.teacher.score(texts)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def worker_teacher_config(config: TeacherConfig, ray_config: RayConfig) -> TeacherConfig:
+    """Each actor's teacher: its reserved CPUs as threads; GPU layers only where it reserved a GPU."""
+    if ray_config.gpus_per_worker == 0 and config.n_gpu_layers:
+        raise UserError("--n-gpu-layers with --backend ray needs --gpus-per-worker (each worker's GPU share)")
+    layers = config.n_gpu_layers if ray_config.gpus_per_worker > 0 else 0
+    return replace(config, n_threads=ray_config.cpus_per_worker, n_gpu_layers=layers)
+
+
+class RayTeachers:
+    """N teacher actors behind the interface ``label_dataset`` uses (key, model, details, score_batches)."""
+
+    def __init__(self, scoring: ScoringConfig, config: TeacherConfig, ray_config: RayConfig, progress: bool = True):
+        ray = _ray()
+        self._ray = ray
+        self.scoring = scoring
+        self.ray_config = ray_config
+        self.progress = progress
+        self.retried_batches = 0
+        self._started = False
+        self._actors: list = []
+        worker_config = worker_teacher_config(config, ray_config)
+        if not ray.is_initialized():
+            try:
+                ray.init(address=ray_config.address, include_dashboard=False, logging_level="WARNING",
+                         configure_logging=True, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = ray_config.address or "a new local instance"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"cannot start or reach Ray ({where}): {first}") from None
+            self._started = True
+        self._check_resources()
+        actor = ray.remote(TeacherWorker).options(
+            num_cpus=ray_config.cpus_per_worker, num_gpus=ray_config.gpus_per_worker,
+            max_restarts=-1,  # a dead actor comes back (and reloads its teacher)
+            max_task_retries=0,  # its lost batch is ours to resend, to another actor
+        )
+        try:
+            self._actors = [actor.remote(scoring, worker_config) for _ in range(ray_config.workers)]
+            described = ray.get([a.describe.remote() for a in self._actors])
+        except BaseException:
+            self.close()
+            raise
+        for i, d in enumerate(described):
+            if "error" in d:
+                self.close()
+                raise UserError(f"Ray worker {i} (node {d['node']}): {d['error']}")
+        first = described[0]
+        for i, d in enumerate(described[1:], 1):
+            if d["key"] != first["key"]:
+                self.close()
+                raise UserError(
+                    f"Ray workers disagree about the teacher: worker 0 (node {first['node']}) has sha256 "
+                    f"{first['key'].teacher_sha256[:12]}, worker {i} (node {d['node']}) {d['key'].teacher_sha256[:12]}; "
+                    "every node needs the same GGUF file")
+        self.key = first["key"]
+        self.model = first["model"]
+        self.details = {**first["details"], "backend": "ray", "workers": ray_config.workers,
+                        "nodes": sorted({d["node"] for d in described})}
+
+    def _check_resources(self) -> None:
+        """Refuse a pool the cluster can never hold (its actors would wait for ever)."""
+        total = self._ray.cluster_resources()
+        rc = self.ray_config
+        for name, each in (("CPU", rc.cpus_per_worker), ("GPU", rc.gpus_per_worker)):
+            need, have = rc.workers * each, total.get(name, 0)
+            if need > have:
+                raise UserError(f"{rc.workers} workers x {each:g} {name}s need {need:g} {name}s but the Ray cluster "
+                                f"has {have:g}; lower --workers or --{name.lower()}s-per-worker")
+
+    def pids(self) -> list[int]:
+        """Each actor's current process id (it changes when Ray restarts the actor)."""
+        return self._ray.get([a.pid.remote() for a in self._actors])
+
+    def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
+        """Each batch's rows, in the order the batches finish (not the order given)."""
+        ray = self._ray
+        rc = self.ray_config
+        queue = iter(batches)
+        turn = itertools.count()
+        pending: dict = {}  # ObjectRef -> (texts, actor index, attempt)
+
+        def send(texts: list[str], attempt: int, avoid: int | None = None) -> None:
+            i = next(turn) % len(self._actors)
+            if i == avoid and len(self._actors) > 1:
+                i = next(turn) % len(self._actors)
+            pending[self._actors[i].score.remote(texts)] = (texts, i, attempt)
+
+        for texts in itertools.islice(queue, rc.workers * rc.in_flight):
+            send(texts, 1)
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            texts, i, attempt = pending.pop(done)
+            try:
+                rows = ray.get(done)
+            except ray.exceptions.RayActorError as exc:
+                if attempt >= rc.attempts:
+                    raise UserError(f"a batch of {len(texts)} texts was lost {attempt} times (its Ray workers died: "
+                                    f"{_first_line(exc)}); finished batches are saved, run again to resume") from None
+                self.retried_batches += 1
+                if self.progress:
+                    print(f"Ray worker {i} died with a batch of {len(texts)} texts; sending it to another worker",
+                          file=sys.stderr)
+                send(texts, attempt + 1, avoid=i)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else None
+                if isinstance(cause, UserError):
+                    raise cause from None
+                raise
+            yield rows
+            nxt = next(queue, None)
+            if nxt is not None:
+                send(nxt, 1)
+
+    def close(self) -> None:
+        for a in self._actors:
+            self._ray.kill(a)
+        self._actors = []
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
