@@ -57,6 +57,7 @@ test-unit: setup
 bench: setup
 	$(PY) bench/teacher_throughput.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/scale_throughput.py
 
 # The study of bench/RESULTS.md: every selection method x 3 datasets x 3 seeds, ~2 h on 2 cores from an
 # empty label store (resumable: cells and labels are kept under runs/study). The Qwen teacher part needs

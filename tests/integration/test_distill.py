@@ -41,6 +41,11 @@ def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, 
     assert student["n"] == teacher["n"] == 100  # the same eval texts for both
     assert student["accuracy"] >= student["majority_rate"] + 0.25
     assert metrics["selection"]["method"] == "llkd"
+    import torch
+
+    on_gpu = torch.cuda.is_available()  # --device auto: where it trained, and how, is on record
+    assert metrics["student_model"]["device"] == ("cuda" if on_gpu else "cpu")
+    assert metrics["student_model"]["precision"] in (("bf16 autocast", "fp32") if on_gpu else ("fp32",))
     assert len(metrics["selection"]["selected_per_epoch"]) == 3
     assert 0 < metrics["selection"]["fraction_used"] <= 1
     assert metrics["data"]["pool_size"] == 240 and metrics["data"]["labels"][0] == "business"

@@ -1,0 +1,152 @@
+"""Labelling beyond one process: texts per decode and Ray workers, each set of alternatives side by side.
+
+Part 1, texts per decode (--parallel): one teacher process scores the same texts with 1, 2, 4 and 8 texts
+per llama.cpp decode (multi-sequence batching: the cached prefix copied to each sequence). This is where
+a GPU gains (--n-gpu-layers -1 on a CUDA build); on a CPU the matmuls are already compute-bound.
+
+Part 2, backends: `label` into a fresh store with the local backend (one process, T threads), with Ray and
+one worker (T CPUs), and with Ray and two workers (T/2 CPUs each), on one local Ray instance of T CPUs.
+Reported: the labelling loop's texts/s (as `label` reports it) and the whole call's seconds (Ray actors
+starting and loading their teachers included). Same texts, alternating rounds, each keeps its best.
+
+    python bench/scale_throughput.py [--texts 96] [--rounds 2] [--threads T] [--teacher gemma3-270m]
+                                     [--n-gpu-layers N]
+
+Writes bench/results/scale_throughput.json and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from llkd_edge.bench import cpu_model
+from llkd_edge.config import LabelRunConfig, LabelSet, RayConfig, ScoringConfig, TeacherConfig, default_threads
+from llkd_edge.data import load_builtin
+from llkd_edge.labelling import label_texts
+from llkd_edge.teacher import Teacher, resolve_model
+
+RESULTS = Path(__file__).parent / "results" / "scale_throughput.json"
+DATA = "bbc-news:train"
+WIDTHS = (1, 2, 4, 8)
+
+
+def time_widths(args, scoring: ScoringConfig, texts: list[str]) -> dict:
+    model = resolve_model(args.teacher)
+    teachers = {w: Teacher(model, scoring, TeacherConfig(model=args.teacher, n_threads=args.threads,
+                                                          n_gpu_layers=args.n_gpu_layers, parallel=w))
+                for w in WIDTHS}
+    best = dict.fromkeys(WIDTHS, np.inf)
+    probs = {}
+    try:
+        for t in teachers.values():
+            t.score(texts[: max(WIDTHS)])  # warm-up: prefix, calibration inputs, the batched context
+        for _ in range(args.rounds):
+            for w, t in teachers.items():
+                start = time.perf_counter()
+                probs[w] = t.predict_proba(texts)
+                best[w] = min(best[w], time.perf_counter() - start)
+        layers = teachers[1].n_gpu_layers
+    finally:
+        for t in teachers.values():
+            t.close()
+    base = best[1]
+    return {
+        "n_gpu_layers": layers,
+        "texts_per_s": {w: round(len(texts) / best[w], 2) for w in WIDTHS},
+        "speed_vs_one": {w: round(base / best[w], 3) for w in WIDTHS},
+        "same_label_as_one": {w: round(float(np.mean(probs[w].argmax(1) == probs[1].argmax(1))), 3) for w in WIDTHS},
+        "mean_abs_diff_vs_one": {w: round(float(np.abs(probs[w] - probs[1]).mean()), 5) for w in WIDTHS},
+    }
+
+
+def time_backends(args, scoring: ScoringConfig) -> dict:
+    import ray
+
+    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    half = max(1, args.threads // 2)
+    setups = {
+        "local, 1 process": dict(backend="local", teacher=TeacherConfig(model=args.teacher, n_threads=args.threads)),
+        f"ray, 1 worker x {args.threads} CPUs": dict(backend="ray", ray=RayConfig(workers=1, cpus_per_worker=args.threads)),
+        f"ray, 2 workers x {half} CPUs": dict(backend="ray", ray=RayConfig(workers=2, cpus_per_worker=half)),
+    }
+    rate = dict.fromkeys(setups, 0.0)
+    whole = dict.fromkeys(setups, np.inf)
+    try:
+        for _ in range(args.rounds):
+            for name, setup in setups.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    config = LabelRunConfig(data=DATA, scoring=scoring, store=f"{tmp}/labels.sqlite", limit=args.texts,
+                                            **{"teacher": TeacherConfig(model=args.teacher), **setup})
+                    start = time.perf_counter()
+                    summary = label_texts(config, progress=False)
+                    whole[name] = min(whole[name], time.perf_counter() - start)
+                assert summary.labelled == args.texts, summary
+                rate[name] = max(rate[name], summary.texts_per_second)
+    finally:
+        ray.shutdown()
+    first = next(iter(setups))
+    return {
+        "texts_per_s": {k: round(v, 2) for k, v in rate.items()},
+        "speed_vs_local": {k: round(v / rate[first], 3) for k, v in rate.items()},
+        "whole_call_seconds": {k: round(v, 2) for k, v in whole.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--texts", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--teacher", default="gemma3-270m")
+    parser.add_argument("--max-text-tokens", type=int, default=128)
+    parser.add_argument("--n-gpu-layers", type=int, default=None, help="default: all when the build can offload")
+    parser.add_argument("--skip-ray", action="store_true", help="only the texts-per-decode part")
+    args = parser.parse_args()
+
+    data = load_builtin(DATA).head(args.texts)
+    scoring = ScoringConfig(labels=LabelSet.parse(data.labels), task=data.task, max_text_tokens=args.max_text_tokens)
+    widths = time_widths(args, scoring, data.texts)
+    backends = None if args.skip_ray else time_backends(args, scoring)
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {"cpus": default_threads(), "threads": args.threads, "python": platform.python_version(),
+                    "cpu": cpu_model(), "llama_cpp_python": metadata.version("llama_cpp_python"),
+                    "ray": metadata.version("ray") if backends else None},
+        "teacher": args.teacher,
+        "texts": args.texts,
+        "max_text_tokens": args.max_text_tokens,
+        "rounds": args.rounds,
+        "widths": widths,
+        "backends": backends,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"teacher {args.teacher}, {args.texts} BBC train texts at <= {args.max_text_tokens} tokens, "
+          f"{args.threads} threads, {widths['n_gpu_layers']} GPU layers, best of {args.rounds} alternating rounds\n")
+    print("| texts per decode | texts/s | vs 1 | same label as 1 | mean abs diff vs 1 |")
+    print("|---|---|---|---|---|")
+    for w in WIDTHS:
+        print(f"| {w} | {widths['texts_per_s'][w]} | {widths['speed_vs_one'][w]:.2f}x | "
+              f"{widths['same_label_as_one'][w]:.3f} | {widths['mean_abs_diff_vs_one'][w]} |")
+    if backends:
+        print("\n| backend | texts/s (labelling) | vs local | whole call s (start-up included) |")
+        print("|---|---|---|---|")
+        for name in backends["texts_per_s"]:
+            print(f"| {name} | {backends['texts_per_s'][name]} | {backends['speed_vs_local'][name]:.2f}x | "
+                  f"{backends['whole_call_seconds'][name]} |")
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
