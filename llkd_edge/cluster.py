@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -22,6 +23,9 @@ from dataclasses import replace
 from .config import RayConfig, ScoringConfig, TeacherConfig
 from .errors import MissingDependencyError, UserError
 from .store import LabelRow
+
+
+MAX_RESTARTS = 3  # per actor: enough for the odd killed worker, not a crash loop on a model that cannot load
 
 
 def _ray():
@@ -82,10 +86,11 @@ class RayTeachers:
         self._actors: list = []
         worker_config = worker_teacher_config(config, ray_config)
         if not ray.is_initialized():
+            _check_reachable(ray_config.address)
             try:
                 ray.init(address=ray_config.address, include_dashboard=False, logging_level="WARNING",
                          configure_logging=True, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
+            except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError or its own types
                 where = ray_config.address or "a new local instance"
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"cannot start or reach Ray ({where}): {first}") from None
@@ -93,12 +98,15 @@ class RayTeachers:
         self._check_resources()
         actor = ray.remote(TeacherWorker).options(
             num_cpus=ray_config.cpus_per_worker, num_gpus=ray_config.gpus_per_worker,
-            max_restarts=-1,  # a dead actor comes back (and reloads its teacher)
+            max_restarts=MAX_RESTARTS,  # a dead actor comes back (and reloads its teacher), a few times
             max_task_retries=0,  # its lost batch is ours to resend, to another actor
         )
         try:
             self._actors = [actor.remote(scoring, worker_config) for _ in range(ray_config.workers)]
             described = ray.get([a.describe.remote() for a in self._actors])
+        except ray.exceptions.RayActorError as exc:  # crashed while loading (e.g. llama.cpp died), restarts spent
+            self.close()
+            raise UserError(f"a Ray worker died while loading the teacher: {_first_line(exc)}") from None
         except BaseException:
             self.close()
             raise
@@ -181,6 +189,20 @@ class RayTeachers:
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must accept a connection: Ray itself retries for minutes."""
+    if not address or ":" not in address.removeprefix("ray://"):
+        return  # none (a local instance), or "auto": Ray finds it on this machine
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is `ray start --head` "
+                        "running there?") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -79,6 +79,11 @@ CASES = {
                    "--n-gpu-layers", "-1"],
         "--n-gpu-layers with --backend ray needs --gpus-per-worker",
     ),
+    "unreachable ray cluster": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--backend", "ray",
+                   "--address", "127.0.0.1:9"],
+        "cannot reach the Ray cluster at 127.0.0.1:9",
+    ),
     "too parallel": (
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--parallel", "500"],
         "--parallel must be between 0 (auto) and 64",
