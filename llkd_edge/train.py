@@ -245,7 +245,7 @@ def train(
         stats = [EpochStats(**s) for s in saved["stats"]]
         torch.set_rng_state(saved["torch_rng"].cpu())
         if device == "cuda" and saved.get("cuda_rng"):
-            torch.cuda.set_rng_state_all([state.cpu() for state in saved["cuda_rng"]])
+            torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
         rng.bit_generator.state = saved["numpy_rng"]
         start_epoch = saved["epoch"] + 1
 
