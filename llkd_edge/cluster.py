@@ -17,6 +17,7 @@ import itertools
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
@@ -26,6 +27,7 @@ from .store import LabelRow
 
 
 MAX_RESTARTS = 3  # per actor: enough for the odd killed worker, not a crash loop on a model that cannot load
+REST_S = 10.0  # an actor that lost a batch gets no new work for this long (Ray is restarting it)
 
 
 def _ray():
@@ -137,22 +139,31 @@ class RayTeachers:
                 raise UserError(f"{rc.workers} workers x {each:g} {name}s need {need:g} {name}s but the Ray cluster "
                                 f"has {have:g}; lower --workers or --{name.lower()}s-per-worker")
 
-    def pids(self) -> list[int]:
-        """Each actor's current process id (it changes when Ray restarts the actor)."""
-        return self._ray.get([a.pid.remote() for a in self._actors])
+    def pids(self, wait_s: float = 120.0) -> list[int]:
+        """Each actor's current process id (it changes when Ray restarts the actor; a restarting one is waited for)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self._ray.get([a.pid.remote() for a in self._actors])
+            except self._ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
         """Each batch's rows, in the order the batches finish (not the order given)."""
         ray = self._ray
         rc = self.ray_config
         queue = iter(batches)
-        turn = itertools.count()
         pending: dict = {}  # ObjectRef -> (texts, actor index, attempt)
+        load = [0] * len(self._actors)  # batches in flight per actor
+        resting: dict[int, float] = {}  # actor index -> until when it gets no work (it just lost a batch)
 
-        def send(texts: list[str], attempt: int, avoid: int | None = None) -> None:
-            i = next(turn) % len(self._actors)
-            if i == avoid and len(self._actors) > 1:
-                i = next(turn) % len(self._actors)
+        def send(texts: list[str], attempt: int) -> None:
+            now = time.monotonic()
+            ready = [i for i in range(len(self._actors)) if resting.get(i, 0.0) <= now] or range(len(self._actors))
+            i = min(ready, key=lambda j: load[j])  # the least busy: a faster node ends up doing more
+            load[i] += 1
             pending[self._actors[i].score.remote(texts)] = (texts, i, attempt)
 
         for texts in itertools.islice(queue, rc.workers * rc.in_flight):
@@ -160,17 +171,19 @@ class RayTeachers:
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
             texts, i, attempt = pending.pop(done)
+            load[i] -= 1
             try:
                 rows = ray.get(done)
-            except ray.exceptions.RayActorError as exc:
+            except ray.exceptions.RayActorError as exc:  # died, or still restarting (ActorUnavailableError)
                 if attempt >= rc.attempts:
                     raise UserError(f"a batch of {len(texts)} texts was lost {attempt} times (its Ray workers died: "
                                     f"{_first_line(exc)}); finished batches are saved, run again to resume") from None
                 self.retried_batches += 1
+                resting[i] = time.monotonic() + REST_S
                 if self.progress:
-                    print(f"Ray worker {i} died with a batch of {len(texts)} texts; sending it to another worker",
-                          file=sys.stderr)
-                send(texts, attempt + 1, avoid=i)
+                    print(f"Ray worker {i} lost a batch of {len(texts)} texts (it died or is restarting); "
+                          "sending the batch to another worker", file=sys.stderr)
+                send(texts, attempt + 1)
                 continue
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else None
