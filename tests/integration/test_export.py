@@ -194,6 +194,26 @@ def test_bench_times_everything_side_by_side(exported, tmp_path):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_device_follows_the_sessions_active_providers(exported, bbc_test):
+    """`auto` uses CUDA only where ONNX Runtime's session really runs on it; `cuda` insists, in one line."""
+    from llkd_edge.errors import ModelError
+
+    model_dir, _ = exported
+    cpu = Classifier.load(model_dir, device="cpu")
+    assert cpu.provider == "CPUExecutionProvider"
+    auto = Classifier.load(model_dir, device="auto")
+    texts = bbc_test.texts[:8]
+    if auto.provider == "CUDAExecutionProvider":  # onnxruntime-gpu on a working GPU
+        assert Classifier.load(model_dir, device="cuda").provider == "CUDAExecutionProvider"
+        assert np.array_equal(auto.predict_proba(texts).argmax(1), cpu.predict_proba(texts).argmax(1))
+    else:
+        assert auto.provider == "CPUExecutionProvider"
+        with pytest.raises(ModelError, match="--device cuda: ONNX Runtime cannot use CUDA here"):
+            Classifier.load(model_dir, device="cuda")
+        result = CliRunner().invoke(main, ["bench", str(model_dir), "--teacher", "none", "--device", "cuda"])
+        assert result.exit_code == 2 and result.output.startswith("error: --device cuda"), result.output
+
+
 def test_the_example_http_service_answers(exported):
     model_dir, _ = exported
     with socket.socket() as s:

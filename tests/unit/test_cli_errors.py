@@ -116,3 +116,25 @@ def test_lists_builtins_and_teachers():
     assert "bbc-news" in run(["datasets"]).output
     out = run(["teachers"]).output
     assert "gemma3-270m (default)" in out and "qwen2.5-coder-1.5b-instruct" in out
+
+
+def test_ray_workers_get_their_cpus_as_threads_and_gpu_layers_only_with_a_gpu_share():
+    from llkd_edge.cluster import worker_teacher_config
+    from llkd_edge.config import RayConfig, TeacherConfig
+
+    cpu_only = worker_teacher_config(TeacherConfig(n_threads=16), RayConfig(workers=4, cpus_per_worker=3))
+    assert (cpu_only.n_threads, cpu_only.n_gpu_layers) == (3, 0)  # never offload where Ray gave no GPU
+    gpu = worker_teacher_config(TeacherConfig(), RayConfig(gpus_per_worker=0.5))
+    assert gpu.n_gpu_layers is None  # auto: all layers when the worker's llama.cpp build can offload
+
+
+def test_a_ray_address_is_checked_before_ray_is_asked():
+    from llkd_edge.cluster import _check_reachable
+    from llkd_edge.errors import UserError
+
+    _check_reachable(None)
+    _check_reachable("auto")  # Ray finds a cluster started on this machine itself
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        _check_reachable("head:port")
+    with pytest.raises(UserError, match="cannot reach the Ray cluster at ray://127.0.0.1:9"):
+        _check_reachable("ray://127.0.0.1:9", timeout_s=2)
