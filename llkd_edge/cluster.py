@@ -94,8 +94,7 @@ class RayTeachers:
                          configure_logging=True, log_to_driver=False)
             except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError or its own types
                 where = ray_config.address or "a new local instance"
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"cannot start or reach Ray ({where}): {first}") from None
+                raise UserError(f"cannot start or reach Ray ({where}): {_first_line(exc)}") from None
             self._started = True
         self._check_resources()
         actor = ray.remote(TeacherWorker).options(
@@ -105,29 +104,16 @@ class RayTeachers:
         )
         try:
             self._actors = [actor.remote(scoring, worker_config) for _ in range(ray_config.workers)]
-            described = ray.get([a.describe.remote() for a in self._actors])
+            first = _agreed(ray.get([a.describe.remote() for a in self._actors]))
         except ray.exceptions.RayActorError as exc:  # crashed while loading (e.g. llama.cpp died), restarts spent
             self.close()
             raise UserError(f"a Ray worker died while loading the teacher: {_first_line(exc)}") from None
         except BaseException:
             self.close()
             raise
-        for i, d in enumerate(described):
-            if "error" in d:
-                self.close()
-                raise UserError(f"Ray worker {i} (node {d['node']}): {d['error']}")
-        first = described[0]
-        for i, d in enumerate(described[1:], 1):
-            if d["key"] != first["key"]:
-                self.close()
-                raise UserError(
-                    f"Ray workers disagree about the teacher: worker 0 (node {first['node']}) has sha256 "
-                    f"{first['key'].teacher_sha256[:12]}, worker {i} (node {d['node']}) {d['key'].teacher_sha256[:12]}; "
-                    "every node needs the same GGUF file")
         self.key = first["key"]
         self.model = first["model"]
-        self.details = {**first["details"], "backend": "ray", "workers": ray_config.workers,
-                        "nodes": sorted({d["node"] for d in described})}
+        self.details = {**first["details"], "backend": "ray", "workers": ray_config.workers, "nodes": first["nodes"]}
 
     def _check_resources(self) -> None:
         """Refuse a pool the cluster can never hold (its actors would wait for ever)."""
@@ -202,6 +188,21 @@ class RayTeachers:
         if self._started:
             self._ray.shutdown()
             self._started = False
+
+
+def _agreed(described: list[dict]) -> dict:
+    """The workers' common description (with every node listed), or the one-line reason there is none."""
+    for i, d in enumerate(described):
+        if "error" in d:
+            raise UserError(f"Ray worker {i} (node {d['node']}): {d['error']}")
+    first = described[0]
+    for i, d in enumerate(described[1:], 1):
+        if d["key"] != first["key"]:
+            raise UserError(
+                f"Ray workers disagree about the teacher: worker 0 (node {first['node']}) has sha256 "
+                f"{first['key'].teacher_sha256[:12]}, worker {i} (node {d['node']}) {d['key'].teacher_sha256[:12]}; "
+                "every node needs the same GGUF file")
+    return {**first, "nodes": sorted({d["node"] for d in described})}
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
