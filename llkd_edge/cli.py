@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -13,6 +14,8 @@ from .config import (
     DEFAULT_TASK,
     DEFAULT_TEACHER,
     DEVICES,
+    LABEL_ROLES,
+    NEED_PASSES,
     SELECTION_METHODS,
     LabelRunConfig,
     ScoringConfig,
@@ -34,6 +37,14 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are saved; run the same command again to resume", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`llkd-edge predict ... | head`): stop quietly, as Unix tools do. Point stdout
+            # at /dev/null so the interpreter's final flush does not raise again.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # stdout without a file descriptor (a test runner's)
+                pass
+            ctx.exit(141)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,8 +123,12 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--workers", type=int, help="Ray actors [default: 2].")
 @click.option("--cpus-per-worker", type=int, help="CPUs each Ray actor reserves, and its threads [default: 1].")
 @click.option("--gpus-per-worker", type=float, help="GPUs each Ray actor reserves (0.5: two per GPU) [default: 0].")
+@click.option("--role", type=click.Choice(LABEL_ROLES), default="auto", show_default=True,
+              help="What the texts are for, recorded in the store: pool (training data) or eval (held out: a store "
+              "used as distill DATA never trains on them); auto: eval for a built-in test split, else pool.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, as_json, **opts):
+def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, role, as_json,
+          **opts):
     """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
     from .config import RayConfig
     from .labelling import label_texts
@@ -136,6 +151,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         commit_every=batch_size,
         backend=backend,
         ray=ray_config,
+        role=role,
     )
     summary = label_texts(config)
     if as_json:
@@ -161,6 +177,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--seed", default=0, show_default=True)
 @click.option("--momentum", default=0.9, show_default=True, help="EMA momentum of the LLKD thresholds.")
 @click.option("--topk-ratio", default=0.5, show_default=True, help="Fraction kept per batch by --selection topk.")
+@click.option("--need-pass", type=click.Choice(NEED_PASSES), default="train", show_default=True,
+              help="Where LLKD reads the student's uncertainty: the training forward pass (dropout on, free) or an "
+              "extra eval-mode pass (no dropout noise, ~1/3 more training compute).")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -169,7 +188,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
+            seed, momentum, topk_ratio, need_pass, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import DistillConfig, TrainConfig
     from .distill import distill as run_distill
@@ -182,7 +201,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         teacher=teacher,
         train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
-                          momentum=momentum, topk_ratio=topk_ratio, threads=opts["threads"],
+                          momentum=momentum, topk_ratio=topk_ratio, need_pass=need_pass, threads=opts["threads"],
                           device=device),
         eval=eval_data,
         store=opts["store"],
@@ -219,7 +238,7 @@ def _print_label_summary(s) -> None:
     rate = f" ({s.texts_per_second} texts/s)" if s.texts_per_second else ""
     click.echo(f"labelled {s.labelled}, cached {s.cached}, skipped {s.skipped} empty, "
                f"{s.duplicates} duplicates, in {s.seconds:.1f}s{rate}")
-    click.echo(f"teacher {s.teacher} (sha256 {s.teacher_sha256[:12]}), store {s.store}")
+    click.echo(f"teacher {s.teacher} (sha256 {s.teacher_sha256[:12]}), store {s.store} (texts marked as {s.role})")
     if s.backend == "ray":
         click.echo(f"Ray backend: {s.workers} workers, {s.retried_batches} batches resent after a worker died")
     width = max(len(name) for name in s.labels)
@@ -322,8 +341,9 @@ def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreem
     if as_json:
         click.echo(json.dumps(report))
         return
-    ref = "gold labels" if report["reference"] == "gold" else "the teacher's labels"
-    click.echo(f"parity with PyTorch on {report['texts']} texts (quality against {ref}):")
+    ref = {"pool, gold": "their gold labels", "pool, teacher": "the teacher's labels"}.get(report["reference"],
+                                                                                          "no labels")
+    click.echo(f"parity with PyTorch on {report['texts']} pool texts (quality against {ref}):")
     rows = [("pytorch", None, report["pytorch"]["quality"])]
     rows += [(name, v, v["quality"]) for name, v in report["variants"].items()]
     for name, v, q in rows:

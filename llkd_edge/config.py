@@ -141,6 +141,7 @@ class TeacherConfig:
 
 
 BACKENDS = ("local", "ray")
+LABEL_ROLES = ("auto", "pool", "eval")  # what `label` marks its texts as in the store (auto: eval for a test split)
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,11 @@ class LabelRunConfig:
     commit_every: int = 16
     backend: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
+    role: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.role not in LABEL_ROLES:
+            raise UserError(f"unknown --role {self.role!r}; use one of {', '.join(LABEL_ROLES)}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.commit_every < 1:
@@ -191,6 +195,7 @@ class LabelRunConfig:
 
 
 SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
+NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -209,11 +214,16 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     momentum: float = 0.9  # of the LLKD threshold EMAs
     topk_ratio: float = 0.5
+    # The student's need for LLKD/uncertainty/random selection: "train" reads it from the training forward pass
+    # (dropout on, free); "eval" from an extra no-grad pass in eval mode (no dropout noise, ~1/3 more compute).
+    need_pass: str = "train"
     seed: int = 0
     threads: int = field(default_factory=default_threads)
     device: str = "auto"  # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
 
     def __post_init__(self) -> None:
+        if self.need_pass not in NEED_PASSES:
+            raise UserError(f"unknown --need-pass {self.need_pass!r}; use one of {', '.join(NEED_PASSES)}")
         if self.device not in DEVICES:
             raise UserError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}")
         if self.selection not in SELECTION_METHODS:

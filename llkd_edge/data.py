@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,6 +23,33 @@ DEFAULT_TEXT_COLUMN = "text"
 DEFAULT_LABEL_COLUMN = "label"
 SPLIT_SEED = 0  # fixed: the built-in splits must be the same on every machine
 TEST_FRACTION = 0.2  # for datasets that ship without a fixed split
+
+
+def text_key(text: str) -> str:
+    """The form in which two texts count as the same text: whitespace folded, case folded.
+
+    The teacher sees a text with its whitespace collapsed and the student's tokenizer is uncased, so
+    ``"Shares fell  sharply\n"`` and ``"shares fell sharply"`` are one input to both. Every check for
+    overlap (train vs eval/validation/test) and for duplicates compares these keys, never raw strings.
+    """
+    return " ".join(text.split()).casefold()
+
+
+def split_lines(content: str) -> list[str]:
+    """A plain-text file's texts: one per line, split on "\n" only (a trailing "\r" of CRLF is dropped).
+
+    Not ``str.splitlines()``: that also splits on form feeds, lone CRs, U+2028 and other separators, which
+    would make several texts out of one line. ``iter_texts`` and ``predict`` follow the same rule.
+    """
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no new text
+    return [_strip_eol(line) for line in lines]
+
+
+def _strip_eol(line: str) -> str:
+    line = line[:-1] if line.endswith("\n") else line
+    return line[:-1] if line.endswith("\r") else line
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,7 @@ def read_dataset(
     elif suffix in _TABULAR_SEPARATORS or suffix in _JSONL:
         frame = _read_text_table(path, suffix)
     else:
-        lines = _decode(path).splitlines()
+        lines = split_lines(_decode(path))
         if not lines:
             raise DataError(f"{path}: the file is empty")
         if label_column is not None:
@@ -212,7 +240,7 @@ def iter_texts(source: str, text_column: str = DEFAULT_TEXT_COLUMN) -> Iterator[
                     yield row[column] if column < len(row) else ""
         else:
             for _, line in lines:
-                yield line.rstrip("\r\n")
+                yield _strip_eol(line)
 
 
 def _decoded_lines(path: Path, f) -> Iterator[tuple[int, str]]:
@@ -302,8 +330,8 @@ def builtin_spec(source: str) -> Builtin | None:
 def load_builtin(source: str) -> Dataset:
     """Load ``NAME[:SPLIT]`` (split defaults to train), deduplicated and in a seeded shuffled order.
 
-    Exact duplicate texts are removed within a split, and test texts that also occur in train are
-    removed from test, so no test text is ever seen in training.
+    Duplicate texts (the same ``text_key``) are removed within a split, and test texts that also occur
+    in train are removed from test, so no test text is ever seen in training.
     """
     name, _, split = source.partition(":")
     split = split or "train"
@@ -315,8 +343,8 @@ def load_builtin(source: str) -> Dataset:
     rows = {"bbc-news": _bbc_rows, "reuters-r8": _r8_rows, "20newsgroups": _ng_rows, "election-tweets": _tweet_rows}
     train, test = rows[name]()
     train = _dedupe(train)
-    seen = {text for text, _ in train}
-    test = [row for row in _dedupe(test) if row[0] not in seen]
+    seen = {text_key(text) for text, _ in train}
+    test = [row for row in _dedupe(test) if text_key(row[0]) not in seen]
     chosen = list(train if split == "train" else test)
     random.Random(SPLIT_SEED).shuffle(chosen)
     return Dataset(
@@ -332,10 +360,39 @@ def _dedupe(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     seen: set[str] = set()
     out = []
     for text, gold in rows:
-        if text not in seen:
-            seen.add(text)
+        if text_key(text) not in seen:
+            seen.add(text_key(text))
             out.append((text, gold))
     return out
+
+
+def eval_dataset(dataset: Dataset, warn: bool = True) -> Dataset:
+    """The one form of a gold eval set that every stage scores: non-empty texts with a gold label, each text
+    once (by ``text_key``, first occurrence kept, in input order).
+
+    A text repeated with different gold labels keeps its first label; ``warn`` prints one line saying how
+    many texts that was, since such a set scores a perfect model below 1.
+    """
+    if dataset.gold is None:
+        raise DataError(f"{dataset.name}: the eval set needs gold labels (a `label` column, or --label-column)")
+    first: dict[str, int] = {}
+    conflicts: set[str] = set()
+    for i, (text, gold) in enumerate(zip(dataset.texts, dataset.gold)):
+        if not text.strip() or not gold:
+            continue
+        key = text_key(text)
+        if key not in first:
+            first[key] = i
+        elif dataset.gold[first[key]] != gold:
+            conflicts.add(key)
+    if not first:
+        raise DataError(f"{dataset.name}: no text with a gold label")
+    if conflicts and warn:
+        print(f"warning: {dataset.name}: {len(conflicts)} texts appear more than once with different gold labels; "
+              "each is scored once, against its first label", file=sys.stderr)
+    keep = list(first.values())
+    return Dataset(dataset.name, [dataset.texts[i] for i in keep], [dataset.gold[i] for i in keep],
+                   dataset.labels, dataset.task)
 
 
 def _package_file(dist: str, relative: str) -> Path:

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from .config import DistillConfig, LabelSet, stable_hash
-from .data import Dataset, read_dataset
-from .errors import DataError, LabelSpecError, StoreError, UserError
+from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
+from .errors import DataError, StoreError, UserError
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher, unique_texts
 from .metrics import classification_scores
-from .store import LabelStore, ScoringKey
+from .store import LabelRow, LabelStore, ScoringKey, check_label_store
 
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 
@@ -51,6 +52,24 @@ def is_store(data: str) -> bool:
 def run_store(data: str, store: str | None) -> str:
     """The label store a run reads and fills: --store, else DATA when DATA is a store, else labels.sqlite."""
     return store or (data if is_store(data) else "labels.sqlite")
+
+
+def resolved(source: str | None) -> str | None:
+    """A file path made absolute (so a run folder read from another directory finds it); a built-in
+    dataset name (``bbc-news:test``) or None as given."""
+    if source is None or builtin_spec(source):
+        return source
+    return str(Path(source).expanduser().resolve())
+
+
+def default_eval(data: str) -> str | None:
+    """The eval set a run gets without --eval: a built-in dataset's test split; nothing for a file."""
+    return f"{data.split(':', 1)[0]}:test" if builtin_spec(data) else None
+
+
+def read_eval(name: str, text_column: str, label_column: str | None, limit: int | None, warn: bool = True) -> Dataset:
+    """A gold eval set as every stage scores it: its first ``limit`` rows, then ``data.eval_dataset``."""
+    return eval_dataset(read_dataset(name, text_column, label_column or None).head(limit), warn=warn)
 
 
 def _identity(config: DistillConfig) -> dict:
@@ -99,32 +118,45 @@ def _diff(a, b, prefix="") -> set[str]:
     return set() if a == b else {prefix.rstrip(".")}
 
 
-def _pool_from_store(config: DistillConfig, teacher) -> Labelled:
-    """DATA is an existing label store: take every real (not LLM-written) row made by this teacher with this
-    prompt and labels."""
-    with LabelStore(config.data) as store:
+def store_pool(store_path: str, key: ScoringKey, limit: int | None) -> tuple[list[LabelRow], dict[str, int]]:
+    """A label store read as training data: its first ``limit`` trainable rows under ``key`` (pool texts,
+    never eval/validation texts, never LLM-written; ``LabelStore.training_rows``) and the rows left out, by reason."""
+    with LabelStore(store_path, existing=True) as store:
+        rows, left_out = store.training_rows(key)
+    return (rows[:limit] if limit else rows), left_out
+
+
+def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[Labelled, dict[str, int]]:
+    """DATA is an existing label store: its trainable rows made by this teacher with this prompt and labels."""
+    key = teacher.key
+    with LabelStore(config.data, existing=True) as store:
         configs = store.configs()
-        key = teacher.key
-        if not any(c["config_hash"] == key.config_hash and c["teacher_sha256"] == key.teacher_sha256 for c in configs):
-            made = "; ".join(f"{c['teacher_name']} with labels {','.join(c['labels'])}" for c in configs) or "nothing"
-            raise StoreError(
-                f"{config.data} was made with other labels or another teacher or prompt ({made}); "
-                f"it has no rows for {teacher.model.name} with labels {','.join(teacher.scoring.labels.names)}"
-            )
-    rows = _real_rows(config.data, key, config.limit)
-    return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0)
+    if not any(c["config_hash"] == key.config_hash and c["teacher_sha256"] == key.teacher_sha256 for c in configs):
+        made = "; ".join(f"{c['teacher_name']} with labels {','.join(c['labels'])}" for c in configs) or "nothing"
+        raise StoreError(
+            f"{config.data} was made with other labels or another teacher or prompt ({made}); "
+            f"it has no rows for {teacher.model.name} with labels {','.join(teacher.scoring.labels.names)}"
+        )
+    rows, left_out = store_pool(config.data, key, config.limit)
+    if progress and any(left_out.values()):
+        print(f"{config.data}: training on {len(rows)} pool rows; left out {_left_out_text(left_out)}", file=sys.stderr)
+    if not rows and left_out["no_role"]:
+        raise DataError(f"{config.data}: none of its rows is marked as pool data ({left_out['no_role']} were labelled "
+                        "before llkd-edge recorded what texts are for); mark your pool with `llkd-edge label DATA "
+                        f"--store {config.data} --role pool` (no teacher time for texts already labelled)")
+    return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0), left_out
 
 
-def _real_rows(store_path: str, key: ScoringKey, limit: int | None) -> list:
-    """The store's rows under ``key`` (in the store's order), without the texts a generator wrote."""
-    with LabelStore(store_path) as store:
-        synthetic = store.synthetic(key)
-        rows = [r for h, r in store.rows(key).items() if h not in synthetic]
-    return rows[:limit] if limit else rows
+def _left_out_text(left_out: dict[str, int]) -> str:
+    why = {"eval": "eval texts", "validation": "validation texts", "synthetic": "LLM-written texts",
+           "no_role": "rows labelled before roles were recorded"}
+    return ", ".join(f"{n} {why[k]}" for k, n in left_out.items() if n) or "nothing"
 
 
-def _without(pool: Labelled, texts: set[str]) -> tuple[Labelled, int]:
-    keep = [i for i, t in enumerate(pool.texts) if t not in texts]
+def _without(pool: Labelled, texts: list[str]) -> tuple[Labelled, int]:
+    """``pool`` without any text that equals one of ``texts`` up to whitespace and case."""
+    held = {text_key(t) for t in texts}
+    keep = [i for i, t in enumerate(pool.texts) if text_key(t) not in held]
     if len(keep) == len(pool.texts):
         return pool, 0
     gold = None if pool.gold is None else [pool.gold[i] for i in keep]
@@ -174,32 +206,36 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
 
     started = time.perf_counter()
     resolve_device(config.train.device)  # --device cuda without a GPU fails before any teacher time is spent
+    # Paths as absolute ones, so export/evolve find the same files from any directory.
+    config = replace(config, data=resolved(config.data), eval=resolved(config.eval or default_eval(config.data)),
+                     store=resolved(run_store(config.data, config.store)))
     labels = config.scoring.labels
     data_is_store = is_store(config.data)
-    store_path = run_store(config.data, config.store)
+    if data_is_store:
+        check_label_store(Path(config.data))  # another program's sqlite file is refused before anything writes to it
+    store_path = config.store
     source = None if data_is_store else read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
     if source is not None and source.gold is not None and not set(filter(None, source.gold)) <= set(labels.names):
         source = Dataset(source.name, source.texts, None)  # the pool's gold is only ever reported, never required
-    eval_name = config.eval or (f"{source.name.split(':')[0]}:test" if source and ":" in source.name else None)
     evalset = None
-    if eval_name:
-        evalset = read_dataset(eval_name, config.text_column, config.label_column or None).head(config.eval_limit)
-        if evalset.gold is None:
-            raise DataError(f"{eval_name}: the eval set needs gold labels (a `label` column, or --label-column)")
+    if config.eval:
+        evalset = read_eval(config.eval, config.text_column, config.label_column, config.eval_limit)
         check_gold(evalset.gold, labels, evalset.name)
-        if not any(evalset.gold):
-            raise DataError(f"{eval_name}: every gold label is empty")
     run_dir = _prepare_run_dir(config, resume)
 
     # 1. Teacher labels for the pool and the eval texts, through the store.
     teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
     label_started = time.perf_counter()
-    pool = _pool_from_store(config, teacher) if data_is_store else label_dataset(source, teacher, store_path, progress=progress)
+    left_out: dict[str, int] = {}
+    if data_is_store:
+        pool, left_out = _pool_from_store(config, teacher, progress)
+    else:
+        pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
     overlap = 0
-    if evalset:  # never train on an eval text (a store may hold both)
-        pool, overlap = _without(pool, set(evalset.texts))
+    if evalset:  # never train on an eval text, in any whitespace/case variant (a store may hold both)
+        pool, overlap = _without(pool, evalset.texts)
     _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
-    evaluated = label_dataset(evalset, teacher, store_path, progress=progress) if evalset else None
+    evaluated = label_dataset(evalset, teacher, store_path, progress=progress, role="eval") if evalset else None
     label_seconds = time.perf_counter() - label_started
 
     provenance = {
@@ -251,6 +287,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "pool": config.data,
             "pool_size": n,
             "pool_texts_dropped_as_eval_overlap": overlap,
+            "store_rows_left_out": left_out,  # DATA a store: rows not trained on, by reason (eval, validation, ...)
             "eval": evalset.name if evalset else None,
             "eval_size": len(evaluated.rows) if evaluated else 0,
             "labels": list(labels.names),
@@ -308,13 +345,13 @@ class Run:
         return run_store(config["data"], config.get("store"))
 
     def eval_set(self) -> Dataset | None:
-        """The run's gold eval set, read again (None when the run had none)."""
+        """The run's gold eval set, read again exactly as distill scored it (None when the run had none)."""
         config = self.provenance["config"]
-        eval_name = self.metrics["data"].get("eval")
+        eval_name = config.get("eval") or self.metrics["data"].get("eval")
         if not eval_name:
             return None
         try:
-            return read_dataset(eval_name, config["text_column"], config["label_column"]).head(config["eval_limit"])
+            return read_eval(eval_name, config["text_column"], config["label_column"], config["eval_limit"], warn=False)
         except DataError as exc:
             raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
 
@@ -324,7 +361,7 @@ class Run:
         if not Path(self.store).is_file():
             raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
         if is_store(config["data"]):
-            rows = _real_rows(config["data"], self.key, config["limit"])
+            rows = store_pool(config["data"], self.key, config["limit"])[0]
         else:
             source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
             order = list(unique_texts(source.texts)[0])
@@ -337,12 +374,41 @@ class Run:
             rows = [found[h] for h in order]
         evalset = self.eval_set()
         if evalset:
-            held_out = set(evalset.texts)
-            rows = [r for r in rows if r.text not in held_out]
+            held_out = {text_key(t) for t in evalset.texts}
+            rows = [r for r in rows if text_key(r.text) not in held_out]
         if len(rows) != self.metrics["data"]["pool_size"]:
             raise DataError(f"{self.path}: its pool reads back as {len(rows)} texts but it trained on "
                             f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")
         return rows
+
+    def check_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
+        """Texts to compare copies of the student on (export's int8 gate), never a test text or an LLM-written
+        one: the first ``limit`` texts of the pool the student trained on. -> (texts, reference labels, kind).
+
+        The reference is the pool's gold labels when DATA has one for every such text (``"pool, gold"``), else
+        the teacher's labels from the store (``"pool, teacher"``); without the store, the pool is read from DATA
+        and only agreement is checked (``"pool, none"``). Training texts flatter both copies alike: the gate
+        compares int8 with fp32, it does not measure quality (the eval set, in distill and bench, does).
+        """
+        config = self.provenance["config"]
+        try:
+            rows = self.pool()[:limit]
+            texts, teacher = [r.text for r in rows], [r.label for r in rows]
+        except DataError:
+            if is_store(config["data"]):
+                raise
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            texts, teacher = [source.texts[i] for i in unique_texts(source.texts)[0].values()][:limit], None
+        if not texts:
+            raise DataError(f"{self.path}: no pool texts to check the exported model on")
+        if not is_store(config["data"]):
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            if source.gold is not None:
+                by_key = {text_key(t): g for t, g in zip(source.texts, source.gold)}
+                gold = [by_key.get(text_key(t)) for t in texts]
+                if all(g in self.labels for g in gold):
+                    return texts, gold, "pool, gold"
+        return (texts, teacher, "pool, teacher") if teacher else (texts, None, "pool, none")
 
     def reference_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
         """Texts to check a copy of the student on: (texts, reference labels, what the labels are).

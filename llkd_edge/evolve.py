@@ -36,13 +36,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, stable_hash
-from .data import Dataset, read_dataset
+from .data import Dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .labelling import check_gold, label_dataset, load_teacher
 from .metrics import classification_scores
@@ -296,7 +296,8 @@ def _check_val_source(config: EvolveConfig, run) -> None:
 
 
 def _validation(config: EvolveConfig, run, exclude: set[str]) -> Dataset:
-    """The validation texts: --val, else the rows of the run's DATA after its --limit (never pool or eval texts)."""
+    """The validation texts: --val, else the rows of the run's DATA after its --limit; never a pool or eval text
+    (``exclude`` holds their ``text_key``s), each text once."""
     source = run.provenance["config"]
     _check_val_source(config, run)
     if config.val:
@@ -305,7 +306,13 @@ def _validation(config: EvolveConfig, run, exclude: set[str]) -> Dataset:
     else:
         data = read_dataset(source["data"], source["text_column"], source["label_column"])
         start = source["limit"]
-    keep = [i for i in range(start, len(data.texts)) if data.texts[i].strip() and data.texts[i] not in exclude]
+    seen = set(exclude)
+    keep = []
+    for i in range(start, len(data.texts)):
+        key = text_key(data.texts[i])
+        if data.texts[i].strip() and key not in seen:
+            seen.add(key)
+            keep.append(i)
     keep = keep[: config.val_limit]
     if not keep:
         raise DataError(f"{config.val or source['data']}: no validation texts left after the pool and eval texts")
@@ -377,7 +384,7 @@ class _Evolution:
             raise UserError(f"{self.run.path}: config.json and metrics.json disagree about the labels; distil again")
         self.pool = self.run.pool()
         self.evalset = self.run.eval_set()
-        held = {r.text for r in self.pool} | set(self.evalset.texts if self.evalset else [])
+        held = {text_key(t) for t in [r.text for r in self.pool] + (self.evalset.texts if self.evalset else [])}
         self.val = _validation(config, self.run, held)
         self.out = _prepare_out(config, resume)
         teacher_config = TeacherConfig(model=model, n_threads=config.threads, n_gpu_layers=config.n_gpu_layers,
@@ -406,7 +413,7 @@ class _Evolution:
             check_gold(gold, self.scoring.labels, self.val.name)
             return list(gold), "gold"
         labelled = label_dataset(Dataset(self.val.name, self.val.texts), self.teacher, self.run.store,
-                                 progress=self.progress)
+                                 progress=self.progress, role="validation")
         by_text = {t: r.label for t, r in zip(labelled.texts, labelled.rows)}
         return [by_text[t] for t in self.val.texts], "teacher"
 
@@ -594,7 +601,11 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
     from .distill import versions
     from .train import load_student
 
+    from .distill import resolved
+
     started = time.perf_counter()
+    # Paths as absolute ones, so the run folder means the same files from any directory.
+    config = replace(config, run_dir=resolved(config.run_dir), val=resolved(config.val))
     ev = _Evolution(config, resume, progress, teacher_factory)
     out = ev.out
     provenance = dict(ev.run.provenance)

@@ -46,7 +46,9 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     run = open_run(config.run_dir)
     out = Path(config.out)
     _check_out(out)
-    texts, reference, reference_kind = run.reference_texts(config.check_limit)
+    # The gate's texts are the training pool, never the test set: which model a folder serves must not be
+    # chosen on the texts its quality is reported on.
+    texts, reference, reference_kind = run.check_texts(config.check_limit)
     note = _notes(progress)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,9 @@ def _parity(run: Run, work: Path, variants: dict, texts: list[str], reference: l
 
     report = {
         "texts": len(texts),
-        "reference": reference_kind,  # "gold": the run's eval set; "teacher": the teacher's labels of the pool
+        # "pool, gold" / "pool, teacher" / "pool, none": the training pool's texts and which labels score them
+        "reference": reference_kind,
+        "check_slice": "the first texts of the pool the student trained on (never eval or LLM-written texts)",
         "fp32_tolerance": FP32_TOLERANCE,
         "gate": {"max_accuracy_drop": config.max_accuracy_drop, "min_agreement": config.min_agreement},
         "pytorch": {"quality": quality(torch_logits)},

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from .config import LabelRunConfig, LabelSet
-from .data import Dataset, read_dataset
+from .data import Dataset, builtin_spec, read_dataset, text_key
 from .errors import LabelSpecError, UserError
 from .metrics import classification_scores
 from .store import LabelRow, LabelStore, export_rows, text_hash
@@ -46,6 +46,7 @@ class LabelSummary:
     macro_f1: float | None = None
     majority_rate: float | None = None
     gold_count: int = 0
+    role: str = "pool"
     backend: str = "local"
     workers: int = 1
     retried_batches: int = 0
@@ -91,25 +92,36 @@ class Labelled:
 
 
 def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
-    """Text hash -> index of its first occurrence, for the non-empty texts in input order; and how many were empty."""
+    """Text hash -> index, for the first occurrence of each non-empty text in input order (texts that differ
+    only in whitespace or case count as one: ``data.text_key``); and how many texts were empty."""
     first: dict[str, int] = {}
+    seen: set[str] = set()
     skipped = 0
     for i, text in enumerate(texts):
         if not text.strip():
             skipped += 1
             continue
-        first.setdefault(text_hash(text), i)
+        key = text_key(text)
+        if key not in seen:
+            seen.add(key)
+            first[text_hash(text)] = i
     return first, skipped
 
 
-def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True) -> Labelled:
-    """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows."""
+def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True,
+                  role: str = "pool") -> Labelled:
+    """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows.
+
+    Every text is marked in the store with ``role`` (pool, eval or validation), cached ones included, so a
+    store later read as training data knows which of its texts were held out.
+    """
     first, skipped = unique_texts(dataset.texts)
     order = list(first)
     if not order:
         raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")
     key = teacher.key
     with LabelStore(store_path) as store:
+        store.mark((dataset.texts[i] for i in first.values()), role, dataset.name)  # before any teacher time
         cached = store.cached(key, order)
         todo = [h for h in order if h not in cached]
         if todo:
@@ -165,7 +177,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     else:
         teacher = load_teacher(config.scoring, config.teacher)
     try:
-        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress)
+        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, label_role(config))
     finally:
         if teacher_factory is None:
             teacher.close()  # a Ray pool's actors (and a Ray instance started for them) end with the run
@@ -176,6 +188,13 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     if config.out:
         summary.out = str(export_rows(result.rows, config.scoring.labels.names, config.out, result.gold))
     return summary
+
+
+def label_role(config: LabelRunConfig) -> str:
+    """The role `label` marks its texts with: as asked, else eval for a built-in test split, else pool."""
+    if config.role != "auto":
+        return config.role
+    return "eval" if builtin_spec(config.data) and config.data.endswith(":test") else "pool"
 
 
 def load_teacher(scoring, teacher_config):
@@ -209,6 +228,7 @@ def _summarise(config: LabelRunConfig, name: str, teacher, result: Labelled) -> 
         mean_confidence=round(sum(r.confidence for r in rows) / len(rows), 4),
         mean_label_mass=round(mean_mass, 4),
         truncated=sum(r.truncated for r in rows),
+        role=label_role(config),
         backend=config.backend,
         workers=config.ray.workers if config.backend == "ray" else 1,
         retried_batches=result.retried_batches,

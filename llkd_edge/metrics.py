@@ -9,18 +9,28 @@ import numpy as np
 
 
 def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, macro-F1 over ``labels`` (every label counts, even one never predicted) and the
-    majority-class rate: the accuracy of always answering the most common gold label."""
+    """Accuracy, macro-F1 and the majority-class rate (the accuracy of always answering the most common
+    gold label).
+
+    ``macro_f1`` averages the F1 of the labels that occur in ``gold`` or in ``predicted`` (a label predicted
+    but never gold, or gold but never predicted, counts with F1 0). A label absent from both says nothing
+    about the model, so it is left out: otherwise perfect predictions on a slice that lacks one of three
+    labels would score 0.667. ``macro_f1_all_labels`` is the average over every label of ``labels`` (such a
+    label counting 0) and ``labels_scored`` the number of labels behind ``macro_f1``.
+    """
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
     if not gold:
         raise ValueError("no gold labels to score against")
     from sklearn.metrics import accuracy_score, f1_score
 
+    present = [label for label in labels if label in set(gold) | set(predicted)]
     majority = Counter(gold).most_common(1)[0][1] / len(gold)
     return {
         "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(f1_score(gold, predicted, labels=list(labels), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, predicted, labels=present, average="macro", zero_division=0)),
+        "macro_f1_all_labels": float(f1_score(gold, predicted, labels=list(labels), average="macro", zero_division=0)),
+        "labels_scored": len(present),
         "majority_rate": float(majority),
         "n": len(gold),
     }

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .data import iter_texts
-from .errors import DataError
+from .errors import DataError, UserError
 from .runtime import Classifier
 
 
@@ -49,6 +49,8 @@ def predict_stream(model_dir: str, texts: list[str] | None, input_file: str | No
     """Label ``texts`` or the texts of ``input_file``; write one JSON object per text to ``out`` (or stdout)."""
     from tqdm.auto import tqdm
 
+    if out is not None:
+        check_writable(out)  # before the model loads and any text is read: a bad --out costs nothing
     clf = Classifier.load(model_dir, variant=variant, threads=threads, device=device)
     source = texts if texts is not None else iter_texts(input_file, text_column)
     started = time.perf_counter()
@@ -82,6 +84,20 @@ def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def check_writable(out: str) -> None:
+    """One line of error, now, when ``out`` cannot become a file: a folder, or a place we cannot write."""
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file path such as {path / 'predictions.jsonl'}")
+    probe = path.with_name(f".{path.name}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.open("w").close()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
 @contextmanager
 def _output(out: str | None):
     if out is None:
@@ -89,11 +105,12 @@ def _output(out: str | None):
         sys.stdout.flush()
         return
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             yield f
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, the folder removed under us, ...: nothing half-written stays behind
+        raise UserError(f"--out {out}: writing failed ({exc.strerror or exc}); nothing was written") from None
     finally:
         tmp.unlink(missing_ok=True)

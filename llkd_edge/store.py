@@ -4,8 +4,16 @@ A row is keyed by (sha256 of the text, sha256 of the teacher file, hash of the s
 re-run finds its finished work and labels only the rest, and a text is never stored twice for the same
 teacher and prompt. Texts an LLM wrote (``evolve``) are labelled like any other and also listed in
 ``synthetic`` with their round, so a pool read back from the store never mistakes them for real data.
-Rows are only ever inserted, never updated or deleted. The schema upgrades itself
-through the numbered migrations below, each recorded in the ``migrations`` table once applied.
+
+Every text is also marked with the role it was labelled for (``roles``): ``pool`` (training data),
+``eval`` (a gold test set) or ``validation`` (evolve's). Marks are keyed by the text's normalised form
+(``data.text_key``: whitespace and case folded) and hold for the whole store, whatever the teacher, so a
+text once used for testing is never handed to training, in any spelling. A store read as training data
+(``training_rows``) gives only rows marked ``pool`` and never marked ``eval``/``validation``.
+
+Rows are only ever inserted, never updated or deleted, and read back in the order they were inserted.
+The schema upgrades itself through the numbered migrations below, each recorded in the ``migrations``
+table once applied.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .data import text_key
 from .errors import StoreError
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -66,11 +75,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "003_roles",
+        """
+        CREATE TABLE roles (
+            key_hash       TEXT NOT NULL,  -- sha256 of the text's normalised form (data.text_key)
+            role           TEXT NOT NULL,  -- pool, eval or validation
+            source         TEXT NOT NULL,  -- the dataset the text came from when it got the role
+            created_at     TEXT NOT NULL,
+            PRIMARY KEY (key_hash, role)
+        );
+        """,
+    ),
 ]
+
+ROLES = ("pool", "eval", "validation")
+HELD_OUT = ("eval", "validation")  # a text with one of these roles is never trained on
 
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def key_hash(text: str) -> str:
+    """sha256 of the text's normalised form: the same for whitespace and case variants of a text."""
+    return text_hash(text_key(text))
 
 
 def _now() -> str:
@@ -100,15 +129,22 @@ class ScoringKey:
 
 
 class LabelStore:
-    """``LabelStore(path)`` opens (creating or upgrading) the store; use it as a context manager."""
+    """``LabelStore(path)`` opens (creating or upgrading) the store; use it as a context manager.
 
-    def __init__(self, path: str | Path):
+    ``existing=True`` opens only a file that already is a label store: anything else (a missing file, another
+    program's sqlite database) is a StoreError before a byte of it is written.
+    """
+
+    def __init__(self, path: str | Path, existing: bool = False):
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a folder; --store takes a file path")
+        if existing:
+            check_label_store(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+            # timeout: another process may hold the write lock (a concurrent run, a migration); wait for it
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)  # explicit transactions below
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -117,27 +153,40 @@ class LabelStore:
             raise StoreError(f"{self.path}: not a usable label store ({exc})") from None
 
     # -------------------------------------------------------------------------------------- schema
+    def _applied(self) -> set[str] | None:
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
+        return {row[0] for row in self._db.execute("SELECT name FROM migrations")} if exists else None
+
     def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {row[0] for row in self._db.execute("SELECT name FROM migrations")}
-        known = {name for name, _ in MIGRATIONS}
-        if done - known:
-            raise StoreError(
-                f"{self.path}: made by a newer llkd-edge (migrations {', '.join(sorted(done - known))}); upgrade"
-            )
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        known = [name for name, _ in MIGRATIONS]
+        if (self._applied() or set()) >= set(known):
+            self._check_newer(self._applied() or set())
+            return  # the common case: nothing to do, and no write lock taken
+        # Read what is applied inside the write transaction: two processes opening a new store at once
+        # must not both see "nothing applied" and both create the tables.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = self._applied() or set()
+            self._check_newer(done)
+            for name, sql in MIGRATIONS:
+                if name in done:
+                    continue
                 for statement in sql.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute("INSERT INTO migrations VALUES (?, ?)", (name, _now()))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _check_newer(self, done: set[str]) -> None:
+        unknown = done - {name for name, _ in MIGRATIONS}
+        if unknown:
+            raise StoreError(
+                f"{self.path}: made by a newer llkd-edge (migrations {', '.join(sorted(unknown))}); upgrade"
+            )
 
     def applied_migrations(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM migrations ORDER BY name")]
@@ -228,10 +277,10 @@ class LabelStore:
         return added
 
     def rows(self, key: ScoringKey, hashes: Iterable[str] | None = None) -> dict[str, LabelRow]:
-        """Rows under ``key`` by text hash (all of them, or those among ``hashes``)."""
+        """Rows under ``key`` by text hash (all of them, or those among ``hashes``), in insertion order."""
         query = (
             "SELECT text_hash, text, probs, label, confidence, entropy, label_mass, n_tokens, truncated "
-            "FROM labels WHERE teacher_sha256 = ? AND config_hash = ?"
+            "FROM labels WHERE teacher_sha256 = ? AND config_hash = ? ORDER BY rowid"
         )
         wanted = None if hashes is None else set(hashes)
         out = {}
@@ -261,6 +310,51 @@ class LabelStore:
                  "GROUP BY text_hash")
         return dict(self._db.execute(query, (key.teacher_sha256, key.config_hash)).fetchall())
 
+    def mark(self, texts: Iterable[str], role: str, source: str) -> None:
+        """Record that ``texts`` were labelled as ``role`` data (one of ROLES), from ``source``."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        now = _now()
+        values = [(h, role, source, now) for h in dict.fromkeys(key_hash(t) for t in texts)]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO roles VALUES (?, ?, ?, ?)", values)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def roles(self) -> dict[str, set[str]]:
+        """Normalised-text hash -> the roles the text was ever labelled for."""
+        out: dict[str, set[str]] = {}
+        for h, role in self._db.execute("SELECT key_hash, role FROM roles"):
+            out.setdefault(h, set()).add(role)
+        return out
+
+    def training_rows(self, key: ScoringKey) -> tuple[list[LabelRow], dict[str, int]]:
+        """The rows under ``key`` that may be trained on, in insertion order, and how many were left out why.
+
+        A row is kept when its text was labelled as ``pool`` data, was never an ``eval`` or ``validation``
+        text (in any whitespace/case variant) and was not written by a generator. Reasons left out:
+        ``eval``, ``validation``, ``synthetic`` and ``no_role`` (rows from before roles were recorded).
+        """
+        roles = self.roles()
+        synthetic = self.synthetic(key)
+        kept: list[LabelRow] = []
+        left_out = dict.fromkeys((*HELD_OUT, "synthetic", "no_role"), 0)
+        for h, row in self.rows(key).items():
+            marks = roles.get(key_hash(row.text), set())
+            held = [r for r in HELD_OUT if r in marks]
+            if held:
+                left_out[held[0]] += 1
+            elif h in synthetic:
+                left_out["synthetic"] += 1
+            elif "pool" not in marks:
+                left_out["no_role"] += 1
+            else:
+                kept.append(row)
+        return kept, left_out
+
     def count(self, key: ScoringKey | None = None) -> int:
         if key is None:
             return self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
@@ -278,6 +372,24 @@ class LabelStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_label_store(path: Path) -> None:
+    """Refuse, without writing to it, a file that is not already a label store."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no such label store")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            applied = {row[0] for row in db.execute("SELECT name FROM migrations")} if "migrations" in names else set()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a usable label store ({exc})") from None
+    if "001_initial" not in applied or "labels" not in names:
+        raise StoreError(f"{path}: an sqlite file, but not an llkd-edge label store (no labels table); "
+                         "give a store made by `llkd-edge label` or `distill`")
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -7,12 +7,15 @@ after a prompt that states the task and the labels, and turns it into a distribu
 2. a label's raw log-prob is the log of the summed probability of the first tokens of its verbaliser's
    case/space variants (" sport", "sport", " Sport", "Sport");
 3. normalise over the K labels;
-4. contextual calibration (Zhao et al. 2021): divide by the label distribution the model gives
-   content-free inputs ("N/A", "", "[MASK]"), i.e. subtract their mean label log-probs, renormalise.
+4. contextual calibration (Zhao et al. 2021): divide by the mean label distribution the model gives
+   content-free inputs ("N/A", "", "[MASK]"), i.e. subtract the log of that mean distribution (floored,
+   so a label the content-free inputs give probability 0 cannot turn a row into NaN), renormalise.
 
 The prompt is split into a shared prefix (task, labels, few-shot examples), the text, and a short
 suffix. The prefix is evaluated once; for each text the KV cache is cut back to the prefix and only the
-text and suffix are evaluated, so per-text cost is the text's own tokens.
+text and suffix are evaluated, so per-text cost is the text's own tokens. The cut is checked: a model
+whose cache cannot be cut back partway (recurrent or hybrid architectures) gets a full reset and the
+prefix evaluated again before every text, slower but never scored on top of the previous text.
 
 ``Teacher.generate(instruction, schema)`` writes text for ``evolve``: through the model's chat template
 when it has one (else as a plain completion prompt), sampled with a seed, and constrained by a llama.cpp
@@ -28,6 +31,7 @@ import os
 import sys
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -177,16 +181,54 @@ def label_logprobs(vocab_logprobs: np.ndarray, token_ids: Sequence[Sequence[int]
     return out
 
 
+CALIBRATION_FLOOR = 1e-12  # content-free probabilities below this count as this (log(0) would give NaN rows)
+
+
 def calibrated_distribution(raw: np.ndarray, content_free: np.ndarray | None) -> np.ndarray:
     """Raw label log-probs, shape (N, K) -> label distribution, shape (N, K), rows summing to 1.
 
     ``content_free`` is the mean label distribution (shape (K,)) on content-free inputs, or None for no
-    calibration.
+    calibration. Calibration divides each row by it (in log space: subtracts the log of the mean
+    probabilities, not the mean of the log-probs) and renormalises; entries are floored at
+    ``CALIBRATION_FLOOR`` first, so a zero boosts its label strongly but never yields NaN.
     """
     logq = log_softmax(raw, axis=-1)
     if content_free is not None:
-        logq = log_softmax(logq - np.log(content_free), axis=-1)
+        cf = np.asarray(content_free, dtype=np.float64)
+        if cf.shape != logq.shape[-1:] or not np.all(np.isfinite(cf)) or cf.min() < 0:
+            raise ValueError(f"content_free must be a finite non-negative vector of shape ({logq.shape[-1]},)")
+        logq = log_softmax(logq - np.log(np.maximum(cf, CALIBRATION_FLOOR)), axis=-1)
     return np.exp(logq)
+
+
+class LabelClash(ValueError):
+    """Two labels' answer words start with the same token, so their probabilities cannot be told apart."""
+
+    def __init__(self, first: int, second: int, token: int | None):
+        super().__init__(f"labels {first} and {second} share token {token}")
+        self.first, self.second, self.token = first, second, token
+
+
+def label_token_ids(firsts: Sequence[dict[str, int]], primaries: Sequence[str]) -> list[list[int]]:
+    """Each label's first-token ids, with every id that two labels share dropped from both.
+
+    ``firsts[k]`` maps label k's verbaliser variants (" sport", "Sport", ...) to their first token id;
+    ``primaries[k]`` is the variant an answer most likely starts with. A label keeps at least its primary
+    token: a primary that is missing, or that any variant of another label also starts with, raises
+    ``LabelClash`` (k, other label, token), since dropping it would leave the label with no token, or with
+    only the forms an answer rarely takes.
+    """
+    if len(firsts) != len(primaries):
+        raise ValueError(f"{len(firsts)} labels' variants but {len(primaries)} primaries")
+    for k, (forms, primary) in enumerate(zip(firsts, primaries)):
+        token = forms.get(primary)
+        if token is None:
+            raise LabelClash(k, k, None)
+        for j, other in enumerate(firsts):
+            if j != k and token in other.values():
+                raise LabelClash(min(k, j), max(k, j), token)
+    counts = Counter(t for forms in firsts for t in set(forms.values()))
+    return [sorted({t for t in forms.values() if counts[t] == 1}) for forms in firsts]
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -274,6 +316,7 @@ class Teacher:
             )
         self.label_tokens = self._label_tokens()
         self._prefix_ready = False
+        self._rewind_ok = True  # False once the KV cache refused a partial removal (see _raw_label_logprobs)
         self._content_free: np.ndarray | None = None  # computed on first use: a fully cached run evaluates nothing
         self._grammars: dict[str, object] = {}  # JSON schema -> compiled llama.cpp grammar
         self._batched: _Batched | None = None  # the multi-sequence context, made on first use when parallel > 1
@@ -337,13 +380,13 @@ class Teacher:
         return tokens[:budget], len(tokens), len(tokens) > budget
 
     def _label_tokens(self) -> list[list[int]]:
-        """For each label, the first-token ids of its verbaliser variants (shared ids dropped).
+        """For each label, the first-token ids of its verbaliser variants (ids shared by labels dropped).
 
-        The primary variant (" word" after a plain "Answer:", "word" at the start of a chat answer) must
-        have a first token of its own; secondary variants that clash with another label are dropped.
+        The primary variant (" word" after a plain "Category:", "word" at the start of a chat answer) must
+        have a first token no other label's variant starts with (``label_token_ids``).
         """
         labels = self.scoring.labels
-        primary_space = self.prompt_style == "plain"
+        lead = " " if self.prompt_style == "plain" else ""
         firsts: list[dict[str, int]] = []
         for word in labels.verbalisers:
             forms = {}
@@ -352,25 +395,23 @@ class Teacher:
                 if ids:
                     forms[v] = ids[0]
             firsts.append(forms)
-        primary = [f.get((" " if primary_space else "") + w) for f, w in zip(firsts, labels.verbalisers)]
-        for i in range(len(primary)):
-            for j in range(i + 1, len(primary)):
-                if primary[i] == primary[j]:
-                    raise LabelSpecError(self._collision_message(i, j, primary[i]))
-        counts: dict[int, int] = {}
-        for forms in firsts:
-            for tok in set(forms.values()):
-                counts[tok] = counts.get(tok, 0) + 1
-        return [sorted({t for t in forms.values() if counts[t] == 1}) for forms in firsts]
+        try:
+            return label_token_ids(firsts, [lead + w for w in labels.verbalisers])
+        except LabelClash as clash:
+            raise LabelSpecError(self._collision_message(clash)) from None
 
-    def _collision_message(self, i: int, j: int, token: int) -> str:
+    def _collision_message(self, clash: LabelClash) -> str:
         labels = self.scoring.labels
-        piece = self._llm.detokenize([token]).decode("utf-8", "replace")
-        a, b = labels.names[i], labels.names[j]
+        a, b = labels.names[clash.first], labels.names[clash.second]
         example = ",".join(f"{n}=<word>" if n in (a, b) else n for n in labels.names)
+        if clash.token is None:
+            return (f"label {a!r}: its word {labels.verbalisers[clash.first]!r} gives this teacher no token to "
+                    f"score; give it another verbaliser, e.g. --labels \"{example}\"")
+        piece = self._llm.detokenize([clash.token]).decode("utf-8", "replace")
         return (
-            f"labels {a!r} and {b!r} both start with the token {piece!r} for this teacher, so it cannot tell "
-            f"them apart; give them verbalisers that start differently, e.g. --labels \"{example}\""
+            f"labels {a!r} and {b!r} both start with the token {piece!r} for this teacher (in some form of their "
+            f"words), so it cannot tell them apart; give them verbalisers that start differently, e.g. "
+            f"--labels \"{example}\""
         )
 
     def _provenance(self) -> dict:
@@ -420,11 +461,18 @@ class Teacher:
     def _raw_label_logprobs(self, text_tokens: list[int]) -> tuple[np.ndarray, float]:
         """Evaluate one text after the cached prefix -> (raw label log-probs (K,), raw label mass)."""
         llm = self._llm
-        if not self._prefix_ready:
+        n_prefix = len(self._prefix_tokens)
+        # Cut the KV cache back to the prefix, and check that it happened: llama-cpp-python's eval() ignores the
+        # result, and a recurrent or hybrid model cannot drop part of a sequence, so the text would be scored on
+        # top of the previous one. Such a model gets a full reset and the prefix again before every text.
+        if self._prefix_ready and self._rewind_ok and not llm._ctx.kv_cache_seq_rm(0, n_prefix, -1):
+            self._rewind_ok = False
+        if not self._prefix_ready or not self._rewind_ok:
+            llm._ctx.kv_cache_clear()
             llm.reset()
             llm.eval(self._prefix_tokens)
             self._prefix_ready = True
-        llm.n_tokens = len(self._prefix_tokens)  # eval() cuts the KV cache back to here
+        llm.n_tokens = n_prefix
         llm.eval(text_tokens + self._suffix_tokens)
         self.evaluations += 1
         ptr = self._llama_cpp.llama_get_logits_ith(llm.ctx, -1)

@@ -175,6 +175,7 @@ class EpochStats:
     teacher_thresholds: list[float]
     student_thresholds: list[float]
     seconds: float
+    need_seconds: float = 0.0  # of ``seconds``, spent on the extra eval-mode passes (need_pass "eval")
 
 
 def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config) -> None:
@@ -255,24 +256,39 @@ def train(
     targets_soft = torch.tensor(pool.probs, dtype=torch.float32, device=device)
     conf, pseudo = pool.conf, pool.pseudo
     log_k = math.log(k)
+    # Only these methods read the student's need; the others skip the extra pass whatever need_pass says.
+    eval_need = config.need_pass == "eval" and config.selection in ("llkd", "uncertainty", "random")
+
+    def need_of(logits) -> np.ndarray:
+        p = torch.softmax(logits.float(), dim=-1)
+        return (-(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_k).cpu().numpy()
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
         order = np.random.default_rng([config.seed, epoch]).permutation(n)  # same order on a resumed run
         selected = seen = 0
+        need_seconds = 0.0
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                    disable=not progress, dynamic_ncols=True, leave=False)
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             input_ids, attention = _collate(torch, [ids[i] for i in batch], pad_id)
+            input_ids, attention = input_ids.to(device), attention.to(device)
+            if eval_need:  # the student's need without dropout noise: a no-grad pass in eval mode first
+                tick = time.perf_counter()
+                model.eval()
+                with torch.no_grad(), autocast:
+                    need = need_of(model(input_ids=input_ids, attention_mask=attention).logits)
+                model.train()
+                need_seconds += time.perf_counter() - tick
             with autocast:
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                logits = model(input_ids=input_ids, attention_mask=attention).logits
             logits = logits.float()  # losses and the selection signal in fp32, whatever the forward pass used
-            with torch.no_grad():
-                p = torch.softmax(logits, dim=-1)
-                need = (-(p * torch.log(p.clamp_min(1e-12))).sum(-1) / log_k).cpu().numpy()
+            if not eval_need:
+                with torch.no_grad():
+                    need = need_of(logits)
             mask, weights, state = select(config.selection, conf[batch], need, pseudo[batch], state,
                                           rng=rng, topk_ratio=config.topk_ratio)
             seen += len(batch)
@@ -307,6 +323,7 @@ def train(
             teacher_thresholds=[round(float(x), 5) for x in state.teacher_thresholds()],
             student_thresholds=[round(float(x), 5) for x in state.student_thresholds()],
             seconds=round(time.perf_counter() - started, 2),
+            need_seconds=round(need_seconds, 2),
         ))
         _save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config)
         if on_epoch:

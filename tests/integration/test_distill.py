@@ -121,16 +121,54 @@ def test_a_store_made_with_other_labels_is_refused(tmp_path, store):
     assert len(errors) == 1 and "made with other labels or another teacher" in errors[0]
 
 
+STORE_ARGS = ["--labels", "business,entertainment,politics,sports=sport,tech=technology",
+              "--task", "Classify the news article by topic", "--max-text-tokens", "64", "--student", "minilm-l2",
+              "--max-length", "96", "--batch-size", "16", "--epochs", "1", "--selection", "all"]
+
+
 def test_training_from_an_existing_store(tmp_path, store):
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["distill", store, "--labels", "business,entertainment,politics,sports=sport,tech=technology",
-                                       "--task", "Classify the news article by topic", "--max-text-tokens", "64",
-                                       "--eval", "bbc-news:test", "--eval-limit", "100", "--student", "minilm-l2",
-                                       "--max-length", "96", "--batch-size", "16", "--epochs", "1", "--selection", "all",
+    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--eval", "bbc-news:test", "--eval-limit", "100",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labelled_now"] == {"pool": 0, "eval": 0}  # everything came from the store
     # the store also holds the 100 eval texts (labelled for the teacher's score); they are never trained on
     assert metrics["data"]["pool_size"] == 240
-    assert metrics["data"]["pool_texts_dropped_as_eval_overlap"] == 100
+    assert metrics["data"]["store_rows_left_out"]["eval"] == 100
+
+    # The same store as DATA with no eval set at all: its eval texts still stay out of training.
+    bare = tmp_path / "bare"
+    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--out", str(bare)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((bare / "metrics.json").read_text())
+    assert metrics["data"]["pool_size"] == 240 and metrics["data"]["store_rows_left_out"]["eval"] == 100
+    assert "left out 100 eval texts" in result.output
+
+
+def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_resolved(tmp_path, store, monkeypatch):
+    """An eval file holding whitespace/case variants of pool texts: every one of them leaves the pool. The run
+    records absolute paths, so it reads its eval set back from any directory."""
+    import pandas as pd
+
+    from llkd_edge.data import load_builtin
+    from llkd_edge.distill import open_run
+
+    train = load_builtin("bbc-news:train").head(240)
+    variants = ["  " + t.upper().replace(" ", "  \n", 3) + " " for t in train.texts[:10]]
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"text": variants, "label": train.gold[:10]}).to_csv("eval.csv", index=False)
+    result = CliRunner().invoke(main, ["distill", "bbc-news", *SLICE[:2], "--max-text-tokens", "64", "--student",
+                                       "minilm-l2", "--max-length", "64", "--epochs", "1", "--selection", "all",
+                                       "--eval", "eval.csv", "--store", store, "--out", "run"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["pool_texts_dropped_as_eval_overlap"] == 10 and metrics["data"]["pool_size"] == 230
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["eval"] == str(tmp_path / "eval.csv") and config["store"] == store
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = open_run(tmp_path / "run")
+    assert run.eval_set().texts == variants and len(run.pool()) == 230

@@ -57,6 +57,8 @@ def test_rounds_write_verify_store_and_retrain(run, tmp_path):
     print(f"\nevolve with Gemma: kept {e['accepted']} of {e['generated']}; eval macro-F1 "
           f"{e['before']['eval']['macro_f1']} -> {e['after']['eval']['macro_f1']}")
     assert e["rounds_run"] == 2 and e["validation"] == {"size": 40, "labels": "gold"}
+    # round 1 starts from the distill run's student, scored on the very eval set distill scored it on
+    assert e["before"]["eval"] == json.loads((source / "metrics.json").read_text())["student"]
     total_kept = 0
     key = ScoringKey(*(lambda c: (c["generator"]["sha256"], c["generator"]["config_hash"]))(
         json.loads((out / "config.json").read_text())["evolve"]))

@@ -58,6 +58,14 @@ def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evalu
     again = json.loads(result.stdout)
     assert (again["labelled"], again["cached"]) == (0, 100)
     assert again["accuracy"] == summary["accuracy"]
+    # A built-in test split is recorded as eval data: a later `distill STORE` never trains on it.
+    assert summary["role"] == "eval"
+    with LabelStore(store) as opened:
+        key = opened.configs()[0]
+        from llkd_edge.store import ScoringKey
+
+        rows, left_out = opened.training_rows(ScoringKey(key["teacher_sha256"], key["config_hash"]))
+    assert rows == [] and left_out["eval"] == 100
 
     # Through the library with an already loaded teacher (same prompt, but a 64-token budget, so a new
     # key): first run labels, second run performs zero teacher evaluations.

@@ -174,3 +174,43 @@ def test_gpu_layers_default_to_none_on_a_cpu_build_and_asking_for_them_is_one_er
     assert gemma.n_gpu_layers == 0 and gemma.parallel == 1 and gemma.details["n_gpu_layers"] == 0
     with pytest.raises(Exception, match="cannot offload to a GPU; rebuild it with `make setup GPU=1`"):
         Teacher(gemma_file, gemma.scoring, TeacherConfig(n_gpu_layers=-1))
+
+
+@pytest.mark.parametrize("model", ["gemma3-270m", "smollm2-135m-instruct"])
+def test_a_text_scored_after_another_equals_it_scored_alone(model, bbc_test):
+    scoring = ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=48)
+    a, b = bbc_test.texts[0], bbc_test.texts[1]
+    alone = Teacher(resolve_model(model), scoring, TeacherConfig())
+    after = Teacher(resolve_model(model), scoring, TeacherConfig())
+    try:
+        expected = alone.predict_proba([b])
+        after.predict_proba([a, a])  # fill the cache beyond the prefix with another text
+        assert np.array_equal(after.predict_proba([b]), expected)
+    finally:
+        alone.close()
+        after.close()
+
+
+def test_a_cache_that_refuses_a_partial_cut_gets_a_full_reset(gemma, gemma_file, bbc_test, monkeypatch):
+    """A recurrent/hybrid GGUF cannot drop part of a sequence: llama.cpp says so and keeps the cells. Stand in
+    for such a model by making the removal refuse (and do nothing) past position 0; the texts must still be
+    scored as if alone, not on top of the previous text."""
+    import llama_cpp.llama_cpp as native
+
+    texts = bbc_test.texts[:3]
+    expected = gemma.predict_proba(texts[2:])
+    real = native.llama_memory_seq_rm
+    monkeypatch.setattr(native, "llama_memory_seq_rm", lambda mem, seq, p0, p1: real(mem, seq, p0, p1) if p0 <= 0 else False)
+    teacher = Teacher(gemma_file, gemma.scoring, TeacherConfig())
+    try:
+        got = teacher.predict_proba(texts)
+        assert not teacher._rewind_ok  # it noticed, and fell back to a full reset per text
+        assert np.array_equal(got[2:], expected)
+    finally:
+        teacher.close()
+
+
+def test_a_label_sharing_its_first_token_with_another_labels_variant_is_refused(gemma_file):
+    labels = LabelSet.parse("sci=science,scifi=Science fiction,sport")
+    with pytest.raises(LabelSpecError, match="'sci' and 'scifi' both start with the token"):
+        Teacher(gemma_file, ScoringConfig(labels=labels), TeacherConfig())

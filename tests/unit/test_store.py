@@ -74,18 +74,20 @@ def test_export_formats(tmp_path, suffix):
 
 
 def test_synthetic_texts_are_marked_and_a_pool_read_from_the_store_leaves_them_out(tmp_path):
-    from llkd_edge.distill import _real_rows
+    from llkd_edge.distill import store_pool
 
     path = tmp_path / "s.sqlite"
     with LabelStore(path) as store:
         store.register(KEY, "t", ["a", "b"], {})
+        store.mark(["real one", "real two"], "pool", "pool.csv")
         store.add(KEY, [row("real one"), row("written"), row("real two")])
         store.mark_synthetic(KEY, [("written", "a")], "run-1", 2, {"teacher": "t"})
         store.mark_synthetic(KEY, [("written", "a")], "run-1", 2, {"teacher": "t"})  # idempotent
         assert store.synthetic(KEY) == {text_hash("written"): 2}
         assert store.synthetic(ScoringKey("teacher-sha", "other")) == {}
-    assert sorted(r.text for r in _real_rows(str(path), KEY, None)) == ["real one", "real two"]
-    assert len(_real_rows(str(path), KEY, 1)) == 1
+    rows, left_out = store_pool(str(path), KEY, None)
+    assert [r.text for r in rows] == ["real one", "real two"] and left_out["synthetic"] == 1
+    assert len(store_pool(str(path), KEY, 1)[0]) == 1
 
 
 def test_a_store_made_before_synthetic_marks_upgrades_in_place(tmp_path):
@@ -97,5 +99,5 @@ def test_a_store_made_before_synthetic_marks_upgrades_in_place(tmp_path):
     db.commit()
     db.close()
     with LabelStore(path) as store:
-        assert store.applied_migrations() == ["001_initial", "002_synthetic"]
+        assert store.applied_migrations() == ["001_initial", "002_synthetic", "003_roles"]
         assert store.synthetic(KEY) == {}
