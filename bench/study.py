@@ -64,6 +64,7 @@ class Plan:
     epochs: int = 4
     max_length: int = 64
     batch_size: int = 32
+    need_pass: str = "train"  # TrainConfig.need_pass for every cell (bench/need_ablation.py compares both)
 
 
 FULL = Plan(
@@ -151,7 +152,8 @@ def _correct(part: Labelled) -> np.ndarray:
 
 def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int) -> str:
     student = f"{plan.student}-e{epochs}-t{plan.max_length}-b{plan.batch_size}"
-    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}"
+    need = "" if plan.need_pass == "train" else f"__need-{plan.need_pass}"  # earlier cells keep their names
+    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}"
 
 
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
@@ -162,7 +164,8 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
     texts = split.pool.texts[:n]
     probs = np.array([r.probs for r in split.pool.rows[:n]], dtype=np.float64)
     config = TrainConfig(student=plan.student, selection=method, epochs=epochs, batch_size=plan.batch_size,
-                         max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads)
+                         max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads,
+                         need_pass=plan.need_pass)
     student = build_student(plan.student, names, seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llkd-study-") as tmp:
@@ -179,6 +182,7 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
         "seed": seed, "learning_rate": lr, "epochs": epochs, "test": score(split.test), "val": score(split.val),
         **used_vs_skipped(used, _correct(split.pool)[:n]),
         "selected_per_epoch": [s.selected for s in stats], "train_seconds": round(seconds, 2),
+        "need_pass": plan.need_pass, "need_seconds": round(sum(s.need_seconds for s in stats), 2),
     }
 
 
