@@ -40,7 +40,7 @@ from llkd_edge.config import DistillConfig, EvolveConfig, LabelSet, ScoringConfi
 from llkd_edge.data import load_builtin
 from llkd_edge.distill import distill, versions
 from llkd_edge.evolve import GENERATION_CTX, evolve
-from llkd_edge.labelling import load_teacher
+from llkd_edge.teacher import load_teacher
 from study import mean_std
 
 HERE = Path(__file__).parent

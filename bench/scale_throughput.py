@@ -32,7 +32,8 @@ from llkd_edge.bench import cpu_model
 from llkd_edge.config import LabelRunConfig, LabelSet, RayConfig, ScoringConfig, TeacherConfig, default_threads
 from llkd_edge.data import load_builtin
 from llkd_edge.labelling import label_texts
-from llkd_edge.teacher import Teacher, resolve_model
+from llkd_edge.registry import resolve_teacher
+from llkd_edge.teacher import Teacher
 
 RESULTS = Path(__file__).parent / "results" / "scale_throughput.json"
 DATA = "bbc-news:train"
@@ -40,7 +41,7 @@ WIDTHS = (1, 2, 4, 8)
 
 
 def time_widths(args, scoring: ScoringConfig, texts: list[str]) -> dict:
-    model = resolve_model(args.teacher)
+    model = resolve_teacher(args.teacher)
     teachers = {w: Teacher(model, scoring, TeacherConfig(model=args.teacher, n_threads=args.threads,
                                                           n_gpu_layers=args.n_gpu_layers, parallel=w))
                 for w in WIDTHS}

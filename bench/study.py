@@ -37,7 +37,8 @@ from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig
 from llkd_edge.data import Dataset, load_builtin
 from llkd_edge.distill import versions
 from llkd_edge.errors import MissingDependencyError, UserError
-from llkd_edge.labelling import Labelled, gold_scores, label_dataset, load_teacher
+from llkd_edge.labelling import Labelled, gold_scores, label_dataset
+from llkd_edge.teacher import load_teacher
 from llkd_edge.metrics import calibration, classification_scores
 from llkd_edge.selection import METHODS
 

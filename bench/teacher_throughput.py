@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ from llkd_edge.bench import cpu_model
 from llkd_edge.config import LabelRunConfig, LabelSet, ScoringConfig, TeacherConfig, default_threads
 from llkd_edge.data import load_builtin
 from llkd_edge.labelling import label_texts
-from llkd_edge.teacher import Teacher, resolve_model
+from llkd_edge.registry import resolve_teacher
+from llkd_edge.teacher import Teacher
 
 RESULTS = Path(__file__).parent / "results" / "teacher_throughput.json"
 
@@ -76,7 +76,7 @@ def time_label(teacher: Teacher, data: str, limit: int, scoring: ScoringConfig) 
 
 
 def run_prompt(name: str, scoring: ScoringConfig, texts: list[str], data: str, args) -> dict:
-    teacher = Teacher(resolve_model(args.teacher), scoring, TeacherConfig(model=args.teacher, n_threads=args.threads))
+    teacher = Teacher(resolve_teacher(args.teacher), scoring, TeacherConfig(model=args.teacher, n_threads=args.threads))
     teacher.content_free  # calibration is a one-off; keep it out of the timings
     token_lists = [teacher._text_tokens(t)[0] + teacher._suffix_tokens for t in texts]
     per_text_tokens = sum(len(t) for t in token_lists)

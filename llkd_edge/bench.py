@@ -187,7 +187,7 @@ def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str]
 def _time_teacher(name, scoring, texts, gold, labels, config, progress, installed) -> dict:
     from tqdm.auto import tqdm
 
-    from .labelling import load_teacher
+    from .teacher import load_teacher
 
     teacher = load_teacher(scoring, TeacherConfig(model=name, n_threads=config.threads))
     try:

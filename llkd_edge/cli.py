@@ -439,9 +439,9 @@ def teachers() -> None:
     """List the registered teachers and whether their packages are installed."""
     from importlib import metadata
 
-    from .teacher import registry
+    from .registry import registry
 
-    for name, entry in registry().items():
+    for name, entry in registry("teachers").items():
         dists = [d for d, _ in entry["chunks"]] if entry["source"] == "chunks" else [entry["package"]]
         try:
             for dist in dists:

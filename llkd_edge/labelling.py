@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
+from .backend import TeacherBackend, open_backend
 from .config import LabelRunConfig, LabelSet
 from .data import Dataset, builtin_spec, read_dataset, text_key
 from .errors import LabelSpecError, UserError
@@ -108,7 +109,7 @@ def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
     return first, skipped
 
 
-def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int = 16, progress: bool = True,
+def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, commit_every: int = 16, progress: bool = True,
                   role: str = "pool") -> Labelled:
     """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows.
 
@@ -153,15 +154,15 @@ def label_dataset(dataset: Dataset, teacher, store_path: str, commit_every: int 
         skipped=skipped,
         duplicates=len(dataset.texts) - skipped - len(order),
         seconds=seconds,
-        retried_batches=getattr(teacher, "retried_batches", 0),
+        retried_batches=teacher.retried_batches,
     )
 
 
 def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = True) -> LabelSummary:
     """Run the label stage described by ``config`` and return its summary.
 
-    ``teacher_factory(scoring, teacher_config) -> Teacher`` exists for callers that keep a loaded teacher
-    around (tests, benchmarks); by default the model is resolved and loaded here.
+    ``teacher_factory(scoring, teacher_config) -> TeacherBackend`` exists for callers that keep a loaded
+    teacher around (tests, benchmarks); by default ``backend.open_backend`` loads one for the run.
     """
     started = time.perf_counter()
     dataset = read_dataset(config.data, config.text_column, config.label_column).head(config.limit)
@@ -170,12 +171,8 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
     if teacher_factory is not None:
         teacher = teacher_factory(config.scoring, config.teacher)
-    elif config.backend == "ray":
-        from .cluster import RayTeachers
-
-        teacher = RayTeachers(config.scoring, config.teacher, config.ray, progress)
     else:
-        teacher = load_teacher(config.scoring, config.teacher)
+        teacher = open_backend(config.scoring, config.teacher, config.backend, config.ray, progress)
     try:
         result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, label_role(config))
     finally:
@@ -197,13 +194,7 @@ def label_role(config: LabelRunConfig) -> str:
     return "eval" if builtin_spec(config.data) and config.data.endswith(":test") else "pool"
 
 
-def load_teacher(scoring, teacher_config):
-    from .teacher import Teacher, resolve_model
-
-    return Teacher(resolve_model(teacher_config.model), scoring, teacher_config)
-
-
-def _summarise(config: LabelRunConfig, name: str, teacher, result: Labelled) -> LabelSummary:
+def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, result: Labelled) -> LabelSummary:
     from .teacher import LOW_LABEL_MASS
 
     labels = config.scoring.labels.names

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DEVICES
 from .errors import MissingDependencyError, ModelError
 
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _onnxruntime():

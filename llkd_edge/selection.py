@@ -40,7 +40,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
+from .config import SELECTION_METHODS as METHODS  # the one list; the CLI offers the same
+
 
 
 @dataclass(frozen=True)

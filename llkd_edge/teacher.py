@@ -24,217 +24,38 @@ grammar built from a JSON schema, so a finished generation always parses.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import sys
 import time
-import tomllib
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata, resources
-from pathlib import Path
+from importlib import metadata
 
 import numpy as np
 
 from .config import ScoringConfig, TeacherConfig, stable_hash
+from .distributions import LabelClash, calibrated_distribution, entropy, label_logprobs, label_token_ids, log_softmax
 from .errors import LabelSpecError, MissingDependencyError, ModelError, UserError
+from .files import one_line
+from .llama_batch import BatchedScorer, quiet_stderr
+from .registry import ModelFile, resolve_teacher
 from .store import LabelRow, ScoringKey
 
-GGUF_MAGIC = b"GGUF"
 TEXT_PLACEHOLDER = "\x00TEXT\x00"
 ANSWER_CUE = "Category:"
 LOW_LABEL_MASS = 0.05  # below this mean raw mass, the prompt does not fit the model: warn
 GPU_PARALLEL = 8  # texts per decode when layers are offloaded (on 2 CPU cores wider decodes gained nothing)
 
 
-# ------------------------------------------------------------------------------------------ model files
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLKD_EDGE_CACHE", Path.home() / ".cache" / "llkd-edge"))
-
-
-def registry() -> dict[str, dict]:
-    """The known teachers, from models/teachers.toml."""
-    text = resources.files("llkd_edge.models").joinpath("teachers.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
 @dataclass(frozen=True)
-class ModelFile:
-    """A verified GGUF file and what we know about it."""
+class Generation:
+    """One generation: the raw text, why it stopped, and what it cost."""
 
-    name: str  # registry name, or the file's path
-    path: Path
-    sha256: str
-    prompt_style: str  # "plain" or "chat" (registry), "auto" for an arbitrary file
-    licence: str = "unknown"
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so big models are hashed once."""
-    stat = path.stat()
-    memo_path = cache_dir() / "sha256.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    stamp = [stat.st_size, stat.st_mtime_ns]
-    entry = memo.get(str(path.resolve()))
-    if entry and entry[:2] == stamp:
-        return entry[2]
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    memo[str(path.resolve())] = [*stamp, digest.hexdigest()]
-    memo_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo_path.with_name(f"sha256.json.{os.getpid()}")
-    tmp.write_text(json.dumps(memo))
-    tmp.replace(memo_path)
-    return digest.hexdigest()
-
-
-def _check_gguf(path: Path) -> None:
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    if not path.is_file():
-        raise ModelError(f"{path}: not a file")
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise ModelError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
-
-
-def _package_path(dist: str, relative: str, install: str) -> Path:
-    try:
-        path = Path(metadata.distribution(dist).locate_file(relative))
-    except metadata.PackageNotFoundError:
-        raise MissingDependencyError(f"the teacher needs the package {dist}: {install}") from None
-    if not path.is_file():
-        raise ModelError(f"{path}: missing from the installed package {dist}; reinstall it ({install})")
-    return path
-
-
-def _assemble(name: str, entry: dict) -> Path:
-    """Join a registry model's chunks into the cache (once) and verify the result's sha256."""
-    target = cache_dir() / "models" / entry["sha256"][:16] / entry["file"]
-    chunks = [_package_path(dist, rel, entry["install"]) for dist, rel in entry["chunks"]]
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
-    with tmp.open("wb") as out:
-        for chunk in chunks:
-            with chunk.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != entry["sha256"]:
-        tmp.unlink()
-        raise ModelError(f"{name}: the joined model file has sha256 {digest.hexdigest()}, expected {entry['sha256']}")
-    tmp.replace(target)
-    return target
-
-
-def resolve_model(model: str) -> ModelFile:
-    """A registry name or a GGUF path -> a verified ModelFile (raises ModelError/MissingDependencyError)."""
-    known = registry()
-    if model in known:
-        entry = known[model]
-        if entry["source"] == "chunks":
-            path = _assemble(model, entry)
-        else:
-            path = _package_path(entry["package"], entry["path"], entry["install"])
-        _check_gguf(path)
-        digest = file_sha256(path)
-        if digest != entry["sha256"]:
-            raise ModelError(f"{model}: {path} has sha256 {digest}, expected {entry['sha256']}; reinstall it")
-        return ModelFile(model, path, digest, entry["prompt_style"], entry["licence"])
-    path = Path(model).expanduser()
-    if not path.exists() and not model.lower().endswith(".gguf"):
-        raise ModelError(f"unknown teacher {model!r}: give a .gguf path or one of {', '.join(known)}")
-    _check_gguf(path)
-    return ModelFile(str(path), path.resolve(), file_sha256(path), "auto")
-
-
-# ------------------------------------------------------------------------------------------ maths
-
-
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    m = np.max(x, axis=axis, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
-
-
-def label_logprobs(vocab_logprobs: np.ndarray, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
-    """Shape (V,) vocab log-probs -> shape (K,) log of each label's summed token probability."""
-    out = np.empty(len(token_ids))
-    for k, ids in enumerate(token_ids):
-        lp = vocab_logprobs[list(ids)]
-        m = lp.max()
-        out[k] = m + np.log(np.exp(lp - m).sum())
-    return out
-
-
-CALIBRATION_FLOOR = 1e-12  # content-free probabilities below this count as this (log(0) would give NaN rows)
-
-
-def calibrated_distribution(raw: np.ndarray, content_free: np.ndarray | None) -> np.ndarray:
-    """Raw label log-probs, shape (N, K) -> label distribution, shape (N, K), rows summing to 1.
-
-    ``content_free`` is the mean label distribution (shape (K,)) on content-free inputs, or None for no
-    calibration. Calibration divides each row by it (in log space: subtracts the log of the mean
-    probabilities, not the mean of the log-probs) and renormalises; entries are floored at
-    ``CALIBRATION_FLOOR`` first, so a zero boosts its label strongly but never yields NaN.
-    """
-    logq = log_softmax(raw, axis=-1)
-    if content_free is not None:
-        cf = np.asarray(content_free, dtype=np.float64)
-        if cf.shape != logq.shape[-1:] or not np.all(np.isfinite(cf)) or cf.min() < 0:
-            raise ValueError(f"content_free must be a finite non-negative vector of shape ({logq.shape[-1]},)")
-        logq = log_softmax(logq - np.log(np.maximum(cf, CALIBRATION_FLOOR)), axis=-1)
-    return np.exp(logq)
-
-
-class LabelClash(ValueError):
-    """Two labels' answer words start with the same token, so their probabilities cannot be told apart."""
-
-    def __init__(self, first: int, second: int, token: int | None):
-        super().__init__(f"labels {first} and {second} share token {token}")
-        self.first, self.second, self.token = first, second, token
-
-
-def label_token_ids(firsts: Sequence[dict[str, int]], primaries: Sequence[str]) -> list[list[int]]:
-    """Each label's first-token ids, with every id that two labels share dropped from both.
-
-    ``firsts[k]`` maps label k's verbaliser variants (" sport", "Sport", ...) to their first token id;
-    ``primaries[k]`` is the variant an answer most likely starts with. A label keeps at least its primary
-    token: a primary that is missing, or that any variant of another label also starts with, raises
-    ``LabelClash`` (k, other label, token), since dropping it would leave the label with no token, or with
-    only the forms an answer rarely takes.
-    """
-    if len(firsts) != len(primaries):
-        raise ValueError(f"{len(firsts)} labels' variants but {len(primaries)} primaries")
-    for k, (forms, primary) in enumerate(zip(firsts, primaries)):
-        token = forms.get(primary)
-        if token is None:
-            raise LabelClash(k, k, None)
-        for j, other in enumerate(firsts):
-            if j != k and token in other.values():
-                raise LabelClash(min(k, j), max(k, j), token)
-    counts = Counter(t for forms in firsts for t in set(forms.values()))
-    return [sorted({t for t in forms.values() if counts[t] == 1}) for forms in firsts]
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shape (N, K) -> shape (N,), in nats."""
-    p = np.clip(probs, 1e-12, 1.0)
-    return -(probs * np.log(p)).sum(axis=-1)
+    text: str
+    finish_reason: str  # "stop" (grammar complete, or timed out) or "length" (max_tokens reached)
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    timed_out: bool
 
 
 # ------------------------------------------------------------------------------------------ the teacher
@@ -264,8 +85,11 @@ class Teacher:
     """A loaded GGUF model that scores texts against a label set.
 
     Thin by design: everything around llama_cpp (store, data, CLI) talks to it only through
-    ``predict_proba`` / ``score`` and the provenance in ``key`` and ``details``.
+    ``predict_proba`` / ``score`` / ``score_batches`` and the provenance in ``key`` and ``details``; it is
+    the local ``backend.TeacherBackend``.
     """
+
+    retried_batches = 0  # a local teacher never loses a batch (the Ray pool counts the ones it resends)
 
     def __init__(self, model: ModelFile, scoring: ScoringConfig, config: TeacherConfig | None = None):
         config = config or TeacherConfig()
@@ -286,7 +110,7 @@ class Teacher:
         self.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers is not None else (-1 if can_offload else 0)
         self.parallel = config.parallel or (GPU_PARALLEL if self.n_gpu_layers else 1)
         try:
-            with _quiet_stderr():  # llama.cpp logs to fd 2 even with verbose=False; our errors say enough
+            with quiet_stderr():  # llama.cpp logs to fd 2 even with verbose=False; our errors say enough
                 self._llm = llama_cpp.Llama(
                     model_path=str(model.path),
                     n_ctx=n_ctx,
@@ -299,7 +123,7 @@ class Teacher:
                     logits_all=False,
                     verbose=False,
                 )
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError):
             raise ModelError(
                 f"{model.path}: llama.cpp cannot load it (corrupt, truncated, or an unsupported architecture)"
             ) from None
@@ -319,7 +143,7 @@ class Teacher:
         self._rewind_ok = True  # False once the KV cache refused a partial removal (see _raw_label_logprobs)
         self._content_free: np.ndarray | None = None  # computed on first use: a fully cached run evaluates nothing
         self._grammars: dict[str, object] = {}  # JSON schema -> compiled llama.cpp grammar
-        self._batched: _Batched | None = None  # the multi-sequence context, made on first use when parallel > 1
+        self._batched: BatchedScorer | None = None  # the multi-sequence context, made on first use when parallel > 1
         self.key = ScoringKey(model.sha256, stable_hash(self._provenance()))
 
     # ---------------------------------------------------------------------------------- prompt
@@ -375,7 +199,7 @@ class Teacher:
 
     def _text_tokens(self, text: str) -> tuple[list[int], int, bool]:
         """The text's tokens (whitespace collapsed, truncated to the budget), its full length, and whether cut."""
-        tokens = self._llm.tokenize((" " + _one_line(text)).encode("utf-8"), add_bos=False, special=False)
+        tokens = self._llm.tokenize((" " + one_line(text, limit=None)).encode("utf-8"), add_bos=False, special=False)
         budget = self.scoring.max_text_tokens
         return tokens[:budget], len(tokens), len(tokens) > budget
 
@@ -487,7 +311,7 @@ class Teacher:
             return [self._raw_label_logprobs(tokens) for tokens in token_lists]
         if self._batched is None:
             per_text = self.scoring.max_text_tokens + len(self._suffix_tokens)
-            self._batched = _Batched(self._llm, self._llama_cpp, self._prefix_tokens, self.parallel, per_text)
+            self._batched = BatchedScorer(self._llm, self._llama_cpp, self._prefix_tokens, self.parallel, per_text)
         out = []
         for start in range(0, len(token_lists), self.parallel):
             group = [tokens + self._suffix_tokens for tokens in token_lists[start : start + self.parallel]]
@@ -554,7 +378,7 @@ class Teacher:
                             f"the teacher's context of {self._llm.n_ctx()}")
         grammar_key = json.dumps(schema, sort_keys=True)
         if grammar_key not in self._grammars:
-            with _quiet_stderr():
+            with quiet_stderr():
                 self._grammars[grammar_key] = llama_cpp.LlamaGrammar.from_json_schema(grammar_key, verbose=False)
         started = time.perf_counter()
         timed_out = False
@@ -581,110 +405,6 @@ class Teacher:
         self._llm.close()
 
 
-class _Batched:
-    """A second llama.cpp context that scores several texts per decode (multi-sequence batching).
-
-    Sequence 0 holds the shared prompt prefix, evaluated once. For each group of up to ``width`` texts,
-    the prefix is copied to sequences 1..width (a copy in the unified KV cache shares the cells, it does
-    not recompute them), every text's tokens go into one batch with only its last position marked for
-    logits, and one ``llama_decode`` evaluates them all. Afterwards the texts' cells are removed again.
-
-    llama.cpp's results depend slightly on a decode's shape (on the CPU, evaluating one text in two
-    chunks moves its label log-probs by up to ~0.1 on Gemma Q4), so a text's distribution here is as
-    valid as the one-text-at-a-time one but not bit-identical to it; a lone text is identical.
-    """
-
-    def __init__(self, llm, llama_cpp, prefix: list[int], width: int, per_text: int):
-        from llama_cpp import _internals
-
-        self._c = llama_cpp
-        self.width = width
-        self.start = len(prefix)
-        params = llama_cpp.llama_context_default_params()
-        for name, _ in llama_cpp.llama_context_params._fields_:
-            setattr(params, name, getattr(llm.context_params, name))
-        params.n_seq_max = width + 1
-        params.kv_unified = True  # one cache for all sequences, so the copied prefix cells are shared
-        params.swa_full = True
-        params.n_ctx = len(prefix) + width * per_text
-        params.n_batch = params.n_ubatch = max(len(prefix), width * per_text)
-        try:
-            with _quiet_stderr():
-                self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
-        except ValueError:
-            raise ModelError(f"llama.cpp could not make a context for {width} parallel texts (out of memory?); "
-                             "lower --parallel") from None
-        self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
-        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
-        self._n_vocab = llm.n_vocab()
-        self._decode([(0, prefix, 0)])
-
-    def _decode(self, sequences: list[tuple[int, list[int], int]]) -> list[int]:
-        """Put (seq id, tokens, first position) runs in the batch and decode; -> each run's last batch index."""
-        batch, last = self._batch, []
-        batch.n_tokens = 0
-        for seq, tokens, first in sequences:
-            for i, token in enumerate(tokens):
-                j = batch.n_tokens
-                batch.token[j] = token
-                batch.pos[j] = first + i
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = seq
-                batch.logits[j] = i == len(tokens) - 1
-                batch.n_tokens += 1
-            last.append(batch.n_tokens - 1)
-        code = self._c.llama_decode(self._ctx.ctx, batch)
-        if code != 0:
-            raise ModelError(f"llama.cpp could not decode {len(sequences)} texts at once (code {code}); lower --parallel")
-        return last
-
-    def last_logits(self, group: list[list[int]]) -> list[np.ndarray]:
-        """Each token list evaluated after the prefix in its own sequence -> the last position's logits."""
-        c, mem = self._c, self._mem
-        seqs = range(1, len(group) + 1)
-        for seq in seqs:
-            c.llama_memory_seq_cp(mem, 0, seq, -1, -1)
-        try:
-            last = self._decode([(seq, tokens, self.start) for seq, tokens in zip(seqs, group)])
-            return [np.ctypeslib.as_array(c.llama_get_logits_ith(self._ctx.ctx, i), shape=(self._n_vocab,)).copy()
-                    for i in last]
-        finally:
-            for seq in seqs:
-                c.llama_memory_seq_rm(mem, seq, -1, -1)
-
-    def close(self) -> None:
-        self._c.llama_batch_free(self._batch)
-        self._ctx.close()
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generation: the raw text, why it stopped, and what it cost."""
-
-    text: str
-    finish_reason: str  # "stop" (grammar complete, or timed out) or "length" (max_tokens reached)
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
-    timed_out: bool
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence llama.cpp's logging for the duration: C code writes to fd 2, and llama-cpp-python's log
-    callback prints to sys.stderr (it maps ggml's WARN level to logging.ERROR, so verbose=False does not
-    hide warnings)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def load_teacher(scoring: ScoringConfig, config: TeacherConfig) -> Teacher:
+    """Resolve ``config.model`` (a registry name or a GGUF path), verify it and load it in this process."""
+    return Teacher(resolve_teacher(config.model), scoring, config)

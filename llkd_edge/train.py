@@ -12,16 +12,16 @@ import contextlib
 import math
 import os
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+
 from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
 from .errors import MissingDependencyError, UserError
+from .registry import package_file, registry
 from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
 from .selection import ThresholdState, select
 
@@ -36,16 +36,8 @@ def _torch():
     return torch
 
 
-def student_registry() -> dict[str, dict]:
-    text = resources.files("llkd_edge.models").joinpath("students.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
 def _package_folder(entry: dict) -> Path:
-    try:
-        folder = Path(metadata.distribution(entry["package"]).locate_file(entry["path"]))
-    except metadata.PackageNotFoundError:
-        raise MissingDependencyError(f"the student needs the package {entry['package']}: {entry['install']}") from None
+    folder = package_file(entry["package"], entry["path"], "the student", entry["install"], missing=UserError)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: no config.json; reinstall {entry['package']}")
     return folder
@@ -78,7 +70,7 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     torch.manual_seed(seed)
     id2label = dict(enumerate(labels))
     label2id = {v: k for k, v in id2label.items()}
-    known = student_registry()
+    known = registry("students")
     if name in known:
         entry = known[name]
         folder = _package_folder(entry)

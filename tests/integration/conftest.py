@@ -13,9 +13,9 @@ def bbc_test():
 
 @pytest.fixture(scope="session")
 def gemma_file():
-    from llkd_edge.teacher import resolve_model
+    from llkd_edge.registry import resolve_teacher
 
-    return resolve_model("gemma3-270m")
+    return resolve_teacher("gemma3-270m")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from llkd_edge.cli import main
-from llkd_edge.config import LabelRunConfig, LabelSet, ScoringConfig
+from llkd_edge.config import LabelRunConfig, LabelSet
 from llkd_edge.labelling import label_texts
 from llkd_edge.store import LabelStore
 

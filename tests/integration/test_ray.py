@@ -87,10 +87,10 @@ def test_cli_ray_backend_gives_the_local_backends_distributions_and_resends_noth
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, cluster, scoring, local_rows):
-    from llkd_edge.cluster import RayTeachers
+    from llkd_edge.ray_pool import RayTeacherPool
 
     store = tmp_path / "labels.sqlite"
-    pool = RayTeachers(scoring, TeacherConfig(), RayConfig(workers=2), progress=False)
+    pool = RayTeacherPool(scoring, TeacherConfig(), RayConfig(workers=2), progress=False)
     try:
         victim = pool.pids()[0]
         killed = threading.Event()
@@ -128,11 +128,11 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, cluster, scoring, local
 
 
 def test_a_worker_that_cannot_load_the_teacher_is_one_line_and_writes_nothing(tmp_path, cluster, scoring):
-    from llkd_edge.cluster import RayTeachers
+    from llkd_edge.ray_pool import RayTeacherPool
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a model at all")
     with pytest.raises(UserError, match=r"Ray worker 0 \(node .*\): .*broken.gguf: not a GGUF file"):
-        RayTeachers(scoring, TeacherConfig(model=str(bad)), RayConfig(workers=2), progress=False)
+        RayTeacherPool(scoring, TeacherConfig(model=str(bad)), RayConfig(workers=2), progress=False)
     with pytest.raises(UserError, match="need 3 CPUs but the Ray cluster has 2"):
-        RayTeachers(scoring, TeacherConfig(), RayConfig(workers=3), progress=False)
+        RayTeacherPool(scoring, TeacherConfig(), RayConfig(workers=3), progress=False)

@@ -5,7 +5,8 @@ import pytest
 
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
 from llkd_edge.errors import LabelSpecError, ModelError
-from llkd_edge.teacher import Teacher, resolve_model
+from llkd_edge.registry import resolve_teacher
+from llkd_edge.teacher import Teacher
 
 from llkd_edge.data import load_builtin
 
@@ -71,7 +72,7 @@ def test_labels_sharing_a_first_token_are_rejected_with_a_suggestion(gemma_file)
 
 
 def test_chat_teacher_wraps_the_prompt_in_its_template(bbc_test):
-    smol = resolve_model("smollm2-135m-instruct")
+    smol = resolve_teacher("smollm2-135m-instruct")
     teacher = Teacher(smol, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=32))
     try:
         assert teacher.prompt_style == "chat"
@@ -87,7 +88,7 @@ def test_corrupt_gguf_is_a_model_error(tmp_path, gemma_file):
     with gemma_file.path.open("rb") as f:
         broken.write_bytes(f.read(5_000_000))  # a real header, then nothing
     with pytest.raises(ModelError, match="cannot load it"):
-        Teacher(resolve_model(str(broken)), ScoringConfig(labels=BBC_LABELS))
+        Teacher(resolve_teacher(str(broken)), ScoringConfig(labels=BBC_LABELS))
 
 
 def test_few_shot_examples_go_into_the_cached_prefix(gemma_file, bbc_test):
@@ -121,7 +122,7 @@ def test_generation_follows_the_json_grammar_and_leaves_scoring_unchanged(gemma,
 def test_an_instruct_teacher_writes_through_its_chat_template_and_a_timeout_cuts_it_short(bbc_test):
     from llkd_edge.evolve import generation_schema, parse_texts
 
-    smol = Teacher(resolve_model("smollm2-135m-instruct"),
+    smol = Teacher(resolve_teacher("smollm2-135m-instruct"),
                    ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=32), TeacherConfig(n_ctx=2048))
     try:
         assert smol.instruct
@@ -180,8 +181,8 @@ def test_gpu_layers_default_to_none_on_a_cpu_build_and_asking_for_them_is_one_er
 def test_a_text_scored_after_another_equals_it_scored_alone(model, bbc_test):
     scoring = ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=48)
     a, b = bbc_test.texts[0], bbc_test.texts[1]
-    alone = Teacher(resolve_model(model), scoring, TeacherConfig())
-    after = Teacher(resolve_model(model), scoring, TeacherConfig())
+    alone = Teacher(resolve_teacher(model), scoring, TeacherConfig())
+    after = Teacher(resolve_teacher(model), scoring, TeacherConfig())
     try:
         expected = alone.predict_proba([b])
         after.predict_proba([a, a])  # fill the cache beyond the prefix with another text

@@ -14,7 +14,7 @@ from llkd_edge.errors import DataError
 from llkd_edge.labelling import Labelled, unique_texts
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelRow, LabelStore, ScoringKey, text_hash
-from llkd_edge.teacher import LabelClash, calibrated_distribution, label_token_ids
+from llkd_edge.distributions import LabelClash, calibrated_distribution, label_token_ids
 
 KEY = ScoringKey("teacher-sha", "config-hash")
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.teacher import calibrated_distribution, entropy, label_logprobs, log_softmax
+from llkd_edge.distributions import calibrated_distribution, entropy, label_logprobs, log_softmax
 
 
 def test_label_logprobs_sum_the_probability_of_each_labels_tokens():

@@ -1,7 +1,7 @@
 """``label --backend ray``: the teacher, loaded once in each of N Ray actors, scores batches for the driver.
 
 Flow is one way, as in the local backend: ``label_dataset`` decides which texts the store lacks, cuts
-them into batches and hands them to ``RayTeachers.score_batches``, which keeps every actor busy and
+them into batches and hands them to ``RayTeacherPool.score_batches``, which keeps every actor busy and
 yields each batch's rows as it finishes; the driver alone writes the store. A batch whose actor dies
 (killed, out of memory, node lost) is sent to another actor; Ray restarts the dead one, which reloads
 its teacher. Only texts the store lacks are ever sent, so a killed driver resumes like a local run.
@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from .config import RayConfig, ScoringConfig, TeacherConfig
 from .errors import MissingDependencyError, UserError
+from .files import one_line
 from .store import LabelRow
 
 
@@ -42,7 +43,7 @@ class TeacherWorker:
     """One Ray actor's state: a loaded teacher (or the one-line reason it could not be loaded)."""
 
     def __init__(self, scoring: ScoringConfig, config: TeacherConfig):
-        from .labelling import load_teacher
+        from .teacher import load_teacher
 
         self.error: str | None = None
         try:
@@ -74,8 +75,8 @@ def worker_teacher_config(config: TeacherConfig, ray_config: RayConfig) -> Teach
     return replace(config, n_threads=ray_config.cpus_per_worker, n_gpu_layers=layers)
 
 
-class RayTeachers:
-    """N teacher actors behind the interface ``label_dataset`` uses (key, model, details, score_batches)."""
+class RayTeacherPool:
+    """N teacher actors behind one ``backend.TeacherBackend``: batches go to the least busy actor."""
 
     def __init__(self, scoring: ScoringConfig, config: TeacherConfig, ray_config: RayConfig, progress: bool = True):
         ray = _ray()
@@ -94,7 +95,7 @@ class RayTeachers:
                          configure_logging=True, log_to_driver=False)
             except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError or its own types
                 where = ray_config.address or "a new local instance"
-                raise UserError(f"cannot start or reach Ray ({where}): {_first_line(exc)}") from None
+                raise UserError(f"cannot start or reach Ray ({where}): {one_line(exc, limit=200, first_line=True)}") from None
             self._started = True
         self._check_resources()
         actor = ray.remote(TeacherWorker).options(
@@ -107,7 +108,7 @@ class RayTeachers:
             first = _agreed(ray.get([a.describe.remote() for a in self._actors]))
         except ray.exceptions.RayActorError as exc:  # crashed while loading (e.g. llama.cpp died), restarts spent
             self.close()
-            raise UserError(f"a Ray worker died while loading the teacher: {_first_line(exc)}") from None
+            raise UserError(f"a Ray worker died while loading the teacher: {one_line(exc, limit=200, first_line=True)}") from None
         except BaseException:
             self.close()
             raise
@@ -163,7 +164,7 @@ class RayTeachers:
             except ray.exceptions.RayActorError as exc:  # died, or still restarting (ActorUnavailableError)
                 if attempt >= rc.attempts:
                     raise UserError(f"a batch of {len(texts)} texts was lost {attempt} times (its Ray workers died: "
-                                    f"{_first_line(exc)}); finished batches are saved, run again to resume") from None
+                                    f"{one_line(exc, limit=200, first_line=True)}); finished batches are saved, run again to resume") from None
                 self.retried_batches += 1
                 resting[i] = time.monotonic() + REST_S
                 if self.progress:
@@ -218,7 +219,3 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is `ray start --head` "
                         "running there?") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

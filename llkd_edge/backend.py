@@ -1,0 +1,57 @@
+"""The teacher backend: what ``label_dataset`` and the stages that label (distill, evolve, bench) need from a
+teacher, whatever runs it.
+
+Two backends implement it: ``teacher.Teacher`` (one llama.cpp model in this process) and
+``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors). A new one (a GPU server, a remote model,
+an ensemble) implements ``TeacherBackend`` and gets a branch in ``open_backend``; nothing else changes.
+Flow is one way: callers import this module, this module imports the backends only when asked for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
+
+if TYPE_CHECKING:  # imported for the annotations only: loading them costs nothing at run time
+    from .registry import ModelFile
+    from .store import LabelRow, ScoringKey
+
+
+@runtime_checkable
+class TeacherBackend(Protocol):
+    """A teacher that scores batches of texts against one label set.
+
+    ``key`` identifies its answers in the label store (model sha256 + hash of everything that decides a
+    distribution); ``details`` is the provenance recorded with them; ``retried_batches`` counts batches
+    sent again after a worker was lost (0 for a backend that cannot lose one).
+    """
+
+    key: ScoringKey
+    model: ModelFile
+    scoring: ScoringConfig
+    retried_batches: int
+
+    @property
+    def details(self) -> dict: ...
+
+    def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
+        """Each batch's rows (one LabelRow per text, in the batch's order); batches may finish out of order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_backend(scoring: ScoringConfig, teacher: TeacherConfig, backend: str = "local",
+                 ray: RayConfig | None = None, progress: bool = True) -> TeacherBackend:
+    """Load the teacher ``teacher`` describes on ``backend`` (one of ``config.BACKENDS``)."""
+    if backend == "local":
+        from .teacher import load_teacher
+
+        return load_teacher(scoring, teacher)
+    if backend == "ray":
+        from .ray_pool import RayTeacherPool
+
+        return RayTeacherPool(scoring, teacher, ray or RayConfig(), progress)
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

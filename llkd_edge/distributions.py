@@ -1,0 +1,86 @@
+"""From a model's token log-probs to a distribution over labels: pure numpy, no model here.
+
+A label's raw log-prob is the log of the summed probability of the first tokens of its verbaliser's
+variants (``label_logprobs``, with the ids two labels share dropped by ``label_token_ids``); rows are
+normalised over the labels and contextually calibrated (Zhao et al. 2021, ``calibrated_distribution``).
+The teacher (teacher.py) and the synthesis screen (synthesis.py) use these; the unit tests check them
+without a model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+
+
+def label_logprobs(vocab_logprobs: np.ndarray, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Shape (V,) vocab log-probs -> shape (K,) log of each label's summed token probability."""
+    out = np.empty(len(token_ids))
+    for k, ids in enumerate(token_ids):
+        lp = vocab_logprobs[list(ids)]
+        m = lp.max()
+        out[k] = m + np.log(np.exp(lp - m).sum())
+    return out
+
+
+CALIBRATION_FLOOR = 1e-12  # content-free probabilities below this count as this (log(0) would give NaN rows)
+
+
+def calibrated_distribution(raw: np.ndarray, content_free: np.ndarray | None) -> np.ndarray:
+    """Raw label log-probs, shape (N, K) -> label distribution, shape (N, K), rows summing to 1.
+
+    ``content_free`` is the mean label distribution (shape (K,)) on content-free inputs, or None for no
+    calibration. Calibration divides each row by it (in log space: subtracts the log of the mean
+    probabilities, not the mean of the log-probs) and renormalises; entries are floored at
+    ``CALIBRATION_FLOOR`` first, so a zero boosts its label strongly but never yields NaN.
+    """
+    logq = log_softmax(raw, axis=-1)
+    if content_free is not None:
+        cf = np.asarray(content_free, dtype=np.float64)
+        if cf.shape != logq.shape[-1:] or not np.all(np.isfinite(cf)) or cf.min() < 0:
+            raise ValueError(f"content_free must be a finite non-negative vector of shape ({logq.shape[-1]},)")
+        logq = log_softmax(logq - np.log(np.maximum(cf, CALIBRATION_FLOOR)), axis=-1)
+    return np.exp(logq)
+
+
+class LabelClash(ValueError):
+    """Two labels' answer words start with the same token, so their probabilities cannot be told apart."""
+
+    def __init__(self, first: int, second: int, token: int | None):
+        super().__init__(f"labels {first} and {second} share token {token}")
+        self.first, self.second, self.token = first, second, token
+
+
+def label_token_ids(firsts: Sequence[dict[str, int]], primaries: Sequence[str]) -> list[list[int]]:
+    """Each label's first-token ids, with every id that two labels share dropped from both.
+
+    ``firsts[k]`` maps label k's verbaliser variants (" sport", "Sport", ...) to their first token id;
+    ``primaries[k]`` is the variant an answer most likely starts with. A label keeps at least its primary
+    token: a primary that is missing, or that any variant of another label also starts with, raises
+    ``LabelClash`` (k, other label, token), since dropping it would leave the label with no token, or with
+    only the forms an answer rarely takes.
+    """
+    if len(firsts) != len(primaries):
+        raise ValueError(f"{len(firsts)} labels' variants but {len(primaries)} primaries")
+    for k, (forms, primary) in enumerate(zip(firsts, primaries)):
+        token = forms.get(primary)
+        if token is None:
+            raise LabelClash(k, k, None)
+        for j, other in enumerate(firsts):
+            if j != k and token in other.values():
+                raise LabelClash(min(k, j), max(k, j), token)
+    counts = Counter(t for forms in firsts for t in set(forms.values()))
+    return [sorted({t for t in forms.values() if counts[t] == 1}) for forms in firsts]
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shape (N, K) -> shape (N,), in nats."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(probs * np.log(p)).sum(axis=-1)
