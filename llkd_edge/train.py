@@ -9,18 +9,19 @@ that trains on the batch.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
-from .errors import MissingDependencyError, UserError
+from .errors import MissingDependencyError, ModelError, UserError
+from .files import atomic_path, one_line
 from .registry import package_file, registry
 from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
 from .selection import ThresholdState, select
@@ -171,24 +172,58 @@ class EpochStats:
 
 
 def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "selection_state": state.to_dict(),
-            "ever_selected": ever,
-            "stats": [s.__dict__ for s in stats],
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy_rng": rng.bit_generator.state,
-            "config": config.__dict__,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+    """Tensors (weights, optimiser, RNG) as torch tensors; everything else as one JSON string.
+
+    ``load_checkpoint`` reads it back with ``weights_only=True``, which unpickles tensors and plain
+    containers only: a checkpoint.pt from someone else's run folder cannot run code on load.
+    """
+    plain = {
+        "epoch": epoch,
+        "selection_state": state.to_dict(),
+        "ever_selected": np.flatnonzero(ever).tolist(),
+        "pool_size": len(ever),
+        "stats": [asdict(s) for s in stats],
+        "numpy_rng": rng.bit_generator.state,
+        "config": asdict(config),
+    }
+    with atomic_path(path) as tmp:  # a kill mid-save leaves the previous checkpoint intact
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "plain": json.dumps(plain, default=_plain),
+            },
+            tmp,
+        )
+
+
+def _plain(value):
+    """numpy scalars in the checkpoint's plain part as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """A checkpoint written by ``train``, its plain part decoded (``ever_selected`` back to a bool mask).
+
+    Loaded with ``weights_only=True``: a file holding anything but tensors and plain containers (a crafted
+    pickle) is refused with a ModelError, never executed.
+    """
+    torch = _torch()
+    path = Path(path)
+    try:
+        saved = torch.load(path, weights_only=True, map_location=map_location)
+        plain = json.loads(saved.pop("plain"))
+    except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, AttributeError, EOFError) as exc:
+        raise ModelError(f"{path}: not a checkpoint this version wrote, or unsafe to load "
+                         f"({one_line(exc, limit=160, first_line=True)}); delete it to train from the start") from None
+    ever = np.zeros(plain.pop("pool_size"), dtype=bool)
+    ever[plain.pop("ever_selected")] = True
+    return {**saved, **plain, "ever_selected": ever}
 
 
 def train(
@@ -229,7 +264,7 @@ def train(
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT
     if resume and ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False, map_location=device)
+        saved = load_checkpoint(ckpt, map_location=device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -237,7 +272,7 @@ def train(
         ever = saved["ever_selected"]
         stats = [EpochStats(**s) for s in saved["stats"]]
         torch.set_rng_state(saved["torch_rng"].cpu())
-        if device == "cuda" and saved.get("cuda_rng"):
+        if device == "cuda" and saved["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
         rng.bit_generator.state = saved["numpy_rng"]
         start_epoch = saved["epoch"] + 1
@@ -325,9 +360,7 @@ def train(
 
 def selected_mask(checkpoint_dir: str | Path) -> np.ndarray:
     """Shape (N,), bool: which pool samples ever received a gradient, from the last epoch's checkpoint."""
-    torch = _torch()
-    saved = torch.load(Path(checkpoint_dir) / CHECKPOINT, weights_only=False, map_location="cpu")
-    return np.asarray(saved["ever_selected"], dtype=bool)
+    return load_checkpoint(Path(checkpoint_dir) / CHECKPOINT)["ever_selected"]
 
 
 def load_student(folder: str | Path) -> Student:
