@@ -38,7 +38,8 @@ import numpy as np
 from llkd_edge.bench import machine
 from llkd_edge.config import DistillConfig, EvolveConfig, LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
 from llkd_edge.data import load_builtin
-from llkd_edge.distill import distill, versions
+from llkd_edge.distill import distill
+from llkd_edge.runs import versions
 from llkd_edge.evolve import GENERATION_CTX, evolve
 from llkd_edge.teacher import load_teacher
 from study import mean_std

@@ -25,7 +25,7 @@ from study import DEFAULT_TEACHER, FULL, QUICK, Cells, labelled_split, mean_std
 
 from llkd_edge.bench import machine
 from llkd_edge.config import default_threads
-from llkd_edge.distill import versions
+from llkd_edge.runs import versions
 
 HERE = Path(__file__).parent
 STUDY = HERE / "results" / "study" / "study.json"

@@ -35,7 +35,7 @@ import numpy as np
 from llkd_edge.bench import machine
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
 from llkd_edge.data import Dataset, load_builtin
-from llkd_edge.distill import versions
+from llkd_edge.runs import versions
 from llkd_edge.errors import MissingDependencyError, UserError
 from llkd_edge.labelling import Labelled, gold_scores, label_dataset
 from llkd_edge.teacher import load_teacher

@@ -14,7 +14,6 @@ Writes OUT/bench.json (figures, ratios, settings, machine) and OUT/bench.png (th
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from .config import BenchConfig, ScoringConfig, TeacherConfig
-from .distill import open_run, versions
 from .errors import DataError, UserError
+from .files import save_figure, write_json
 from .metrics import classification_scores
 from .runtime import Classifier, read_manifest
+from .runs import open_run, versions
 
 
 def cpu_model() -> str:
@@ -150,7 +150,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         "ratios": _ratios(results, default),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "bench.json", report)
     _chart(out / "bench.png", results, report)
     report["wrote"] = [str(out / "bench.json"), str(out / "bench.png")]
     return report
@@ -264,7 +264,7 @@ def _chart(path: Path, results: dict, report: dict) -> None:
     fig.suptitle(f"{report['texts']} texts, {report['machine']['threads']} threads, {report['machine']['cpu']}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

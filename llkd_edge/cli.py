@@ -84,7 +84,7 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
     """Build the teacher's configs from the shared options (DATA gives a built-in's default labels/task)."""
     from .config import LabelSet
     from .data import builtin_spec, read_dataset
-    from .distill import is_store
+    from .runs import is_store
     from .labelling import resolve_labels
 
     if is_store(data):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from .errors import LabelSpecError, UserError
@@ -19,6 +20,17 @@ def stable_hash(obj) -> str:
     """sha256 of the canonical JSON form of ``obj`` (dict key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# Field metadata for settings that decide how work is spread (cores, devices, where labels are cached), not
+# what is computed: two runs that differ only in these are the same run (``identity``).
+RUNTIME = {"identity": False}
+
+
+def identity(config) -> dict:
+    """``asdict(config)`` without the fields marked ``RUNTIME``, at any depth: what makes a run that run."""
+    return {f.name: identity(v) if is_dataclass(v := getattr(config, f.name)) else copy.deepcopy(v)
+            for f in fields(config) if f.metadata.get("identity", True)}
 
 
 @dataclass(frozen=True)
@@ -126,10 +138,12 @@ class TeacherConfig:
     """How to run the teacher (does not change its answers, so not part of the store key)."""
 
     model: str = DEFAULT_TEACHER
-    n_threads: int = field(default_factory=default_threads)
-    n_gpu_layers: int | None = None  # None: all layers when the llama.cpp build can offload, else none; -1: all
+    n_threads: int = field(default_factory=default_threads, metadata=RUNTIME)
+    # None: all layers when the llama.cpp build can offload, else none; -1: all
+    n_gpu_layers: int | None = field(default=None, metadata=RUNTIME)
     n_ctx: int = 0  # 0: just enough for the prompt plus max_text_tokens
-    parallel: int = 0  # texts scored per llama.cpp decode (multi-sequence batching); 0: 8 on a GPU, 1 on a CPU
+    # texts scored per llama.cpp decode (multi-sequence batching); 0: 8 on a GPU, 1 on a CPU
+    parallel: int = field(default=0, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         if self.n_threads < 1:
@@ -218,8 +232,9 @@ class TrainConfig:
     # (dropout on, free); "eval" from an extra no-grad pass in eval mode (no dropout noise, ~1/3 more compute).
     need_pass: str = "train"
     seed: int = 0
-    threads: int = field(default_factory=default_threads)
-    device: str = "auto"  # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
+    threads: int = field(default_factory=default_threads, metadata=RUNTIME)
+    # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
+    device: str = field(default="auto", metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         if self.need_pass not in NEED_PASSES:
@@ -249,7 +264,8 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     eval: str | None = None
-    store: str | None = None  # None: DATA itself when DATA is a label store, else labels.sqlite
+    # None: DATA itself when DATA is a label store, else labels.sqlite
+    store: str | None = field(default=None, metadata=RUNTIME)
     text_column: str = "text"
     label_column: str | None = None
     limit: int | None = None
@@ -294,8 +310,8 @@ class EvolveConfig:
     retries: int = 2  # more attempts for a generation that does not parse
     timeout_s: float = 180.0  # per generation
     seed: int = 0
-    threads: int = field(default_factory=default_threads)
-    n_gpu_layers: int | None = None
+    threads: int = field(default_factory=default_threads, metadata=RUNTIME)
+    n_gpu_layers: int | None = field(default=None, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "per_round", "per_request", "val_limit", "min_words", "max_new_tokens", "threads"):

@@ -41,12 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, stable_hash
+from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .labelling import check_gold, label_dataset
 from .teacher import load_teacher
+from .files import append_jsonl, read_jsonl, rounded, save_figure, write_json, write_jsonl
 from .metrics import classification_scores
+from .runs import is_store, open_run, prepare_run_folder, resolved, versions
 from .store import LabelRow, LabelStore
 
 SHOWN_WORDS = 60  # a text shown in a prompt is cut to this many words
@@ -274,22 +276,11 @@ def verify(intended: Sequence[str], rows: Sequence[LabelRow], min_confidence: fl
 # ------------------------------------------------------------------------------------ the loop
 
 
-def _identity(config: EvolveConfig) -> dict:
-    d = asdict(config)
-    d.pop("threads")
-    d.pop("n_gpu_layers")
-    return d
-
-
 def _prepare_out(config: EvolveConfig, resume: bool) -> Path:
-    from .distill import prepare_run_folder
-
-    return prepare_run_folder(Path(config.out), _identity(config), resume, ("evolve", "identity"), "evolve run")
+    return prepare_run_folder(Path(config.out), identity(config), resume, ("evolve", "identity"), "evolve run")
 
 
 def _check_val_source(config: EvolveConfig, run) -> None:
-    from .distill import is_store
-
     source = run.provenance["config"]
     if not config.val and (is_store(source["data"]) or not source["limit"]):
         raise UserError(f"{run.path} trained on all of {source['data']}, so no texts are left for validation; "
@@ -321,29 +312,6 @@ def _validation(config: EvolveConfig, run, exclude: set[str]) -> Dataset:
     return Dataset(f"{data.name}[validation]", [data.texts[i] for i in keep], gold)
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break  # a line torn by a kill: everything before it stands, it is made again
-    return out
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)
-
-
 def _seed(*parts) -> int:
     return int(stable_hash(list(parts))[:8], 16)
 
@@ -362,8 +330,6 @@ class _Evolution:
     """One evolve run: the inputs it reads once, and the steps of a round."""
 
     def __init__(self, config: EvolveConfig, resume: bool, progress: bool, teacher_factory):
-        from .distill import open_run
-
         self.config = config
         self.progress = progress
         self.run = open_run(config.run_dir)
@@ -398,7 +364,7 @@ class _Evolution:
                        "qwen2.5-coder-1.5b-instruct writes better ones")
         self.reference, self.reference_kind = self._val_reference()
         self.words = dict(zip(self.labels, self.scoring.labels.verbalisers))
-        self.run_id = stable_hash(_identity(config))[:12]
+        self.run_id = stable_hash(identity(config))[:12]
         self._val_probs: tuple[object, np.ndarray] | None = None
 
     def _warn(self, message: str) -> None:
@@ -434,7 +400,7 @@ class _Evolution:
             d = json.loads(saved.read_text())
             return Weakness(**{**d, "confusions": [tuple(c) for c in d["confusions"]]})
         weakness = analyse(self.val.texts, self.reference, self.val_probs(student), self.labels)
-        _write_json(saved, asdict(weakness))
+        write_json(saved, asdict(weakness))
         return weakness
 
     def prompts(self, weakness: Weakness, folder: Path) -> list[dict]:
@@ -448,7 +414,7 @@ class _Evolution:
             text, shown = request_prompt(request, weakness, self.scoring.task, self.words, by_label[request.label],
                                          cfg.prompt_examples)
             prompts.append({"request": asdict(request), "prompt": text, "shown": shown})
-        _write_json(saved, prompts)
+        write_json(saved, prompts)
         return prompts
 
     def generate(self, prompts: list[dict], folder: Path, round_no: int) -> list[list[dict]]:
@@ -458,11 +424,9 @@ class _Evolution:
         cfg = self.config
         log = folder / "generations.jsonl"
         attempts: list[list[dict]] = [[] for _ in prompts]
-        made = _read_jsonl(log)
+        made = read_jsonl(log)
         if made:  # rewrite without a line a kill may have torn, so new lines append cleanly
-            tmp = log.with_name(log.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in made), encoding="utf-8")
-            tmp.replace(log)
+            write_jsonl(log, made)
         for record in made:
             attempts[record["request_index"]].append(record)
         bar = tqdm(total=len(prompts), desc=f"round {round_no}: writing", unit="request", disable=not self.progress,
@@ -483,7 +447,7 @@ class _Evolution:
                           "texts": texts, "error": error, "finish_reason": g.finish_reason,
                           "timed_out": g.timed_out, "prompt_tokens": g.prompt_tokens, "new_tokens": g.new_tokens,
                           "seconds": round(g.seconds, 2)}
-                _append_jsonl(log, record)
+                append_jsonl(log, record)
                 attempts[i].append(record)
             bar.update(1)
             bar.set_postfix(failed=sum(1 for a in attempts for r in a if r["error"]))
@@ -527,9 +491,7 @@ class _Evolution:
                 store.register(teacher.key, teacher.model.name, self.labels, teacher.details)
                 store.add(teacher.key, [row for _, _, row in accepted])
                 store.mark_synthetic(teacher.key, [(t, lab) for t, lab, _ in accepted], self.run_id, round_no, generator)
-        with (folder / "candidates.jsonl").open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_jsonl(folder / "candidates.jsonl", records)
         return records
 
     def retrain(self, synthetic: list[LabelRow], folder: Path):
@@ -549,7 +511,7 @@ class _Evolution:
         from .train import predict_proba
 
         def score(probs, gold):
-            return _rounded(classification_scores(gold, [self.labels[j] for j in probs.argmax(axis=1)], self.labels))
+            return rounded(classification_scores(gold, [self.labels[j] for j in probs.argmax(axis=1)], self.labels))
 
         out = {"validation": score(self.val_probs(student), self.reference), "eval": None}
         if self.evalset:
@@ -557,19 +519,6 @@ class _Evolution:
             probs = predict_proba(student, [t for t, _ in pairs], self.train_config.max_length)
             out["eval"] = score(probs, [g for _, g in pairs])
         return out
-
-
-def _rounded(scores: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-
-
-def _save_student(student, out: Path) -> None:
-    tmp = out / "student.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.model.save_pretrained(tmp)
-    student.tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out / "student", ignore_errors=True)
-    tmp.rename(out / "student")
 
 
 def _round_summary(round_no: int, prompts, attempts, records, seconds: dict) -> dict:
@@ -599,10 +548,7 @@ def _round_summary(round_no: int, prompts, attempts, records, seconds: dict) -> 
 
 def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
     """Run the rounds; returns the metrics also written to OUT/metrics.json."""
-    from .distill import versions
-    from .train import load_student
-
-    from .distill import resolved
+    from .train import load_student, save_student
 
     started = time.perf_counter()
     # Paths as absolute ones, so the run folder means the same files from any directory.
@@ -611,7 +557,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
     out = ev.out
     provenance = dict(ev.run.provenance)
     provenance["evolve"] = {
-        "identity": _identity(config),
+        "identity": identity(config),
         "config": asdict(config),
         "source_run": str(Path(config.run_dir).resolve()),
         "source_run_id": ev.run.metrics.get("run_id"),
@@ -620,7 +566,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
         "validation": {"data": ev.val.name, "size": len(ev.val.texts), "labels": ev.reference_kind},
     }
     provenance["versions"] = versions("scikit-learn")
-    _write_json(out / "config.json", provenance)
+    write_json(out / "config.json", provenance)
 
     source_scores = None
     state = _State(student=load_student(ev.run.student_dir))
@@ -630,7 +576,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
         done = folder / "round.json"
         if done.exists():  # finished before a kill: take its kept texts, and its student if it made one
             summary = json.loads(done.read_text())
-            kept = [r for r in _read_jsonl(folder / "candidates.jsonl") if r["verdict"] == "accepted"]
+            kept = [r for r in read_jsonl(folder / "candidates.jsonl") if r["verdict"] == "accepted"]
             state.synthetic += [_row(r, ev.labels) for r in kept]
             state.history.append(summary)
             state.empty_streak = 0 if kept else state.empty_streak + 1
@@ -658,7 +604,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
         if kept:
             state.student, stats = ev.retrain(state.synthetic, folder)
             after = ev.scores(state.student)
-            _save_student(state.student, out)
+            save_student(state.student, out / "student")
             state.empty_streak = 0
         else:
             stats, after = [], before
@@ -671,7 +617,7 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
                                  {"analyse": t1 - t0, "generate": t2 - t1, "verify": t3 - t2, "train": t4 - t3})
         summary.update({"synthetic_total": len(state.synthetic), "before": before, "after": after,
                         "train_epochs": [asdict(s) for s in stats]})
-        _write_json(done, summary)
+        write_json(done, summary)
         state.history.append(summary)
         if progress:
             _print_round(summary)
@@ -679,9 +625,9 @@ def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, te
             break
 
     if not (out / "student").exists():  # no round kept anything: the source student stands
-        _save_student(state.student, out)
+        save_student(state.student, out / "student")
     metrics = _final_metrics(ev, state, source_scores, time.perf_counter() - started)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     _plot(out / "evolve.png", state.history, ev.run.labels)
     return metrics
 
@@ -768,5 +714,5 @@ def _plot(path: Path, history: list[dict], labels: list[str]) -> None:
     bx.legend(fontsize=8)
     fig.suptitle(f"evolve: {len(labels)} labels")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)

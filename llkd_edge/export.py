@@ -15,13 +15,10 @@ half-written model and an earlier export in MODEL_DIR stays until the new one is
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -30,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import ExportConfig
-from .distill import Run, open_run, versions
 from .errors import MissingDependencyError, ModelError, UserError
+from .files import atomic_path, sha256_file, write_json
 from .metrics import classification_scores
+from .runs import Run, open_run, versions
 from .runtime import MANIFEST, Classifier
 
 REPORT = "export_report.json"
@@ -52,8 +50,8 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     note = _notes(progress)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out) as work:  # OUT is replaced only by a finished export; a failed one leaves nothing
+        work.mkdir()
         note(f"exporting {run.student_dir} to ONNX with Optimum")
         _onnx_export(run.student_dir, work)
         if config.optimize != "none":
@@ -65,7 +63,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
             _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["int8"])
             variants["int8"] = VARIANT_FILES["int8"]
         manifest = _manifest(run, config, variants, default="fp32")
-        _write_json(work / MANIFEST, manifest)
+        write_json(work / MANIFEST, manifest)
 
         note(f"checking parity with PyTorch on {len(texts)} texts ({reference_kind} labels)")
         report = _parity(run, work, variants, texts, reference, reference_kind, config)
@@ -73,15 +71,10 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         report["default"], report["default_reason"] = default, reason
         report["seconds"] = round(time.perf_counter() - started, 2)
         manifest["default"] = default
-        manifest["sha256"] = {name: _sha256(work / name) for name in variants.values()}
+        manifest["sha256"] = {name: sha256_file(work / name) for name in variants.values()}
         manifest["sizes_mb"] = {v: round((work / f).stat().st_size / 1e6, 2) for v, f in variants.items()}
-        _write_json(work / MANIFEST, manifest)
-        _write_json(work / REPORT, report)
-        work.chmod(0o755)  # mkdtemp makes it private; the model folder is meant to be shared
-        _replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        write_json(work / MANIFEST, manifest)
+        write_json(work / REPORT, report)
     return report
 
 
@@ -262,25 +255,3 @@ def _notes(progress: bool):
     return note
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _replace(work: Path, out: Path) -> None:
-    """Move the finished folder into place; an earlier export is removed only once the new one exists."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)

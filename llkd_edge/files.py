@@ -21,19 +21,23 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on a clean exit it replaces ``path``, on an error it is removed.
 
-    Works for files and folders alike (a folder target must not exist yet, or be replaced whole: ``path`` is
-    removed just before the rename).
+    Works for files and folders alike: the caller creates a folder at the yielded path and fills it. A folder
+    that already stands at ``path`` is moved aside, replaced, and only then removed, so at every moment
+    either the old folder or the new one is in place.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
     _remove(tmp)
     try:
         yield tmp
         if tmp.is_dir() and path.is_dir():
-            shutil.rmtree(path)
+            _remove(old)
+            os.replace(path, old)
         os.replace(tmp, path)
     finally:
         _remove(tmp)
+        _remove(old)
 
 
 def _remove(path: Path) -> None:
@@ -56,6 +60,10 @@ def to_json(obj) -> str:
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, to_json(obj))
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
@@ -83,6 +91,13 @@ def read_jsonl(path: str | Path) -> list[dict]:
         except ValueError:
             break  # a line torn by a kill: everything before it stands
     return out
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib figure written atomically, in the format its suffix names."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    return Path(path)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -8,7 +8,6 @@ half-written file under the final name.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .data import iter_texts
 from .errors import DataError, UserError
+from .files import atomic_path
 from .runtime import Classifier
 
 
@@ -104,13 +104,8 @@ def _output(out: str | None):
         yield sys.stdout
         sys.stdout.flush()
         return
-    path = Path(out)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
             yield f
-        os.replace(tmp, path)
     except OSError as exc:  # disk full, the folder removed under us, ...: nothing half-written stays behind
         raise UserError(f"--out {out}: writing failed ({exc.strerror or exc}); nothing was written") from None
-    finally:
-        tmp.unlink(missing_ok=True)

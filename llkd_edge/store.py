@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .data import text_key
 from .errors import StoreError
+from .files import atomic_path, write_jsonl
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -420,13 +421,10 @@ def export_rows(rows: Sequence[LabelRow], labels: Sequence[str], path: str | Pat
             record["gold"] = gold[i]
         records.append((record, dict(zip(labels, r.probs))))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if fmt == "jsonl":
-        with tmp.open("w", encoding="utf-8") as f:
-            for record, probs in records:
-                f.write(json.dumps({**record, "probs": probs}, ensure_ascii=False) + "\n")
-    else:
-        flat = [{**record, **{f"p_{k}": v for k, v in probs.items()}} for record, probs in records]
+        return write_jsonl(path, ({**record, "probs": probs} for record, probs in records))
+    flat = [{**record, **{f"p_{k}": v for k, v in probs.items()}} for record, probs in records]
+    with atomic_path(path) as tmp:
         if fmt == "csv":
             with tmp.open("w", encoding="utf-8", newline="") as f:
                 fields = list(flat[0]) if flat else ["text", "label"]
@@ -437,5 +435,4 @@ def export_rows(rows: Sequence[LabelRow], labels: Sequence[str], path: str | Pat
             import pandas as pd  # only Parquet needs it
 
             pd.DataFrame(flat).to_parquet(tmp, index=False)
-    tmp.replace(path)
     return path

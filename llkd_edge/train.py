@@ -363,6 +363,14 @@ def selected_mask(checkpoint_dir: str | Path) -> np.ndarray:
     return load_checkpoint(Path(checkpoint_dir) / CHECKPOINT)["ever_selected"]
 
 
+def save_student(student: Student, folder: str | Path) -> Path:
+    """The student and its tokenizer (transformers ``save_pretrained``), replacing ``folder`` only once complete."""
+    with atomic_path(folder) as tmp:
+        student.model.save_pretrained(tmp)
+        student.tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
 def load_student(folder: str | Path) -> Student:
     """A trained student as ``distill`` saved it (RUN_DIR/student)."""
     _torch()

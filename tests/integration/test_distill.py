@@ -152,7 +152,7 @@ def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_reso
     import pandas as pd
 
     from llkd_edge.data import load_builtin
-    from llkd_edge.distill import open_run
+    from llkd_edge.runs import open_run
 
     train = load_builtin("bbc-news:train").head(240)
     variants = ["  " + t.upper().replace(" ", "  \n", 3) + " " for t in train.texts[:10]]

@@ -89,7 +89,7 @@ def test_rounds_write_verify_store_and_retrain(run, tmp_path):
     assert metrics["data"]["pool_size"] == 60 + total_kept
     assert metrics["student"] == e["after"]["eval"] and metrics["teacher"]["n"] == 60
 
-    from llkd_edge.distill import open_run
+    from llkd_edge.runs import open_run
 
     assert open_run(out).labels[0] == "business"  # `export OUT` reads it like a distill run
     assert (out / "evolve.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,289 @@
+"""The run folder: what ``distill`` writes, and how every later stage (export, evolve, bench) reads it.
+
+RUN_DIR holds:
+  config.json             ``RunConfigRecord``: what makes the run (its identity), the full config, the
+                          teacher (file sha256, prompt, label tokens) and the package versions
+  metrics.json            ``MetricsRecord``: teacher and student on the same eval texts, selection figures,
+                          data sizes, timings
+  selection.json          per-epoch selection statistics (``train.EpochStats``)
+  student/                the trained student (transformers ``save_pretrained``, with its tokenizer)
+  confusion_matrix.png    the student on the eval set
+  checkpoint.pt           the last finished epoch, for --resume (tensors + JSON; no pickle)
+
+``prepare_run_folder`` creates one or checks that a resumed one holds the same run (its identity, the
+config fields not marked ``config.RUNTIME``); ``open_run`` reads a finished one as a ``Run``. Nothing here
+loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TypedDict
+
+from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
+from .errors import DataError, UserError
+from .files import read_json
+from .labelling import unique_texts
+from .store import LabelRow, LabelStore, ScoringKey
+
+
+class TeacherRecord(TypedDict):
+    """config.json["teacher"]: the teacher whose labels the student learned from."""
+
+    name: str
+    sha256: str
+    licence: str
+    prompt: str
+    config_hash: str
+    label_tokens: list[list[int]]
+
+
+class RunConfigRecord(TypedDict):
+    """config.json: how the run was made."""
+
+    identity: dict  # config.identity(DistillConfig): equal for two runs that compute the same thing
+    config: dict  # the whole DistillConfig (asdict)
+    teacher: TeacherRecord
+    versions: dict[str, str | None]
+
+
+class SelectionRecord(TypedDict):
+    method: str
+    fraction_used: float  # distinct pool samples that ever received a gradient
+    selected_per_epoch: list[int]
+    ever_selected_per_epoch: list[int]
+    soft_labels: bool
+
+
+class MetricsRecord(TypedDict, total=False):
+    """metrics.json: what the run measured (scores as ``metrics.classification_scores``, rounded)."""
+
+    teacher: dict | None  # the teacher on the eval texts (None without an eval set)
+    student: dict | None  # the student on the same texts
+    selection: SelectionRecord
+    data: dict  # pool and eval sources and sizes, labels, texts left out and why
+    pool_teacher: dict | None  # pseudo-label quality, when the pool has gold labels
+    student_model: dict
+    seconds: dict[str, float]
+    labelled_now: dict[str, int]
+    run_id: str
+    evolve: dict  # evolve runs only: rounds, before/after scores
+
+
+STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
+
+
+def versions(*extra: str) -> dict:
+    """Python's and the installed packages' versions (None for one that is not installed)."""
+    out = {"python": platform.python_version()}
+    for dist in ("llkd-edge", "torch", "transformers", "tokenizers", "numpy", "llama_cpp_python", *extra):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def is_store(data: str) -> bool:
+    """Whether DATA names an existing label store rather than texts."""
+    return Path(data).suffix.lower() in STORE_SUFFIXES and Path(data).is_file()
+
+
+def run_store(data: str, store: str | None) -> str:
+    """The label store a run reads and fills: --store, else DATA when DATA is a store, else labels.sqlite."""
+    return store or (data if is_store(data) else "labels.sqlite")
+
+
+def resolved(source: str | None) -> str | None:
+    """A file path made absolute (so a run folder read from another directory finds it); a built-in
+    dataset name (``bbc-news:test``) or None as given."""
+    if source is None or builtin_spec(source):
+        return source
+    return str(Path(source).expanduser().resolve())
+
+
+def default_eval(data: str) -> str | None:
+    """The eval set a run gets without --eval: a built-in dataset's test split; nothing for a file."""
+    return f"{data.split(':', 1)[0]}:test" if builtin_spec(data) else None
+
+
+def read_eval(name: str, text_column: str, label_column: str | None, limit: int | None, warn: bool = True) -> Dataset:
+    """A gold eval set as every stage scores it: its first ``limit`` rows, then ``data.eval_dataset``."""
+    return eval_dataset(read_dataset(name, text_column, label_column or None).head(limit), warn=warn)
+
+
+def prepare_run_folder(out: Path, identity: dict, resume: bool, key: tuple[str, ...], what: str) -> Path:
+    """Create OUT, or check that it holds an unfinished ``what`` with this identity (config.json at ``key``)
+    when ``resume`` is given; any other content is a one-line error and is left untouched."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        try:
+            saved = read_json(out / "config.json")
+            for part in key:
+                saved = saved[part]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{out}: not empty and not an llkd-edge {what}; choose another --out") from None
+        current = json.loads(json.dumps(identity))
+        if saved != current:
+            changed = sorted(_diff(saved, current))
+            raise UserError(f"{out} holds a different {what} ({', '.join(changed[:4])} differ); choose another --out")
+        if (out / "metrics.json").exists():
+            raise UserError(f"{out} already holds this finished {what}; choose another --out")
+        if not resume:
+            raise UserError(f"{out} holds an unfinished {what} of this config; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _diff(a, b, prefix="") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        return set().union(*(_diff(a.get(k), b.get(k), f"{prefix}{k}.") for k in keys)) if keys else set()
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def store_pool(store_path: str, key: ScoringKey, limit: int | None) -> tuple[list[LabelRow], dict[str, int]]:
+    """A label store read as training data: its first ``limit`` trainable rows under ``key`` (pool texts,
+    never eval/validation texts, never LLM-written; ``LabelStore.training_rows``) and the rows left out, by reason."""
+    with LabelStore(store_path, existing=True) as store:
+        rows, left_out = store.training_rows(key)
+    return (rows[:limit] if limit else rows), left_out
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished distill run, as later stages (export, bench) read it."""
+
+    path: Path
+    provenance: RunConfigRecord  # config.json
+    metrics: MetricsRecord  # metrics.json
+
+    @property
+    def student_dir(self) -> Path:
+        return self.path / "student"
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metrics["data"]["labels"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.provenance["config"]["train"]["max_length"])
+
+    @property
+    def key(self) -> ScoringKey:
+        """The store key of the teacher labels the student learned from."""
+        return ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
+
+    @property
+    def store(self) -> str:
+        config = self.provenance["config"]
+        return run_store(config["data"], config.get("store"))
+
+    def eval_set(self) -> Dataset | None:
+        """The run's gold eval set, read again exactly as distill scored it (None when the run had none)."""
+        config = self.provenance["config"]
+        eval_name = config.get("eval") or self.metrics["data"].get("eval")
+        if not eval_name:
+            return None
+        try:
+            return read_eval(eval_name, config["text_column"], config["label_column"], config["eval_limit"], warn=False)
+        except DataError as exc:
+            raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
+
+    def pool(self) -> list:
+        """The pool the student trained on, as LabelRows read back from the run's label store (no teacher needed)."""
+        config = self.provenance["config"]
+        if not Path(self.store).is_file():
+            raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
+        if is_store(config["data"]):
+            rows = store_pool(config["data"], self.key, config["limit"])[0]
+        else:
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            order = list(unique_texts(source.texts)[0])
+            with LabelStore(self.store) as store:
+                found = store.rows(self.key, order)
+            missing = sum(h not in found for h in order)
+            if missing:
+                raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
+                                "run distill again")
+            rows = [found[h] for h in order]
+        evalset = self.eval_set()
+        if evalset:
+            held_out = {text_key(t) for t in evalset.texts}
+            rows = [r for r in rows if text_key(r.text) not in held_out]
+        if len(rows) != self.metrics["data"]["pool_size"]:
+            raise DataError(f"{self.path}: its pool reads back as {len(rows)} texts but it trained on "
+                            f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")
+        return rows
+
+    def check_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
+        """Texts to compare copies of the student on (export's int8 gate), never a test text or an LLM-written
+        one: the first ``limit`` texts of the pool the student trained on. -> (texts, reference labels, kind).
+
+        The reference is the pool's gold labels when DATA has one for every such text (``"pool, gold"``), else
+        the teacher's labels from the store (``"pool, teacher"``); without the store, the pool is read from DATA
+        and only agreement is checked (``"pool, none"``). Training texts flatter both copies alike: the gate
+        compares int8 with fp32, it does not measure quality (the eval set, in distill and bench, does).
+        """
+        config = self.provenance["config"]
+        try:
+            rows = self.pool()[:limit]
+            texts, teacher = [r.text for r in rows], [r.label for r in rows]
+        except DataError:
+            if is_store(config["data"]):
+                raise
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            texts, teacher = [source.texts[i] for i in unique_texts(source.texts)[0].values()][:limit], None
+        if not texts:
+            raise DataError(f"{self.path}: no pool texts to check the exported model on")
+        if not is_store(config["data"]):
+            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            if source.gold is not None:
+                by_key = {text_key(t): g for t, g in zip(source.texts, source.gold)}
+                gold = [by_key.get(text_key(t)) for t in texts]
+                if all(g in self.labels for g in gold):
+                    return texts, gold, "pool, gold"
+        return (texts, teacher, "pool, teacher") if teacher else (texts, None, "pool, none")
+
+    def reference_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
+        """Texts to check a copy of the student on: (texts, reference labels, what the labels are).
+
+        The run's own gold eval set when it had one (``"gold"``); else the teacher's labels of the pool
+        from the run's label store (``"teacher"``); else an error.
+        """
+        evalset = self.eval_set()
+        if evalset:
+            pairs = [(t, g) for t, g in zip(evalset.texts, evalset.gold or []) if g and t.strip()][:limit]
+            if pairs:
+                return [t for t, _ in pairs], [g for _, g in pairs], "gold"
+        if Path(self.store).is_file():
+            with LabelStore(self.store) as opened:
+                rows = list(opened.rows(self.key).values())[:limit]
+            if rows:
+                return [r.text for r in rows], [r.label for r in rows], "teacher"
+        raise DataError(f"{self.path}: no gold eval set and no label store to take texts from")
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Read RUN_DIR, or say in one line why it is not a finished distill run."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run folder (make one with `llkd-edge distill DATA --out {path}`)")
+    if not (path / "config.json").is_file() or not (path / "student" / "config.json").exists():
+        raise UserError(f"{path}: not a distill run (no config.json and student/ from `llkd-edge distill`)")
+    if not (path / "metrics.json").is_file():
+        raise UserError(f"{path}: the distill run did not finish (no metrics.json); finish it with --resume")
+    try:
+        provenance = read_json(path / "config.json")
+        metrics = read_json(path / "metrics.json")
+        run = Run(path, provenance, metrics)
+        run.labels, run.max_length  # noqa: B018 - fail here, not later, when a field is missing
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: config.json or metrics.json is unreadable; distil again") from None
+    return run
