@@ -262,7 +262,7 @@ def markdown(report: dict) -> str:
     lines.append(f"| mean | {fmt(cols[0])} | " + " | ".join(fmt(c) for c in cols[1:])
                  + f" | {fmt(controls)} | {kept} / {written} | {kept / written:.0%} | |")
     lines += ["", f"Teacher on the same test texts: accuracy {teacher['accuracy']:.3f}, macro-F1 {teacher['macro_f1']:.3f}.",
-              f"Change after the last round, per seed: "
+              "Change after the last round, per seed: "
               + ", ".join(f"{c[-1] - c[0]:+.3f}" for c in curves) + ".", ""]
     verdicts: dict[str, int] = {}
     speed = []

@@ -24,10 +24,11 @@ import numpy as np
 
 from .config import BenchConfig, ScoringConfig, TeacherConfig
 from .errors import DataError, UserError
-from .files import save_figure, write_json
+from .files import write_json
 from .metrics import classification_scores
-from .runtime import Classifier, read_manifest
+from .plots import bench_png
 from .runs import open_run, versions
+from .runtime import Classifier, read_manifest
 
 
 def cpu_model() -> str:
@@ -151,7 +152,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench.json", report)
-    _chart(out / "bench.png", results, report)
+    bench_png(out / "bench.png", results, report)
     report["wrote"] = [str(out / "bench.json"), str(out / "bench.png")]
     return report
 
@@ -230,42 +231,6 @@ def _ratios(results: dict, default: str) -> dict:
         "pytorch_vs_teacher": pair("pytorch", "teacher"),
     }
     return {k: v for k, v in ratios.items() if v is not None}
-
-
-def _chart(path: Path, results: dict, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in ("teacher", "pytorch", "onnx-fp32", "onnx-int8") if n in results]
-    colours = {"teacher": "#8c564b", "pytorch": "#1f77b4", "onnx-fp32": "#2ca02c", "onnx-int8": "#17becf"}
-    panels = [("p50 latency per text, batch 1 (ms, log)", "p50_ms", True),
-              (f"throughput at batch {report['batch_size']} (texts/s, log)", "texts_per_s", True)]
-    if report["gold"]:
-        panels.append(("accuracy on gold labels", "accuracy", False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for ax, (title, key, log) in zip(np.atleast_1d(axes), panels):
-        values = [results[n][key] for n in names]
-        bars = ax.bar(names, values, color=[colours[n] for n in names])
-        if key == "p50_ms":
-            p95 = [results[n]["p95_ms"] for n in names]
-            ax.errorbar(names, values, yerr=[np.zeros(len(names)), np.subtract(p95, values)], fmt="none",
-                        ecolor="black", capsize=4, label="p95")
-            ax.legend(loc="upper right", fontsize=8)
-        if log:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(0, 1)
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], label_type="center", color="white", fontsize=8,
-                     fontweight="bold")  # inside the bars, clear of the p95 whiskers
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    fig.suptitle(f"{report['texts']} texts, {report['machine']['threads']} threads, {report['machine']['cpu']}",
-                 fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def _size_mb(*paths: Path) -> float:

@@ -17,11 +17,21 @@ import numpy as np
 from .config import DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
-from .files import rounded, save_figure, write_json
+from .files import rounded, write_json
 from .labelling import Labelled, check_gold, gold_scores, label_dataset
 from .metrics import classification_scores
-from .runs import (RunConfigRecord, default_eval, is_store, prepare_run_folder, read_eval, resolved, run_store, store_pool,
-                   versions)
+from .plots import confusion_png
+from .runs import (
+    RunConfigRecord,
+    default_eval,
+    is_store,
+    prepare_run_folder,
+    read_eval,
+    resolved,
+    run_store,
+    store_pool,
+    versions,
+)
 from .store import LabelStore, check_label_store
 from .teacher import load_teacher
 
@@ -73,31 +83,6 @@ def _check_pool(pool: Labelled, labels: LabelSet, minimum: int) -> None:
             f"too few texts per class to train: the teacher gave {', '.join(short)} of {len(pool.rows)} "
             f"(need at least {minimum} each; add texts, merge labels, or lower --min-per-class)"
         )
-
-
-def _confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(gold, predicted, labels=list(labels))
-    size = max(4.0, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("student's label")
-    ax.set_ylabel("gold label")
-    top = matrix.max() or 1
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, matrix[i, j], ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
@@ -166,7 +151,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         predicted = [labels.names[j] for j in student_probs.argmax(axis=1)]
         metrics["student"] = rounded(classification_scores(gold, predicted, labels.names))
         metrics["teacher"] = rounded(gold_scores(evaluated, labels.names))
-        _confusion_png(run_dir / "confusion_matrix.png", gold, predicted, labels.names,
+        confusion_png(run_dir / "confusion_matrix.png", gold, predicted, labels.names,
                        f"{config.train.student} ({config.train.selection}) on {evalset.name}: "
                        f"macro-F1 {metrics['student']['macro_f1']:.3f}")
     eval_seconds = time.perf_counter() - eval_started

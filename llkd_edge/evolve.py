@@ -23,20 +23,17 @@ OUT receives:
   metrics.json       distill's fields for the final student, plus ``evolve``: every round's figures
   evolve.png         macro-F1 per round next to the texts kept per round
 
-The first half of this module is pure (analysis, planning, prompts, parsing, screening); the loop below it
-is the only part that touches the teacher, the store and torch.
+The pure parts (analysis, planning, prompts, parsing, screening, round figures) live in synthesis.py;
+this module is the loop (``Evolution``), the only part that touches the teacher, the store and torch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,233 +41,17 @@ import numpy as np
 from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, UserError
+from .files import append_jsonl, read_json, read_jsonl, rounded, write_json, write_jsonl
 from .labelling import check_gold, label_dataset
-from .teacher import load_teacher
-from .files import append_jsonl, read_jsonl, rounded, save_figure, write_json, write_jsonl
 from .metrics import classification_scores
+from .plots import evolve_png
 from .runs import is_store, open_run, prepare_run_folder, resolved, versions
 from .store import LabelRow, LabelStore
+from .synthesis import (RoundRecord, Weakness, analyse, generation_schema, parse_texts, plan_requests, request_prompt,
+                        round_summary, screen, synthetic_row, text_chars, verify)
+from .teacher import load_teacher
 
-SHOWN_WORDS = 60  # a text shown in a prompt is cut to this many words
-GENERATION_CTX = 4096
-
-
-# ------------------------------------------------------------------------------------ weaknesses
-
-
-@dataclass(frozen=True)
-class Weakness:
-    """Where a student goes wrong on the validation texts (reference labels: gold or the teacher's)."""
-
-    labels: list[str]
-    support: list[int]  # validation texts per reference label
-    error_rate: list[float | None]  # 1 - recall per label; None where the label has no validation text
-    confusions: list[tuple[str, str, int]]  # (reference, predicted, count), most frequent first
-    mistakes: list[dict]  # {"text", "label", "predicted", "confidence"}: wrong, most confident first
-    accuracy: float
-    macro_f1: float
-
-    def worst_confusion(self, label: str) -> str | None:
-        """The label the student most often says for texts of ``label`` (None when it never errs there)."""
-        return next((p for r, p, _ in self.confusions if r == label), None)
-
-
-def analyse(texts: Sequence[str], reference: Sequence[str], probs: np.ndarray, labels: Sequence[str],
-            keep: int = 60) -> Weakness:
-    """The student's probabilities, shape (N, K), against reference labels -> its weaknesses."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(texts), len(labels)) or len(reference) != len(texts):
-        raise ValueError(f"{len(texts)} texts and {len(reference)} references need probs of shape "
-                         f"({len(texts)}, {len(labels)}), got {probs.shape}")
-    if not texts:
-        raise ValueError("no validation texts to analyse")
-    predicted = [labels[j] for j in probs.argmax(axis=1)]
-    support = Counter(reference)
-    wrong = Counter((r, p) for r, p in zip(reference, predicted) if r != p)
-    error_rate = [None if not support[lab] else sum(c for (r, _), c in wrong.items() if r == lab) / support[lab]
-                  for lab in labels]
-    confusions = sorted(((r, p, c) for (r, p), c in wrong.items()), key=lambda x: (-x[2], x[0], x[1]))
-    order = np.argsort(-probs.max(axis=1), kind="stable")
-    mistakes = [{"text": texts[i], "label": reference[i], "predicted": predicted[i],
-                 "confidence": round(float(probs[i].max()), 4)} for i in order if reference[i] != predicted[i]]
-    scores = classification_scores(list(reference), predicted, labels)
-    return Weakness(list(labels), [support[lab] for lab in labels], error_rate, confusions, mistakes[:keep],
-                    scores["accuracy"], scores["macro_f1"])
-
-
-# ------------------------------------------------------------------------------------ requests
-
-
-@dataclass(frozen=True)
-class Request:
-    """Ask for ``n`` texts of ``label``; ``versus`` is the label the student mistakes it for (a hard request)."""
-
-    label: str
-    n: int
-    versus: str | None = None
-
-
-def _largest_remainder(total: int, weights: np.ndarray) -> list[int]:
-    share = total * weights / weights.sum()
-    counts = np.floor(share).astype(int)
-    for i in np.argsort(-(share - counts), kind="stable")[: total - counts.sum()]:
-        counts[i] += 1
-    return counts.tolist()
-
-
-def plan_requests(weakness: Weakness, per_round: int, per_request: int, hard_share: float) -> list[Request]:
-    """Split ``per_round`` texts over the labels by error rate (every label keeps a small share), then each
-    label's texts into hard ones (aimed at its worst confusion) and easy ones, ``per_request`` per request."""
-    rates = [r for r in weakness.error_rate if r is not None]
-    unknown = float(np.mean(rates)) if rates else 0.5  # a label with no validation text: assume the average
-    weights = np.array([unknown if r is None else r for r in weakness.error_rate]) + 0.1
-    requests = []
-    for label, quota in zip(weakness.labels, _largest_remainder(per_round, weights)):
-        versus = weakness.worst_confusion(label)
-        hard = round(quota * hard_share) if versus else 0
-        for n, target in ((hard, versus), (quota - hard, None)):
-            while n > 0:
-                requests.append(Request(label, min(n, per_request), target))
-                n -= per_request
-    return requests
-
-
-def _shown(text: str) -> str:
-    words = text.split()
-    return " ".join(words[:SHOWN_WORDS]) + (" ..." if len(words) > SHOWN_WORDS else "")
-
-
-def request_prompt(request: Request, weakness: Weakness, task: str, verbalisers: dict[str, str],
-                   style_examples: Sequence[str], n_examples: int) -> tuple[str, list[str]]:
-    """The instruction for one request, and the excerpts it shows, as shown (a generated text must not copy
-    them; the excerpt, not the whole text, is what a copy resembles).
-
-    ``verbalisers`` maps label names to the words the teacher knows them by; ``style_examples`` are texts of
-    the request's label to show when the student made no mistake worth showing.
-    """
-    word = verbalisers[request.label]
-    listing = ", ".join(verbalisers.values())
-    lines = [f"You are writing training examples for a text classifier. The task: {task.rstrip('.?!:')}. "
-             f"The labels are: {listing}.", ""]
-    trouble = []
-    for label, rate in zip(weakness.labels, weakness.error_rate):
-        if rate:
-            versus = weakness.worst_confusion(label)
-            trouble.append(f"- {verbalisers[label]}: {rate:.0%} wrong, most often taken for {verbalisers[versus]}")
-    if trouble:
-        lines += ["A small student classifier trained on this task still makes these mistakes on a validation set:",
-                  *trouble, ""]
-    if request.versus:
-        wanted = [m for m in weakness.mistakes if m["label"] == request.label and m["predicted"] == request.versus]
-    else:
-        wanted = [m for m in weakness.mistakes if m["label"] == request.label]
-    shown = [_shown(m["text"]) for m in wanted[:n_examples]]
-    if shown:
-        lines.append(f"Texts whose correct label is {word} but that the student got wrong:")
-        for m, excerpt in zip(wanted, shown):
-            lines.append(f'- "{excerpt}" (the student said {verbalisers[m["predicted"]]})')
-    else:
-        shown = [_shown(t) for t in style_examples[:n_examples]]
-        if shown:
-            lines.append(f"Texts whose correct label is {word}:")
-            lines += [f'- "{excerpt}"' for excerpt in shown]
-    lines.append("")
-    if request.versus:
-        other = verbalisers[request.versus]
-        lines.append(f"Write {request.n} new texts whose correct label is clearly {word}, but that a weak "
-                     f"classifier could mistake for {other}: they may share words or themes with {other}, "
-                     f"while what they are about is {word}.")
-    else:
-        lines.append(f"Write {request.n} new, typical texts whose correct label is clearly {word}.")
-    lines.append("Each text is 2 to 4 sentences in the style of the texts of this task, about a different "
-                 "subject from the others; do not copy the examples above and do not name the label.")
-    lines.append('Answer with JSON only: {"texts": ["...", ...]}')
-    return "\n".join(lines), shown
-
-
-CHARS_PER_TOKEN = 3  # a safe floor for English prose (about 4 on average)
-
-
-def text_chars(n: int, max_new_tokens: int, min_chars: int = 40, cap: int = 700) -> int:
-    """The longest text the grammar allows, so that ``n`` of them fit ``max_new_tokens``: an answer then ends
-    inside its budget and parses, instead of being cut off at the token limit."""
-    return max(2 * min_chars, min(cap, max_new_tokens * CHARS_PER_TOKEN // n - 16))
-
-
-def generation_schema(n: int, min_chars: int = 40, max_chars: int = 700) -> dict:
-    """The JSON schema (and so the llama.cpp grammar) of an answer: exactly ``n`` texts."""
-    text = {"type": "string", "minLength": min_chars, "maxLength": max_chars}
-    return {"type": "object", "properties": {"texts": {"type": "array", "items": text, "minItems": n, "maxItems": n}},
-            "required": ["texts"], "additionalProperties": False}
-
-
-def parse_texts(raw: str, n: int) -> list[str]:
-    """The ``n`` texts of a generation; ValueError saying why when it is not that."""
-    try:
-        answer = json.loads(raw, strict=False)  # a raw newline or tab inside a text is no reason to drop it
-    except ValueError as exc:
-        raise ValueError(f"not JSON ({exc.args[0][:60]})") from None
-    texts = answer.get("texts") if isinstance(answer, dict) else None
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise ValueError('no "texts" list of strings')
-    texts = [" ".join(t.split()) for t in texts]
-    if len(texts) != n:
-        raise ValueError(f"{len(texts)} texts, asked for {n}")
-    return texts
-
-
-# ------------------------------------------------------------------------------------ screening
-
-
-def screen(candidates: Sequence[str], shown: Sequence[Sequence[str]], references: Sequence[str], min_words: int,
-           threshold: float) -> list[str | None]:
-    """A verdict per candidate before the teacher sees it: None (keep) or why it is dropped.
-
-    ``shown[i]`` are the texts candidate i's prompt showed ("copies_prompt" when it is as close as
-    ``threshold`` to one); ``references`` are texts it must not repeat (pool, validation, earlier synthetic):
-    a candidate that close to one of them, or to an earlier kept candidate, is a "duplicate". Closeness is
-    the cosine similarity of TF-IDF character 3-5-gram vectors, so exact copies score 1.
-    """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    if len(shown) != len(candidates):
-        raise ValueError(f"{len(candidates)} candidates but {len(shown)} lists of shown texts")
-    verdicts: list[str | None] = [None] * len(candidates)
-    if not candidates:
-        return verdicts
-    shown_texts = sorted({t for group in shown for t in group})
-    vectoriser = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True, sublinear_tf=True)
-    matrix = vectoriser.fit_transform([*candidates, *references, *shown_texts])
-    cand = matrix[: len(candidates)]
-    ref = matrix[len(candidates) : len(candidates) + len(references)]
-    shown_vecs = matrix[len(candidates) + len(references) :]
-    shown_index = {t: i for i, t in enumerate(shown_texts)}
-    ref_max = (cand @ ref.T).max(axis=1).toarray().ravel() if len(references) else np.zeros(len(candidates))
-    among = (cand @ cand.T).toarray()
-    kept: list[int] = []
-    for i, text in enumerate(candidates):
-        if len(text.split()) < min_words:
-            verdicts[i] = "too_short"
-        elif shown[i] and (cand[i] @ shown_vecs[[shown_index[t] for t in shown[i]]].T).max() >= threshold:
-            verdicts[i] = "copies_prompt"
-        elif ref_max[i] >= threshold or any(among[i, j] >= threshold for j in kept):
-            verdicts[i] = "duplicate"
-        else:
-            kept.append(i)
-    return verdicts
-
-
-def verify(intended: Sequence[str], rows: Sequence[LabelRow], min_confidence: float) -> list[str | None]:
-    """The teacher's verdict per scored text: None (accept), "teacher_disagrees" or "low_confidence"."""
-    out: list[str | None] = []
-    for label, row in zip(intended, rows, strict=True):
-        if row.label != label:
-            out.append("teacher_disagrees")
-        elif row.confidence < min_confidence:
-            out.append("low_confidence")
-        else:
-            out.append(None)
-    return out
+GENERATION_CTX = 4096  # the teacher's context while writing: the prompt and every new text must fit
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -316,18 +97,13 @@ def _seed(*parts) -> int:
     return int(stable_hash(list(parts))[:8], 16)
 
 
-@dataclass
-class _State:
-    """What the loop carries from round to round."""
+class Evolution:
+    """One evolve run: the inputs it reads once, the state it carries from round to round, and a round.
 
-    student: object
-    synthetic: list[LabelRow] = field(default_factory=list)
-    empty_streak: int = 0
-    history: list[dict] = field(default_factory=list)
-
-
-class _Evolution:
-    """One evolve run: the inputs it reads once, and the steps of a round."""
+    ``run_round(n)`` runs round n (or takes it from rounds/NN/round.json when a killed run finished it) and
+    returns its ``RoundRecord``; ``stopped`` turns true after two rounds in a row kept nothing; ``finish()``
+    writes the final student, metrics.json and the plot.
+    """
 
     def __init__(self, config: EvolveConfig, resume: bool, progress: bool, teacher_factory):
         self.config = config
@@ -359,15 +135,23 @@ class _Evolution:
         self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
         self.warnings: list[str] = []
         if not self.teacher.instruct:
-            self._warn(f"{self.teacher.model.name} has no chat template (not instruction-tuned): it gets a plain "
+            self.warn(f"{self.teacher.model.name} has no chat template (not instruction-tuned): it gets a plain "
                        "completion prompt, and its texts are likely poor; an instruct teacher such as "
                        "qwen2.5-coder-1.5b-instruct writes better ones")
         self.reference, self.reference_kind = self._val_reference()
         self.words = dict(zip(self.labels, self.scoring.labels.verbalisers))
         self.run_id = stable_hash(identity(config))[:12]
         self._val_probs: tuple[object, np.ndarray] | None = None
+        self.started = time.perf_counter()
+        # What the loop carries from round to round.
+        self.student = None  # loaded by start()
+        self.synthetic: list[LabelRow] = []
+        self.history: list[RoundRecord] = []
+        self.empty_streak = 0
+        self.source_scores: dict | None = None  # the distill run's student, before round 1
+        self._resumed = False  # whether the last round was taken from disk (its student is in OUT/student)
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
         self.warnings.append(message)
         print(f"warning: {message}", file=sys.stderr)
 
@@ -520,155 +304,141 @@ class _Evolution:
             out["eval"] = score(probs, [g for _, g in pairs])
         return out
 
+    # -------------------------------------------------------------------------------- the run
+    def start(self) -> None:
+        """Write OUT/config.json (the source run's provenance plus ``evolve``) and load the source student."""
+        from .train import load_student
 
-def _round_summary(round_no: int, prompts, attempts, records, seconds: dict) -> dict:
-    tries = [a for group in attempts for a in group]
-    verdicts = Counter(r["verdict"] for r in records)
-    accepted = [r for r in records if r["verdict"] == "accepted"]
-    gen_seconds = sum(a["seconds"] for a in tries)
-    return {
-        "round": round_no,
-        "requests": len(prompts),
-        "texts_asked": sum(p["request"]["n"] for p in prompts),
-        "attempts": len(tries),
-        "failed_attempts": sum(1 for a in tries if a["error"]),
-        "timeouts": sum(1 for a in tries if a["timed_out"]),
-        "requests_without_texts": sum(1 for group in attempts if not any(a["texts"] for a in group)),
-        "generated": len(records),
-        "accepted": len(accepted),
-        "acceptance_rate": round(len(accepted) / len(records), 4) if records else None,
-        "verdicts": dict(verdicts),
-        "accepted_per_label": dict(Counter(r["intended"] for r in accepted)),
-        "hard_accepted": sum(1 for r in accepted if prompts[r["request_index"]]["request"]["versus"]),
-        "new_tokens": sum(a["new_tokens"] for a in tries),
-        "tokens_per_second": round(sum(a["new_tokens"] for a in tries) / gen_seconds, 2) if gen_seconds else None,
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-    }
+        config, teacher = self.config, self.teacher
+        provenance = dict(self.run.provenance)
+        provenance["evolve"] = {
+            "identity": identity(config),
+            "config": asdict(config),
+            "source_run": str(Path(config.run_dir).resolve()),
+            "source_run_id": self.run.metrics.get("run_id"),
+            "generator": {"name": teacher.model.name, "sha256": teacher.model.sha256,
+                          "prompt_style": teacher.prompt_style, "config_hash": teacher.key.config_hash},
+            "validation": {"data": self.val.name, "size": len(self.val.texts), "labels": self.reference_kind},
+        }
+        provenance["versions"] = versions("scikit-learn")
+        write_json(self.out / "config.json", provenance)
+        self.student = load_student(self.run.student_dir)
+
+    @property
+    def stopped(self) -> bool:
+        """Two rounds in a row kept nothing: more rounds would not either."""
+        return self.empty_streak >= 2
+
+    def run_round(self, round_no: int) -> RoundRecord:
+        """Round ``round_no``: analyse, write, screen and verify, store, retrain. A round a killed run finished is
+        read back from its round.json (its kept texts join the synthetic set) instead of being run again."""
+        from .train import load_student, save_student
+
+        folder = self.out / "rounds" / f"{round_no:02d}"
+        done = folder / "round.json"
+        if done.exists():
+            return self._finished_round(folder)
+        if self._resumed and (self.out / "student").exists():
+            self.student = load_student(self.out / "student")  # a resumed run: the latest retrained student
+        self._resumed = False
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        weakness = self.weakness(self.student, folder)
+        before = self.history[-1]["after"] if self.history else self.scores(self.student)
+        self.source_scores = self.source_scores or before
+        prompts = self.prompts(weakness, folder)
+        t1 = time.perf_counter()
+        attempts = self.generate(prompts, folder, round_no)
+        t2 = time.perf_counter()
+        records = self.judge(prompts, attempts, folder, round_no, self.synthetic)
+        kept = [r for r in records if r["verdict"] == "accepted"]
+        t3 = time.perf_counter()
+        self.synthetic += [synthetic_row(r, self.labels) for r in kept]
+        if kept:
+            self.student, stats = self.retrain(self.synthetic, folder)
+            after = self.scores(self.student)
+            save_student(self.student, self.out / "student")
+            self.empty_streak = 0
+        else:
+            stats, after = [], before
+            self.empty_streak += 1
+            self.warn(f"round {round_no}: no generated text passed the checks, so the student is unchanged"
+                      + ("; two rounds in a row, so evolve stops here" if self.stopped else "; going on to the next round"))
+        t4 = time.perf_counter()
+        record: RoundRecord = {
+            **round_summary(round_no, prompts, attempts, records,
+                            {"analyse": t1 - t0, "generate": t2 - t1, "verify": t3 - t2, "train": t4 - t3}),
+            "synthetic_total": len(self.synthetic), "before": before, "after": after,
+            "train_epochs": [asdict(s) for s in stats],
+        }
+        write_json(done, record)
+        self.history.append(record)
+        if self.progress:
+            _print_round(record)
+        return record
+
+    def _finished_round(self, folder: Path) -> RoundRecord:
+        record: RoundRecord = read_json(folder / "round.json")
+        kept = [r for r in read_jsonl(folder / "candidates.jsonl") if r["verdict"] == "accepted"]
+        self.synthetic += [synthetic_row(r, self.labels) for r in kept]
+        self.history.append(record)
+        self.empty_streak = 0 if kept else self.empty_streak + 1
+        self.source_scores = self.source_scores or record["before"]
+        self._resumed = True
+        return record
+
+    def finish(self) -> dict:
+        """Save the final student (the source one when no round kept anything), metrics.json and evolve.png."""
+        from .train import save_student
+
+        if not (self.out / "student").exists():
+            save_student(self.student, self.out / "student")
+        metrics = self._metrics(time.perf_counter() - self.started)
+        write_json(self.out / "metrics.json", metrics)
+        evolve_png(self.out / "evolve.png", self.history, self.run.labels)
+        return metrics
+
+    def _metrics(self, seconds: float) -> dict:
+        """distill's metrics.json fields for the final student, plus ``evolve``: every round's figures."""
+        source, history = self.run.metrics, self.history
+        last = history[-1]["after"] if history else self.source_scores
+        generated = sum(h["generated"] for h in history)
+        accepted = sum(h["accepted"] for h in history)
+        return {
+            "teacher": source.get("teacher"),  # the source run's teacher on the same eval texts
+            "student": last["eval"] if last else None,
+            "selection": source.get("selection"),
+            "data": {**source["data"], "pool_size": len(self.pool) + len(self.synthetic),
+                     "synthetic": len(self.synthetic), "real_pool_size": len(self.pool)},
+            "pool_teacher": source.get("pool_teacher"),
+            "student_model": source.get("student_model"),
+            "seconds": {"total": round(seconds, 2)},
+            "run_id": self.run_id,
+            "evolve": {
+                "rounds_run": len(history),
+                "generated": generated,
+                "accepted": accepted,
+                "acceptance_rate": round(accepted / generated, 4) if generated else None,
+                "validation": {"size": len(self.val.texts), "labels": self.reference_kind},
+                "before": self.source_scores,
+                "after": last,
+                "rounds": history,
+                "warnings": self.warnings,
+            },
+        }
 
 
 def evolve(config: EvolveConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
     """Run the rounds; returns the metrics also written to OUT/metrics.json."""
-    from .train import load_student, save_student
-
-    started = time.perf_counter()
     # Paths as absolute ones, so the run folder means the same files from any directory.
     config = replace(config, run_dir=resolved(config.run_dir), val=resolved(config.val))
-    ev = _Evolution(config, resume, progress, teacher_factory)
-    out = ev.out
-    provenance = dict(ev.run.provenance)
-    provenance["evolve"] = {
-        "identity": identity(config),
-        "config": asdict(config),
-        "source_run": str(Path(config.run_dir).resolve()),
-        "source_run_id": ev.run.metrics.get("run_id"),
-        "generator": {"name": ev.teacher.model.name, "sha256": ev.teacher.model.sha256,
-                      "prompt_style": ev.teacher.prompt_style, "config_hash": ev.teacher.key.config_hash},
-        "validation": {"data": ev.val.name, "size": len(ev.val.texts), "labels": ev.reference_kind},
-    }
-    provenance["versions"] = versions("scikit-learn")
-    write_json(out / "config.json", provenance)
-
-    source_scores = None
-    state = _State(student=load_student(ev.run.student_dir))
-    skipped = False  # whether finished rounds were passed over (a resumed run)
+    ev = Evolution(config, resume, progress, teacher_factory)
+    ev.start()
     for round_no in range(1, config.rounds + 1):
-        folder = out / "rounds" / f"{round_no:02d}"
-        done = folder / "round.json"
-        if done.exists():  # finished before a kill: take its kept texts, and its student if it made one
-            summary = json.loads(done.read_text())
-            kept = [r for r in read_jsonl(folder / "candidates.jsonl") if r["verdict"] == "accepted"]
-            state.synthetic += [_row(r, ev.labels) for r in kept]
-            state.history.append(summary)
-            state.empty_streak = 0 if kept else state.empty_streak + 1
-            source_scores = source_scores or summary["before"]
-            skipped = True
-            if state.empty_streak >= 2:
-                break
-            continue
-        if skipped and (out / "student").exists():
-            state.student = load_student(out / "student")  # a resumed run: the latest retrained student
-        skipped = False
-        folder.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        weakness = ev.weakness(state.student, folder)
-        before = state.history[-1]["after"] if state.history else ev.scores(state.student)
-        source_scores = source_scores or before
-        prompts = ev.prompts(weakness, folder)
-        t1 = time.perf_counter()
-        attempts = ev.generate(prompts, folder, round_no)
-        t2 = time.perf_counter()
-        records = ev.judge(prompts, attempts, folder, round_no, state.synthetic)
-        kept = [r for r in records if r["verdict"] == "accepted"]
-        t3 = time.perf_counter()
-        state.synthetic += [_row(r, ev.labels) for r in kept]
-        if kept:
-            state.student, stats = ev.retrain(state.synthetic, folder)
-            after = ev.scores(state.student)
-            save_student(state.student, out / "student")
-            state.empty_streak = 0
-        else:
-            stats, after = [], before
-            state.empty_streak += 1
-            ev._warn(f"round {round_no}: no generated text passed the checks, so the student is unchanged"
-                     + ("; two rounds in a row, so evolve stops here" if state.empty_streak >= 2 else
-                        "; going on to the next round"))
-        t4 = time.perf_counter()
-        summary = _round_summary(round_no, prompts, attempts, records,
-                                 {"analyse": t1 - t0, "generate": t2 - t1, "verify": t3 - t2, "train": t4 - t3})
-        summary.update({"synthetic_total": len(state.synthetic), "before": before, "after": after,
-                        "train_epochs": [asdict(s) for s in stats]})
-        write_json(done, summary)
-        state.history.append(summary)
-        if progress:
-            _print_round(summary)
-        if state.empty_streak >= 2:
+        ev.run_round(round_no)
+        if ev.stopped:
             break
-
-    if not (out / "student").exists():  # no round kept anything: the source student stands
-        save_student(state.student, out / "student")
-    metrics = _final_metrics(ev, state, source_scores, time.perf_counter() - started)
-    write_json(out / "metrics.json", metrics)
-    _plot(out / "evolve.png", state.history, ev.run.labels)
-    return metrics
-
-
-def _row(record: dict, labels: list[str]) -> LabelRow:
-    from .distributions import entropy
-
-    p = np.asarray(record["probs"], dtype=np.float64)
-    return LabelRow(record["text"], tuple(record["probs"]), labels[int(p.argmax())], float(p.max()),
-                    float(entropy(p[None])[0]), 0.0, 0, False)
-
-
-def _final_metrics(ev: _Evolution, state: _State, source_scores: dict | None, seconds: float) -> dict:
-    source = ev.run.metrics
-    history = state.history
-    last = history[-1]["after"] if history else source_scores
-    generated = sum(h["generated"] for h in history)
-    accepted = sum(h["accepted"] for h in history)
-    metrics = {
-        "teacher": source.get("teacher"),  # the source run's teacher on the same eval texts
-        "student": last["eval"] if last else None,
-        "selection": source.get("selection"),
-        "data": {**source["data"], "pool_size": len(ev.pool) + len(state.synthetic), "synthetic": len(state.synthetic),
-                 "real_pool_size": len(ev.pool)},
-        "pool_teacher": source.get("pool_teacher"),
-        "student_model": source.get("student_model"),
-        "seconds": {"total": round(seconds, 2)},
-        "run_id": ev.run_id,
-        "evolve": {
-            "rounds_run": len(history),
-            "generated": generated,
-            "accepted": accepted,
-            "acceptance_rate": round(accepted / generated, 4) if generated else None,
-            "validation": {"size": len(ev.val.texts), "labels": ev.reference_kind},
-            "before": source_scores,
-            "after": last,
-            "rounds": history,
-            "warnings": ev.warnings,
-        },
-    }
-    return metrics
+    return ev.finish()
 
 
 def _print_round(s: dict) -> None:
@@ -680,39 +450,3 @@ def _print_round(s: dict) -> None:
           f"{s['failed_attempts']} failed generations); validation macro-F1 {f1(s['before'], 'validation')} -> "
           f"{f1(s['after'], 'validation')}, eval {f1(s['before'], 'eval')} -> {f1(s['after'], 'eval')}",
           file=sys.stderr)
-
-
-def _plot(path: Path, history: list[dict], labels: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    rounds = [0] + [h["round"] for h in history]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for part, style in (("eval", "o-"), ("validation", "s--")):
-        points = [history[0]["before"]] + [h["after"] for h in history]
-        values = [p[part]["macro_f1"] if p and p.get(part) else math.nan for p in points]
-        if not all(math.isnan(v) for v in values):
-            ax.plot(rounds, values, style, label=f"{part} macro-F1")
-    ax.set_xlabel("round (0: the distill run's student)")
-    ax.set_ylabel("macro-F1")
-    ax.set_xticks(rounds)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    bottom = np.zeros(len(history))
-    for verdict in ("accepted", "teacher_disagrees", "low_confidence", "duplicate", "copies_prompt", "too_short"):
-        counts = np.array([h["verdicts"].get(verdict, 0) for h in history])
-        if counts.any():
-            bx.bar(rounds[1:], counts, bottom=bottom, label=verdict.replace("_", " "))
-            bottom += counts
-    bx.set_xlabel("round")
-    bx.set_ylabel("generated texts")
-    bx.set_xticks(rounds[1:])
-    bx.legend(fontsize=8)
-    fig.suptitle(f"evolve: {len(labels)} labels")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)

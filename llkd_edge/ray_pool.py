@@ -26,7 +26,6 @@ from .errors import MissingDependencyError, UserError
 from .files import one_line
 from .store import LabelRow
 
-
 MAX_RESTARTS = 3  # per actor: enough for the odd killed worker, not a crash loop on a model that cannot load
 REST_S = 10.0  # an actor that lost a batch gets no new work for this long (Ray is restarting it)
 

@@ -64,7 +64,12 @@ class Student:
 def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     """A registered student name or a local transformers folder, with a new K-way classification head."""
     torch = _torch()
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "newly initialised head" is expected, not news

@@ -1,0 +1,112 @@
+"""Every figure the stages draw (matplotlib, headless), each written atomically beside its run's files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .files import save_figure
+from .synthesis import VERDICTS
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
+    """distill's confusion_matrix.png: gold labels down, the student's across."""
+    from sklearn.metrics import confusion_matrix
+
+    plt = _pyplot()
+
+    matrix = confusion_matrix(gold, predicted, labels=list(labels))
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("student's label")
+    ax.set_ylabel("gold label")
+    top = matrix.max() or 1
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def bench_png(path: Path, results: dict, report: dict) -> None:
+    """bench's bench.png: latency, throughput and (with gold labels) accuracy of each model side by side."""
+    plt = _pyplot()
+
+    names = [n for n in ("teacher", "pytorch", "onnx-fp32", "onnx-int8") if n in results]
+    colours = {"teacher": "#8c564b", "pytorch": "#1f77b4", "onnx-fp32": "#2ca02c", "onnx-int8": "#17becf"}
+    panels = [("p50 latency per text, batch 1 (ms, log)", "p50_ms", True),
+              (f"throughput at batch {report['batch_size']} (texts/s, log)", "texts_per_s", True)]
+    if report["gold"]:
+        panels.append(("accuracy on gold labels", "accuracy", False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (title, key, log) in zip(np.atleast_1d(axes), panels):
+        values = [results[n][key] for n in names]
+        bars = ax.bar(names, values, color=[colours[n] for n in names])
+        if key == "p50_ms":
+            p95 = [results[n]["p95_ms"] for n in names]
+            ax.errorbar(names, values, yerr=[np.zeros(len(names)), np.subtract(p95, values)], fmt="none",
+                        ecolor="black", capsize=4, label="p95")
+            ax.legend(loc="upper right", fontsize=8)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], label_type="center", color="white", fontsize=8,
+                     fontweight="bold")  # inside the bars, clear of the p95 whiskers
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.suptitle(f"{report['texts']} texts, {report['machine']['threads']} threads, {report['machine']['cpu']}",
+                 fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def evolve_png(path: Path, history: list[dict], labels: list[str]) -> None:
+    """evolve's evolve.png: macro-F1 per round next to each round's texts by verdict."""
+    plt = _pyplot()
+
+    if not history:
+        return
+    rounds = [0] + [h["round"] for h in history]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for part, style in (("eval", "o-"), ("validation", "s--")):
+        points = [history[0]["before"]] + [h["after"] for h in history]
+        values = [p[part]["macro_f1"] if p and p.get(part) else math.nan for p in points]
+        if not all(math.isnan(v) for v in values):
+            ax.plot(rounds, values, style, label=f"{part} macro-F1")
+    ax.set_xlabel("round (0: the distill run's student)")
+    ax.set_ylabel("macro-F1")
+    ax.set_xticks(rounds)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    bottom = np.zeros(len(history))
+    for verdict in VERDICTS:
+        counts = np.array([h["verdicts"].get(verdict, 0) for h in history])
+        if counts.any():
+            bx.bar(rounds[1:], counts, bottom=bottom, label=verdict.replace("_", " "))
+            bottom += counts
+    bx.set_xlabel("round")
+    bx.set_ylabel("generated texts")
+    bx.set_xticks(rounds[1:])
+    bx.legend(fontsize=8)
+    fig.suptitle(f"evolve: {len(labels)} labels")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
