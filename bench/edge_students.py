@@ -5,29 +5,36 @@ labels come from the store after the first run), `llkd-edge export` (O2, int8 be
 `llkd-edge bench` on the first 100 test texts: teacher, PyTorch, ONNX fp32 and int8 side by side in one
 process with the same threads. Ratios are taken within each bench run, never across runs.
 
-    python bench/edge_students.py [--students minilm-l6,minilm-l3,minilm-l2] [--work runs/edge]
+    python -m bench.edge_students [--students minilm-l6,minilm-l3,minilm-l2] [--work runs/edge]
 
 Writes bench/results/edge_students.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from bench.common import RESULTS, arguments, command, markdown_table, write_report
 from llkd_edge.bench import run_bench
-from llkd_edge.config import BenchConfig, DistillConfig, ExportConfig, LabelSet, ScoringConfig, TrainConfig
+from llkd_edge.config import (
+    BenchConfig,
+    DistillConfig,
+    ExportConfig,
+    LabelSet,
+    ScoringConfig,
+    TrainConfig,
+)
 from llkd_edge.data import builtin_spec
 from llkd_edge.distill import distill
 from llkd_edge.export import export_run
 
-RESULTS = Path(__file__).parent / "results" / "edge_students.json"
+OUT = RESULTS / "edge_students.json"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__, threads=False)
     parser.add_argument("--students", default="minilm-l6,minilm-l3,minilm-l2")
     parser.add_argument("--work", default="runs/edge")
     parser.add_argument("--store", default="runs/demo/labels.sqlite")
@@ -48,23 +55,23 @@ def main() -> int:
         rows.append({"student": name, "eval_200": {"teacher": metrics["teacher"], "student": metrics["student"]},
                      "export": {k: report[k] for k in ("default", "default_reason")}, "bench": bench})
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "results": rows}, indent=2) + "\n")
+    write_report(OUT, {"command": command(), "results": rows})
     b0 = rows[0]["bench"]
     print(f"{b0['texts']} BBC News test texts, the same for every row; {b0['machine']['threads']} threads, "
           f"{b0['machine']['cpu']}; latency at batch 1, throughput at batch {b0['batch_size']}\n")
-    print("| student | model | size MB | accuracy | macro-F1 | p50 ms | p95 ms | texts/s | p50 vs PyTorch | p50 vs teacher |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    table = []
     for row in rows:
         r = row["bench"]["results"]
         for variant in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
             v = r[variant]
             mark = " (default)" if variant == row["bench"]["default_variant"] else ""
             vs_torch = "-" if variant == "teacher" else f"{r['pytorch']['p50_ms'] / v['p50_ms']:.1f}x"
-            print(f"| {row['student']} | {variant}{mark} | {v['size_mb']:.0f} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | "
-                  f"{v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['texts_per_s']:.1f} | {vs_torch} | "
-                  f"{r['teacher']['p50_ms'] / v['p50_ms']:.0f}x |")
-    print(f"\nwrote {RESULTS}")
+            table.append([row["student"], variant + mark, f"{v['size_mb']:.0f}", f"{v['accuracy']:.3f}",
+                          f"{v['macro_f1']:.3f}", f"{v['p50_ms']:.1f}", f"{v['p95_ms']:.1f}", f"{v['texts_per_s']:.1f}",
+                          vs_torch, f"{r['teacher']['p50_ms'] / v['p50_ms']:.0f}x"])
+    print(markdown_table(["student", "model", "size MB", "accuracy", "macro-F1", "p50 ms", "p95 ms", "texts/s",
+                          "p50 vs PyTorch", "p50 vs teacher"], table))
+    print(f"\nwrote {OUT}")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Low-resource study of `evolve` (EvoKD): does a student improve when the teacher writes texts aimed at its
 mistakes, compared with the same student from `distill` alone on the same few texts?
 
-    python bench/evolve_study.py              # bbc-news, 16 pool texts per class, 3 seeds, 3 rounds x 24 texts
-    python bench/evolve_study.py --quick      # 1 seed, 1 round of 8 texts (a few minutes)
-    python bench/evolve_study.py --report-only
+    python -m bench.evolve_study              # bbc-news, 16 pool texts per class, 3 seeds, 3 rounds x 24 texts
+    python -m bench.evolve_study --quick      # 1 seed, 1 round of 8 texts (a few minutes)
+    python -m bench.evolve_study --report-only
 
 Data: the bbc-news train split in its fixed seeded order. Texts from SKIP on (the texts bench/study.py's
 Qwen part labelled, so their labels are reused from its store) give the pool, the first PER_CLASS texts of
@@ -23,7 +23,6 @@ killed study resumes (distill runs are reused, evolve resumes in its round).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -35,14 +34,21 @@ from pathlib import Path
 
 import numpy as np
 
-from llkd_edge.bench import machine
-from llkd_edge.config import DistillConfig, EvolveConfig, LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
+from bench.common import arguments, record, write_report
+from bench.study import mean_std
+from llkd_edge.config import (
+    DistillConfig,
+    EvolveConfig,
+    LabelSet,
+    ScoringConfig,
+    TeacherConfig,
+    TrainConfig,
+)
 from llkd_edge.data import load_builtin
 from llkd_edge.distill import distill
-from llkd_edge.runs import versions
 from llkd_edge.evolve import GENERATION_CTX, evolve
+from llkd_edge.files import read_json, save_figure
 from llkd_edge.teacher import load_teacher
-from study import mean_std
 
 HERE = Path(__file__).parent
 TEACHER = "qwen2.5-coder-1.5b-instruct"
@@ -319,18 +325,17 @@ def plot(report: dict, out: Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "evolve.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--quick", action="store_true", help="one seed, one small round")
     parser.add_argument("--work", help="runs (default runs/evolve-study, --quick: runs/evolve-study-quick)")
     parser.add_argument("--store", help="label store (default runs/study/labels.sqlite, shared with bench/study.py)")
     parser.add_argument("--out", help="report folder (default bench/results/evolve; --quick: WORK/results)")
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--report-only", action="store_true", help="re-render from OUT/evolve.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -340,7 +345,7 @@ def main() -> int:
     out = Path(args.out or (work / "results" if args.quick else HERE / "results" / "evolve"))
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
-        report = json.loads((out / "evolve.json").read_text())
+        report = read_json(out / "evolve.json")
     else:
         from llkd_edge.errors import UserError
 
@@ -349,11 +354,9 @@ def main() -> int:
         except UserError as exc:  # e.g. the Qwen teacher's packages are not installed
             print(f"evolve study: {exc}", file=sys.stderr)
             return 1
-        report.update({"command": "python " + " ".join(sys.argv), "machine": machine(args.threads),
-                       "versions": versions("scikit-learn")})
-        (out / "evolve.json").write_text(json.dumps(report, indent=1) + "\n")
+        report.update(record(args.threads, "scikit-learn"))
     table = markdown(report)
-    (out / "evolve.md").write_text(table)
+    write_report(out / "evolve.json", report, table)
     png = plot(report, out)
     print(table)
     print(f"wrote {out / 'evolve.json'}, {out / 'evolve.md'}, {png}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Ablation: does it matter whether LLKD reads the student's need with dropout on or off?
 
-    python bench/need_ablation.py            # 3 datasets x 3 seeds x 2 ways, the study's settings
-    python bench/need_ablation.py --quick    # bbc-news, 1 seed, small pool: a few minutes
+    python -m bench.need_ablation            # 3 datasets x 3 seeds x 2 ways, the study's settings
+    python -m bench.need_ablation --quick    # bbc-news, 1 seed, small pool: a few minutes
 
 The student's need (normalised entropy of its prediction) decides which samples LLKD keeps. ``train`` reads
 it from the training forward pass, where dropout is on (free, but noisy); ``eval`` from an extra no-grad pass
@@ -14,28 +14,23 @@ Writes bench/results/need_ablation.json and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from study import DEFAULT_TEACHER, FULL, QUICK, Cells, labelled_split, mean_std
-
-from llkd_edge.bench import machine
-from llkd_edge.config import default_threads
-from llkd_edge.runs import versions
+from bench.common import arguments, record, write_report
+from bench.study import DEFAULT_TEACHER, FULL, QUICK, Cells, labelled_split, mean_std
+from llkd_edge.files import read_json
 
 HERE = Path(__file__).parent
 STUDY = HERE / "results" / "study" / "study.json"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", default=None, help="cells and label store (default: the study's)")
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--out", default=None, help="default bench/results/need_ablation.json (--quick: WORK/...)")
     args = parser.parse_args()
     from tqdm.auto import tqdm
@@ -43,7 +38,7 @@ def main() -> int:
     base = QUICK if args.quick else FULL
     work = Path(args.work or ("runs/study-quick" if args.quick else "runs/study"))
     store = str(work / "labels.sqlite")
-    tuned = json.loads(STUDY.read_text())["tuned_learning_rate"] if STUDY.exists() else {}
+    tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() else {}
     started = time.perf_counter()
     bar = tqdm(total=len(base.datasets) * len(base.seeds) * 2, unit="cell", desc="need ablation")
     rows = []
@@ -72,14 +67,12 @@ def main() -> int:
                      f"{t['mean']:.0f} | {n['mean']:.0f} |")
     table = "\n".join(lines)
     print(table)
-    report = {"command": "python " + " ".join(sys.argv), "plan": {"datasets": base.datasets, "pool": base.pool,
+    report = {**record(args.threads, "scikit-learn"), "plan": {"datasets": base.datasets, "pool": base.pool,
               "test": base.test, "seeds": base.seeds, "student": base.student, "epochs": base.epochs,
               "max_length": base.max_length, "batch_size": base.batch_size},
-              "rows": rows, "table": table, "seconds": round(time.perf_counter() - started, 1),
-              "machine": machine(args.threads), "versions": versions("scikit-learn")}
+              "rows": rows, "table": table, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out or (work / "need_ablation.json" if args.quick else HERE / "results" / "need_ablation.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_report(out, report)
     print(f"wrote {out}")
     return 0
 

@@ -9,7 +9,7 @@ one worker (T CPUs), and with Ray and two workers (T/2 CPUs each), on one local 
 Reported: the labelling loop's texts/s (as `label` reports it) and the whole call's seconds (Ray actors
 starting and loading their teachers included). Same texts, alternating rounds, each keeps its best.
 
-    python bench/scale_throughput.py [--texts 96] [--rounds 2] [--threads T] [--teacher gemma3-270m]
+    python -m bench.scale_throughput [--texts 96] [--rounds 2] [--threads T] [--teacher gemma3-270m]
                                      [--n-gpu-layers N]
 
 Writes bench/results/scale_throughput.json and prints Markdown tables.
@@ -17,25 +17,27 @@ Writes bench/results/scale_throughput.json and prints Markdown tables.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 
-from llkd_edge.bench import cpu_model
-from llkd_edge.config import LabelRunConfig, LabelSet, RayConfig, ScoringConfig, TeacherConfig, default_threads
+from bench.common import RESULTS, arguments, markdown_table, record, write_report
+from llkd_edge.config import (
+    LabelRunConfig,
+    LabelSet,
+    RayConfig,
+    ScoringConfig,
+    TeacherConfig,
+    default_threads,
+)
 from llkd_edge.data import load_builtin
 from llkd_edge.labelling import label_texts
 from llkd_edge.registry import resolve_teacher
 from llkd_edge.teacher import Teacher
 
-RESULTS = Path(__file__).parent / "results" / "scale_throughput.json"
+OUT = RESULTS / "scale_throughput.json"
 DATA = "bbc-news:train"
 WIDTHS = (1, 2, 4, 8)
 
@@ -103,10 +105,9 @@ def time_backends(args, scoring: ScoringConfig) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--texts", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--teacher", default="gemma3-270m")
     parser.add_argument("--max-text-tokens", type=int, default=128)
     parser.add_argument("--n-gpu-layers", type=int, default=None, help="default: all when the build can offload")
@@ -118,10 +119,8 @@ def main() -> int:
     widths = time_widths(args, scoring, data.texts)
     backends = None if args.skip_ray else time_backends(args, scoring)
     report = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {"cpus": default_threads(), "threads": args.threads, "python": platform.python_version(),
-                    "cpu": cpu_model(), "llama_cpp_python": metadata.version("llama_cpp_python"),
-                    "ray": metadata.version("ray") if backends else None},
+        **record(args.threads, "llama_cpp_python", "ray"),
+        "cpus": default_threads(),
         "teacher": args.teacher,
         "texts": args.texts,
         "max_text_tokens": args.max_text_tokens,
@@ -129,23 +128,19 @@ def main() -> int:
         "widths": widths,
         "backends": backends,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(OUT, report)
 
     print(f"teacher {args.teacher}, {args.texts} BBC train texts at <= {args.max_text_tokens} tokens, "
           f"{args.threads} threads, {widths['n_gpu_layers']} GPU layers, best of {args.rounds} alternating rounds\n")
-    print("| texts per decode | texts/s | vs 1 | same label as 1 | mean abs diff vs 1 |")
-    print("|---|---|---|---|---|")
-    for w in WIDTHS:
-        print(f"| {w} | {widths['texts_per_s'][w]} | {widths['speed_vs_one'][w]:.2f}x | "
-              f"{widths['same_label_as_one'][w]:.3f} | {widths['mean_abs_diff_vs_one'][w]} |")
+    print(markdown_table(["texts per decode", "texts/s", "vs 1", "same label as 1", "mean abs diff vs 1"],
+                         [[w, widths["texts_per_s"][w], f"{widths['speed_vs_one'][w]:.2f}x",
+                           f"{widths['same_label_as_one'][w]:.3f}", widths["mean_abs_diff_vs_one"][w]] for w in WIDTHS]))
     if backends:
-        print("\n| backend | texts/s (labelling) | vs local | whole call s (start-up included) |")
-        print("|---|---|---|---|")
-        for name in backends["texts_per_s"]:
-            print(f"| {name} | {backends['texts_per_s'][name]} | {backends['speed_vs_local'][name]:.2f}x | "
-                  f"{backends['whole_call_seconds'][name]} |")
-    print(f"\nwrote {RESULTS}")
+        print()
+        print(markdown_table(["backend", "texts/s (labelling)", "vs local", "whole call s (start-up included)"],
+                             [[name, backends["texts_per_s"][name], f"{backends['speed_vs_local'][name]:.2f}x",
+                               backends["whole_call_seconds"][name]] for name in backends["texts_per_s"]]))
+    print(f"\nwrote {OUT}")
     return 0
 
 

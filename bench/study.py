@@ -1,7 +1,7 @@
 """The study: LLKD against its baselines on real data, several seeds, a data-budget curve, teacher reliability.
 
-    python bench/study.py --quick     # a small version (1 dataset, 1 seed, small pool): a few minutes
-    python bench/study.py             # the full study: ~2 h on 2 cores with an empty label store
+    python -m bench.study --quick     # a small version (1 dataset, 1 seed, small pool): a few minutes
+    python -m bench.study             # the full study: ~2 h on 2 cores with an empty label store
 
 Driven through the library API (labelling.label_dataset -> train.build_student/train -> predict_proba).
 For each built-in dataset the train split is cut, in its fixed seeded order, into a validation slice (the
@@ -21,8 +21,6 @@ epochs on the curve dataset. Then it writes OUT/study.json, OUT/study.md (the ta
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,15 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from llkd_edge.bench import machine
-from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig, default_threads
+from bench.common import arguments, record, write_report
+from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig
 from llkd_edge.data import Dataset, load_builtin
-from llkd_edge.runs import versions
 from llkd_edge.errors import MissingDependencyError, UserError
+from llkd_edge.files import read_json, save_figure, write_json
 from llkd_edge.labelling import Labelled, gold_scores, label_dataset
-from llkd_edge.teacher import load_teacher
 from llkd_edge.metrics import calibration, classification_scores
 from llkd_edge.selection import METHODS
+from llkd_edge.teacher import load_teacher
 
 HERE = Path(__file__).parent
 DEFAULT_TEACHER = "gemma3-270m"
@@ -201,14 +199,12 @@ class Cells:
         path = self.folder / f"{cell_name(split, self.plan, n, method, seed, lr, epochs)}.json"
         if path.exists():
             self.bar.update(1)
-            self.seen[path.name] = json.loads(path.read_text())
+            self.seen[path.name] = read_json(path)
             return self.seen[path.name]
         self.bar.set_description(f"{split.dataset} {split.teacher.split('-')[0]} n={n} {method} seed {seed} lr {lr:g} "
                                  f"{epochs} epochs")
         cell = run_cell(split, self.plan, n, method, seed, lr, epochs, self.threads)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cell, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_json(path, cell)
         self.bar.update(1)
         self.seen[path.name] = cell
         return cell
@@ -504,7 +500,7 @@ def plot(report: dict, out: Path) -> list[Path]:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -513,13 +509,12 @@ def _save(fig, path: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--quick", action="store_true", help="a small version that runs in a few minutes")
     parser.add_argument("--work", help="cells and label store (default runs/study or runs/study-quick)")
     parser.add_argument("--store", help="label store (default WORK/labels.sqlite)")
     parser.add_argument("--out", help="tables and plots (default bench/results/study; --quick: WORK/results)")
     parser.add_argument("--no-strong", action="store_true", help=f"leave out the {STRONG_TEACHER} teacher")
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--report-only", action="store_true",
                         help="re-render OUT/study.md and the plots from OUT/study.json (no labelling, no training)")
     args = parser.parse_args()
@@ -536,7 +531,7 @@ def main() -> int:
     store = args.store or str(work / "labels.sqlite")
 
     if args.report_only:
-        report = json.loads((out / "study.json").read_text())
+        report = read_json(out / "study.json")
     else:
         try:
             report = run_study(plan, work, store, args.threads)
@@ -544,11 +539,9 @@ def main() -> int:
             hint = " (or pass --no-strong)" if isinstance(exc, MissingDependencyError) and plan.strong else ""
             print(f"study: {exc}{hint}", file=sys.stderr)
             return 1
-        report.update({"command": "python " + " ".join(sys.argv), "store": store, "machine": machine(args.threads),
-                       "versions": versions("scikit-learn", "onnxruntime")})
-        (out / "study.json").write_text(json.dumps(report, indent=1) + "\n")
+        report.update({**record(args.threads, "scikit-learn", "onnxruntime"), "store": store})
     table = markdown(report)
-    (out / "study.md").write_text(table)
+    write_report(out / "study.json", report, table)
     pngs = plot(report, out)
     print(table)
     print(f"wrote {out / 'study.json'}, {out / 'study.md'}, " + ", ".join(str(p) for p in pngs), file=sys.stderr)

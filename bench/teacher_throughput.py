@@ -10,36 +10,37 @@ On the same BBC News texts (truncated to 128 tokens), side by side in one run, a
 Two prompts: zero-shot (short prefix) and 5-shot (one example per class, long prefix), because the
 cached prefix matters in proportion to the prefix's length. Threads are fixed and printed.
 
-    python bench/teacher_throughput.py [--texts 60] [--rounds 2] [--threads N]
+    python -m bench.teacher_throughput [--texts 60] [--rounds 2] [--threads N]
 
 Writes bench/results/teacher_throughput.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
-from pathlib import Path
 
-from llkd_edge.bench import cpu_model
-from llkd_edge.config import LabelRunConfig, LabelSet, ScoringConfig, TeacherConfig, default_threads
+from bench.common import RESULTS, arguments, markdown_table, record, write_report
+from llkd_edge.config import (
+    LabelRunConfig,
+    LabelSet,
+    ScoringConfig,
+    TeacherConfig,
+    default_threads,
+)
 from llkd_edge.data import load_builtin
 from llkd_edge.labelling import label_texts
 from llkd_edge.registry import resolve_teacher
 from llkd_edge.teacher import Teacher
 
-RESULTS = Path(__file__).parent / "results" / "teacher_throughput.json"
+OUT = RESULTS / "teacher_throughput.json"
 
 
 def time_raw(teacher: Teacher, token_lists: list[list[int]]) -> float:
     """llama.cpp only: the same per-text evaluations the label path does, prefix cached."""
-    llm = teacher._llm  # the benchmark measures the binding directly, on purpose
-    prefix = teacher._prefix_tokens
+    llm = teacher.llm  # the benchmark measures the binding directly, on purpose
+    prefix = teacher.prefix_tokens
     llm.reset()
     llm.eval(prefix)
     start = time.perf_counter()
@@ -47,20 +48,20 @@ def time_raw(teacher: Teacher, token_lists: list[list[int]]) -> float:
         llm.n_tokens = len(prefix)
         llm.eval(tokens)
     elapsed = time.perf_counter() - start
-    teacher._prefix_ready = False  # we moved the cache under the teacher's feet
+    teacher.release_cache()  # we moved the cache under the teacher's feet
     return elapsed
 
 
 def time_naive(teacher: Teacher, token_lists: list[list[int]]) -> float:
     """Re-evaluate the whole prompt for every text (no prefix reuse)."""
-    llm = teacher._llm
-    prefix = teacher._prefix_tokens
+    llm = teacher.llm
+    prefix = teacher.prefix_tokens
     start = time.perf_counter()
     for tokens in token_lists:
         llm.reset()
         llm.eval(prefix + tokens)
     elapsed = time.perf_counter() - start
-    teacher._prefix_ready = False
+    teacher.release_cache()
     return elapsed
 
 
@@ -78,9 +79,9 @@ def time_label(teacher: Teacher, data: str, limit: int, scoring: ScoringConfig) 
 def run_prompt(name: str, scoring: ScoringConfig, texts: list[str], data: str, args) -> dict:
     teacher = Teacher(resolve_teacher(args.teacher), scoring, TeacherConfig(model=args.teacher, n_threads=args.threads))
     teacher.content_free  # calibration is a one-off; keep it out of the timings
-    token_lists = [teacher._text_tokens(t)[0] + teacher._suffix_tokens for t in texts]
+    token_lists = [teacher.answer_tokens(t) for t in texts]
     per_text_tokens = sum(len(t) for t in token_lists)
-    prefix_len = len(teacher._prefix_tokens)
+    prefix_len = len(teacher.prefix_tokens)
     times: dict[str, list[float]] = {"raw": [], "label": [], "naive": []}
     for _ in range(args.rounds):  # alternate, so a noisy neighbour hurts every path alike
         times["raw"].append(time_raw(teacher, token_lists))
@@ -117,10 +118,9 @@ def llama_system_info() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--texts", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--teacher", default="gemma3-270m")
     parser.add_argument("--max-text-tokens", type=int, default=128)
     args = parser.parse_args()
@@ -139,31 +139,26 @@ def main() -> int:
     }
     results = [run_prompt(name, scoring, test.texts, data, args) for name, scoring in prompts.items()]
     report = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {"cpus": default_threads(), "threads": args.threads, "python": platform.python_version(),
-                    "llama_cpp_python": metadata.version("llama_cpp_python"), "cpu": cpu_model(),
-                    "llama_cpp_system_info": llama_system_info()},
+        **record(args.threads, "llama_cpp_python"),
+        "llama_cpp_system_info": llama_system_info(),
+        "cpus": default_threads(),
         "teacher": args.teacher,
         "max_text_tokens": args.max_text_tokens,
         "results": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(OUT, report)
 
     print(f"teacher {args.teacher}, {args.threads} threads, {args.texts} BBC test texts at <= {args.max_text_tokens} "
           f"tokens, best of {args.rounds} alternating rounds\n")
-    print("| prompt | prefix tok | path | texts/s | eval tok/s | time vs raw |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        for path in ("raw", "label", "naive"):
-            ratio = r["seconds_best"][path] / r["seconds_best"]["raw"]
-            print(f"| {r['prompt']} | {r['prefix_tokens']} | {path} | {r['texts_per_s'][path]} | "
-                  f"{r['eval_tokens_per_s'][path]} | {ratio:.2f}x |")
+    print(markdown_table(["prompt", "prefix tok", "path", "texts/s", "eval tok/s", "time vs raw"],
+                         [[r["prompt"], r["prefix_tokens"], path, r["texts_per_s"][path], r["eval_tokens_per_s"][path],
+                           f"{r['seconds_best'][path] / r['seconds_best']['raw']:.2f}x"]
+                          for r in results for path in ("raw", "label", "naive")]))
     print()
     for r in results:
         print(f"{r['prompt']}: label path takes {r['ratios']['label_time_over_raw']}x the raw llama.cpp time; "
               f"naive takes {r['ratios']['naive_time_over_label']}x the label path's time")
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {OUT}")
     return 0
 
 

@@ -4,27 +4,25 @@ Real BBC News texts, the real pretrained MiniLM (and the fresh tiny BERT), a ful
 (forward, LLKD selection, backward, AdamW) at batch 32, for two sequence lengths. Students are timed in
 alternating rounds so a noisy neighbour hurts all of them alike; the best round is kept.
 
-    python bench/train_throughput.py [--steps 6] [--rounds 2] [--threads N]
+    python -m bench.train_throughput [--steps 6] [--rounds 2] [--threads N]
 
 Writes bench/results/train_throughput.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from llkd_edge.config import LabelSet, default_threads
+from bench.common import RESULTS, arguments, markdown_table, record, write_report
+from llkd_edge.config import LabelSet
 from llkd_edge.data import load_builtin
 from llkd_edge.selection import ThresholdState, select
-from llkd_edge.train import _collate, _encode, build_student
+from llkd_edge.train import build_student, collate, encode
 
-RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
+OUT = RESULTS / "train_throughput.json"
 STUDENTS = ["tiny", "minilm-l2", "minilm-l3", "minilm-l6"]
 
 
@@ -34,14 +32,14 @@ def time_steps(student, texts, batch_size, max_length, steps, torch) -> float:
     model.train()
     k = model.config.num_labels
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    ids = _encode(student.tokenizer, texts, max_length)
+    ids = encode(student.tokenizer, texts, max_length)
     rng = np.random.default_rng(0)
     state = ThresholdState.initial(k)
     total = 0.0
     for step in range(steps + 1):
         batch = rng.choice(len(ids), size=batch_size, replace=False)
         start = time.perf_counter()
-        input_ids, mask = _collate(torch, [ids[i] for i in batch], 0)
+        input_ids, mask = collate(torch, [ids[i] for i in batch], 0)
         logits = model(input_ids=input_ids, attention_mask=mask).logits
         with torch.no_grad():
             p = torch.softmax(logits, -1)
@@ -59,11 +57,10 @@ def time_steps(student, texts, batch_size, max_length, steps, torch) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--lengths", default="64,128")
     args = parser.parse_args()
 
@@ -92,17 +89,14 @@ def main() -> int:
                 "samples_per_s": round(args.steps * args.batch_size / t, 1),
                 "speedup_vs_minilm_l6": round(base / t, 2),
             })
-    report = {"command": "python " + " ".join(sys.argv), "threads": args.threads, "batch_size": args.batch_size,
-              "steps": args.steps, "rounds": args.rounds, "torch": torch.__version__, "results": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    report = {**record(args.threads), "threads": args.threads, "batch_size": args.batch_size,
+              "steps": args.steps, "rounds": args.rounds, "results": rows}
+    write_report(OUT, report)
     print(f"{args.threads} threads, batch {args.batch_size}, best of {args.rounds} rounds of {args.steps} steps\n")
-    print("| student | params (M) | max length | s/step | samples/s | vs minilm-l6 |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['student']} | {r['parameters'] / 1e6:.1f} | {r['max_length']} | {r['seconds_per_step']} | "
-              f"{r['samples_per_s']} | {r['speedup_vs_minilm_l6']}x |")
-    print(f"\nwrote {RESULTS}")
+    print(markdown_table(["student", "params (M)", "max length", "s/step", "samples/s", "vs minilm-l6"],
+                         [[r["student"], f"{r['parameters'] / 1e6:.1f}", r["max_length"], r["seconds_per_step"],
+                           r["samples_per_s"], f"{r['speedup_vs_minilm_l6']}x"] for r in rows]))
+    print(f"\nwrote {OUT}")
     return 0
 
 

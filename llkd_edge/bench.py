@@ -14,7 +14,6 @@ Writes OUT/bench.json (figures, ratios, settings, machine) and OUT/bench.png (th
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,22 +26,9 @@ from .errors import DataError, UserError
 from .files import write_json
 from .metrics import classification_scores
 from .plots import bench_png
+from .report import machine
 from .runs import open_run, versions
 from .runtime import Classifier, read_manifest
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def machine(threads: int) -> dict:
-    return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def latencies(fn: Callable[[list[str]], object], texts: Sequence[str]) -> np.ndarray:

@@ -412,21 +412,23 @@ def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, b
 
 def format_bench_table(report: dict) -> str:
     """The bench report as a Markdown table plus its ratios (also used by the README)."""
+    from .report import markdown_table
+
     results = report["results"]
     quality = report["gold"]
-    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
-             f"latency at batch 1, throughput at batch {report['batch_size']}", "",
-             "| model | size MB | p50 ms | p95 ms | texts/s | " + ("accuracy | macro-F1 |" if quality else ""),
-             "|---|---|---|---|---|" + ("---|---|" if quality else "")]
+    header = ["model", "size MB", "p50 ms", "p95 ms", "texts/s"] + (["accuracy", "macro-F1"] if quality else [])
+    rows = []
     for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
         if name not in results:
             continue
         r = results[name]
         mark = " (default)" if name == report["default_variant"] else ""
-        row = f"| {name}{mark} | {r['size_mb']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['texts_per_s']:.1f} |"
+        row = [f"{name}{mark}", f"{r['size_mb']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
         if quality:
-            row += f" {r['accuracy']:.3f} | {r['macro_f1']:.3f} |"
-        lines.append(row)
+            row += [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}"]
+        rows.append(row)
+    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
+             f"latency at batch 1, throughput at batch {report['batch_size']}", "", markdown_table(header, rows)]
     lines.append("")
     for key, ratio in report["ratios"].items():
         fast, slow = key.split("_vs_")

@@ -356,6 +356,26 @@ class Teacher:
         rows = self.score(texts)
         return np.array([r.probs for r in rows]).reshape(len(rows), len(self.scoring.labels.names))
 
+    # ---------------------------------------------------------------------------------- llama.cpp directly
+    @property
+    def llm(self):
+        """The loaded ``llama_cpp.Llama``, for tools that measure the binding itself (bench/). Evaluating on it
+        moves the KV cache under the teacher: call ``release_cache()`` afterwards."""
+        return self._llm
+
+    @property
+    def prefix_tokens(self) -> list[int]:
+        """The prompt's shared prefix (task, labels, examples), evaluated once and kept in the KV cache."""
+        return list(self._prefix_tokens)
+
+    def answer_tokens(self, text: str) -> list[int]:
+        """What is evaluated after the prefix for ``text``: its tokens (cut to the budget) and the suffix."""
+        return self._text_tokens(text)[0] + self._suffix_tokens
+
+    def release_cache(self) -> None:
+        """Forget the cached prefix (someone else used the context): the next text evaluates it again."""
+        self._prefix_ready = False
+
     # ---------------------------------------------------------------------------------- generation
     @property
     def instruct(self) -> bool:

@@ -128,11 +128,11 @@ class Pool:
         return self.probs.max(axis=1)
 
 
-def _encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
-def _collate(torch, ids: list[list[int]], pad_id: int):
+def collate(torch, ids: list[list[int]], pad_id: int):
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -282,7 +282,7 @@ def train(
         rng.bit_generator.state = saved["numpy_rng"]
         start_epoch = saved["epoch"] + 1
 
-    ids = _encode(student.tokenizer, pool.texts, config.max_length)
+    ids = encode(student.tokenizer, pool.texts, config.max_length)
     pad_id = student.tokenizer.pad_token_id or 0
     targets_hard = torch.tensor(pool.pseudo, dtype=torch.long, device=device)
     targets_soft = torch.tensor(pool.probs, dtype=torch.float32, device=device)
@@ -306,7 +306,7 @@ def train(
                    disable=not progress, dynamic_ncols=True, leave=False)
         for step in bar:
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            input_ids, attention = _collate(torch, [ids[i] for i in batch], pad_id)
+            input_ids, attention = collate(torch, [ids[i] for i in batch], pad_id)
             input_ids, attention = input_ids.to(device), attention.to(device)
             if eval_need:  # the student's need without dropout noise: a no-grad pass in eval mode first
                 tick = time.perf_counter()
@@ -395,12 +395,12 @@ def predict_logits(student: Student, texts: Sequence[str], max_length: int, batc
     model = student.model
     model.eval()
     device = next(model.parameters()).device  # where training left it
-    ids = _encode(student.tokenizer, texts, max_length)
+    ids = encode(student.tokenizer, texts, max_length)
     pad_id = student.tokenizer.pad_token_id or 0
     out = []
     with torch.no_grad():
         for start in tqdm(range(0, len(ids), batch_size), desc="evaluating", disable=not progress, leave=False):
-            input_ids, attention = _collate(torch, ids[start : start + batch_size], pad_id)
+            input_ids, attention = collate(torch, ids[start : start + batch_size], pad_id)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
             out.append(logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)

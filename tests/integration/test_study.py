@@ -1,18 +1,13 @@
 """bench/study.py end to end on a tiny plan: real Gemma labels, real MiniLM students, tables and plots."""
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-_spec = importlib.util.spec_from_file_location("study", Path(__file__).parents[2] / "bench" / "study.py")
-study = sys.modules["study"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study)
+from bench import study
 
 TINY = replace(study.QUICK, val=20, pool=48, test=24, seeds=(0, 1), methods=("llkd", "all"),
                curve_sizes=(24, 48), learning_rates=(1e-3,), epochs=1)

@@ -1,17 +1,12 @@
 """The study's arithmetic (bench/study.py) and the calibration table it draws its reliability diagrams from."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llkd_edge.metrics import calibration
 
-_spec = importlib.util.spec_from_file_location("study", Path(__file__).parents[2] / "bench" / "study.py")
-study = sys.modules["study"] = importlib.util.module_from_spec(_spec)  # dataclasses look their module up
-_spec.loader.exec_module(study)
+from bench import study
 
 
 def test_calibration_bins_counts_and_ece_by_hand():
@@ -78,14 +73,9 @@ def test_summaries_are_mean_and_sample_std_over_seeds():
 
 
 def _evolve_study():
-    spec = importlib.util.spec_from_file_location("evolve_study", Path(__file__).parents[2] / "bench" / "evolve_study.py")
-    module = sys.modules["evolve_study"] = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))  # it imports its sibling study.py
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    return module
+    from bench import evolve_study
+
+    return evolve_study
 
 
 def test_evolve_study_pool_takes_the_first_texts_of_each_class_and_the_control_matches_steps():

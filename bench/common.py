@@ -1,0 +1,46 @@
+"""What the benchmark scripts share: their arguments, the record every report carries (the command that
+made it, the machine, the versions), writing a report, and Markdown tables (the CLI's too)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llkd_edge.config import default_threads
+from llkd_edge.files import write_json, write_text
+from llkd_edge.report import cpu_model, machine, markdown_table
+from llkd_edge.runs import versions
+
+__all__ = ["RESULTS", "arguments", "command", "cpu_model", "machine", "markdown_table", "record", "write_report"]
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def arguments(doc: str, threads: bool = True) -> argparse.ArgumentParser:
+    """A parser described by the first line of the script's docstring, with --threads unless told otherwise."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if threads:
+        parser.add_argument("--threads", type=int, default=default_threads())
+    return parser
+
+
+def command() -> str:
+    """This run as a command to paste: ``python -m bench.NAME ARGS`` (or the script path it was started by)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    start = f"python -m {spec.name}" if spec and spec.name else f"python {sys.argv[0]}"
+    return " ".join([start, *sys.argv[1:]])
+
+
+def record(threads: int, *packages: str) -> dict:
+    """The fields every report starts with: command, machine, versions (the package's, plus ``packages``)."""
+    return {"command": command(), "machine": machine(threads), "versions": versions(*packages)}
+
+
+def write_report(path: Path, report: dict, markdown: str | None = None) -> Path:
+    """REPORT as JSON at ``path`` (and ``markdown`` beside it as .md), each written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, report)
+    if markdown is not None:
+        write_text(path.with_suffix(".md"), markdown)
+    return path
