@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 from llkd_edge.config import default_threads
-from llkd_edge.files import write_json, write_text
+from llkd_edge.files import save_figure, write_json, write_text
 from llkd_edge.report import cpu_model, machine, markdown_table
 from llkd_edge.runs import versions
 
-__all__ = ["RESULTS", "arguments", "command", "cpu_model", "machine", "markdown_table", "record", "write_report"]
+__all__ = ["RESULTS", "arguments", "command", "cpu_model", "machine", "markdown_table", "record", "save_plot",
+           "write_report"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,6 +36,15 @@ def command() -> str:
 def record(threads: int, *packages: str) -> dict:
     """The fields every report starts with: command, machine, versions (the package's, plus ``packages``)."""
     return {"command": command(), "machine": machine(threads), "versions": versions(*packages)}
+
+
+def save_plot(fig, path: Path) -> Path:
+    """A matplotlib figure written atomically, then closed."""
+    import matplotlib.pyplot as plt
+
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
 
 
 def write_report(path: Path, report: dict, markdown: str | None = None) -> Path:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import arguments, record, write_report
+from bench.common import arguments, record, save_plot, write_report
 from bench.study import mean_std
 from llkd_edge.config import (
     DistillConfig,
@@ -47,7 +47,7 @@ from llkd_edge.config import (
 from llkd_edge.data import load_builtin
 from llkd_edge.distill import distill
 from llkd_edge.evolve import GENERATION_CTX, evolve
-from llkd_edge.files import read_json, save_figure
+from llkd_edge.files import read_json
 from llkd_edge.teacher import load_teacher
 
 HERE = Path(__file__).parent
@@ -324,10 +324,7 @@ def plot(report: dict, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "evolve.png"
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_plot(fig, out / "evolve.png")
 
 
 def main() -> int:

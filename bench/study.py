@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import arguments, record, write_report
+from bench.common import arguments, record, save_plot, write_report
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig
 from llkd_edge.data import Dataset, load_builtin
 from llkd_edge.errors import MissingDependencyError, UserError
-from llkd_edge.files import read_json, save_figure, write_json
+from llkd_edge.files import read_json, write_json
 from llkd_edge.labelling import Labelled, gold_scores, label_dataset
 from llkd_edge.metrics import calibration, classification_scores
 from llkd_edge.selection import METHODS
@@ -453,7 +453,7 @@ def plot(report: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Student macro-F1 by selection method (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
-    written.append(_save(fig, out / "study_methods.png"))
+    written.append(save_plot(fig, out / "study_methods.png"))
 
     # 2. data budget
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -473,7 +473,7 @@ def plot(report: dict, out: Path) -> list[Path]:
     ax.set_title(f"Data budget on {plan['curve_dataset']} (mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(_save(fig, out / "study_budget.png"))
+    written.append(save_plot(fig, out / "study_budget.png"))
 
     # 3. reliability diagrams
     items = list(teachers.values())
@@ -493,16 +493,8 @@ def plot(report: dict, out: Path) -> list[Path]:
         ax.set_title(f"{t['dataset']}, {t['teacher'].split('-')[0]}\nECE {r['ece']:.3f}, {r['n']} texts", fontsize=9)
     fig.suptitle("Teacher reliability: pseudo-label accuracy per confidence bin (counts in the bars)", fontsize=9)
     fig.tight_layout()
-    written.append(_save(fig, out / "study_reliability.png"))
+    written.append(save_plot(fig, out / "study_reliability.png"))
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ main

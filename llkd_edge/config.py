@@ -33,6 +33,17 @@ def identity(config) -> dict:
             for f in fields(config) if f.metadata.get("identity", True)}
 
 
+def _one_of(option: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {option} {value!r}; use one of {', '.join(map(str, choices))}")
+
+
+def _at_least_one(config, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+
+
 @dataclass(frozen=True)
 class LabelSet:
     """Label names and the words the teacher is asked to say for each (its verbalisers).
@@ -170,9 +181,7 @@ class RayConfig:
     attempts: int = 3  # a batch whose worker dies is sent elsewhere, up to this many tries in all
 
     def __post_init__(self) -> None:
-        for name in ("workers", "cpus_per_worker", "in_flight", "attempts"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        _at_least_one(self, "workers", "cpus_per_worker", "in_flight", "attempts")
         if self.gpus_per_worker < 0:
             raise UserError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
 
@@ -195,14 +204,12 @@ class LabelRunConfig:
     role: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.role not in LABEL_ROLES:
-            raise UserError(f"unknown --role {self.role!r}; use one of {', '.join(LABEL_ROLES)}")
+        _one_of("--role", self.role, LABEL_ROLES)
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.commit_every < 1:
             raise UserError("commit_every must be at least 1")
-        if self.backend not in BACKENDS:
-            raise UserError(f"unknown --backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        _one_of("--backend", self.backend, BACKENDS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -237,15 +244,10 @@ class TrainConfig:
     device: str = field(default="auto", metadata=RUNTIME)
 
     def __post_init__(self) -> None:
-        if self.need_pass not in NEED_PASSES:
-            raise UserError(f"unknown --need-pass {self.need_pass!r}; use one of {', '.join(NEED_PASSES)}")
-        if self.device not in DEVICES:
-            raise UserError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}")
-        if self.selection not in SELECTION_METHODS:
-            raise UserError(f"unknown --selection {self.selection!r}; use one of {', '.join(SELECTION_METHODS)}")
-        for name in ("epochs", "batch_size", "max_length", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        _one_of("--need-pass", self.need_pass, NEED_PASSES)
+        _one_of("--device", self.device, DEVICES)
+        _one_of("--selection", self.selection, SELECTION_METHODS)
+        _at_least_one(self, "epochs", "batch_size", "max_length", "threads")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
@@ -314,17 +316,14 @@ class EvolveConfig:
     n_gpu_layers: int | None = field(default=None, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "per_round", "per_request", "val_limit", "min_words", "max_new_tokens", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        _at_least_one(self, "rounds", "per_round", "per_request", "val_limit", "min_words", "max_new_tokens", "threads")
         for name in ("retries", "prompt_examples"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
         for name in ("min_confidence", "hard_share", "near_duplicate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if self.val_labels not in VAL_LABELS:
-            raise UserError(f"unknown --val-labels {self.val_labels!r}; use one of {', '.join(VAL_LABELS)}")
+        _one_of("--val-labels", self.val_labels, VAL_LABELS)
         if not self.temperature >= 0:
             raise UserError(f"--temperature must be at least 0, got {self.temperature}")
         if not self.timeout_s > 0:
@@ -351,10 +350,8 @@ class ExportConfig:
     threads: int = field(default_factory=default_threads)
 
     def __post_init__(self) -> None:
-        if self.optimize not in OPTIMIZE_LEVELS:
-            raise UserError(f"unknown --optimize {self.optimize!r}; use one of {', '.join(OPTIMIZE_LEVELS)}")
-        if self.quantize not in QUANTIZE_MODES:
-            raise UserError(f"unknown --quantize {self.quantize!r}; use one of {', '.join(QUANTIZE_MODES)}")
+        _one_of("--optimize", self.optimize, OPTIMIZE_LEVELS)
+        _one_of("--quantize", self.quantize, QUANTIZE_MODES)
         if not 0 <= self.min_agreement <= 1:
             raise UserError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
         if self.check_limit is not None and self.check_limit < 1:
@@ -381,8 +378,5 @@ class BenchConfig:
     device: str = "cpu"  # where the students run: cpu, cuda (ONNX Runtime's CUDA provider, PyTorch on the GPU), auto
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise UserError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}")
-        for name in ("limit", "batch_size", "rounds", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        _one_of("--device", self.device, DEVICES)
+        _at_least_one(self, "limit", "batch_size", "rounds", "threads")
