@@ -341,13 +341,13 @@ class ExportConfig:
     """``llkd-edge export``: a distill run -> an ONNX model folder, with a parity report and an int8 gate."""
 
     run_dir: str
-    out: str
+    out: str = field(metadata=RUNTIME)  # where the model folder goes, not what it holds
     optimize: str = "O2"
     quantize: str = "int8"
     max_accuracy_drop: float = 0.01  # int8 may lose at most this much accuracy against fp32 ...
     min_agreement: float = 0.99  # ... and must give fp32's label on at least this share of texts
     check_limit: int | None = 1000  # texts for the parity check
-    threads: int = field(default_factory=default_threads)
+    threads: int = field(default_factory=default_threads, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         _one_of("--optimize", self.optimize, OPTIMIZE_LEVELS)

@@ -21,12 +21,11 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .config import ExportConfig
+from .config import ExportConfig, identity
 from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, sha256_file, write_json
 from .metrics import classification_scores
@@ -230,7 +229,7 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
         "pad_token_id": int(tokenizer.pad_token_id or 0),
         "default": default,
         "variants": variants,
-        "export": {k: v for k, v in asdict(config).items() if k not in ("out", "threads")},
+        "export": identity(config),
         "run": {
             "path": str(run.path.resolve()),
             "run_id": run.metrics.get("run_id"),

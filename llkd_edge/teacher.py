@@ -1,4 +1,4 @@
-"""The GGUF teacher: the only module that imports llama_cpp.
+"""The GGUF teacher: with its helper llama_batch.py, the only module that imports llama_cpp.
 
 ``Teacher.predict_proba(texts) -> (N, K)`` reads, for each text, the model's next-token distribution
 after a prompt that states the task and the labels, and turns it into a distribution over the K labels:
