@@ -26,7 +26,7 @@ from .errors import DataError, UserError
 from .files import write_json
 from .metrics import classification_scores
 from .plots import bench_png
-from .report import machine
+from .report import machine, markdown_table
 from .runs import open_run, versions
 from .runtime import Classifier, read_manifest
 
@@ -217,6 +217,30 @@ def _ratios(results: dict, default: str) -> dict:
         "pytorch_vs_teacher": pair("pytorch", "teacher"),
     }
     return {k: v for k, v in ratios.items() if v is not None}
+
+
+def format_report(report: dict) -> str:
+    """The bench report as a Markdown table plus its ratios (what `llkd-edge bench` prints)."""
+    results = report["results"]
+    quality = report["gold"]
+    header = ["model", "size MB", "p50 ms", "p95 ms", "texts/s"] + (["accuracy", "macro-F1"] if quality else [])
+    rows = []
+    for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
+        if name not in results:
+            continue
+        r = results[name]
+        mark = " (default)" if name == report["default_variant"] else ""
+        row = [f"{name}{mark}", f"{r['size_mb']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
+        if quality:
+            row += [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}"]
+        rows.append(row)
+    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
+             f"latency at batch 1, throughput at batch {report['batch_size']}", "", markdown_table(header, rows)]
+    lines.append("")
+    for key, ratio in report["ratios"].items():
+        fast, slow = key.split("_vs_")
+        lines.append(f"{fast} vs {slow}: {ratio['p50_latency']}x faster per text, {ratio['throughput']}x the throughput")
+    return "\n".join(lines)
 
 
 def _size_mb(*paths: Path) -> float:

@@ -396,7 +396,7 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
 def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, batch_size, rounds, threads, out,
           device, as_json):
     """Time the teacher, the PyTorch student and the ONNX models side by side on the same texts."""
-    from .bench import run_bench
+    from .bench import format_report, run_bench
     from .config import BenchConfig
 
     config = BenchConfig(model_dir=model_dir, run_dir=run_dir, teacher=teacher, data=data, text_column=text_column,
@@ -406,34 +406,8 @@ def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, b
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(format_bench_table(report))
+    click.echo(format_report(report))
     click.echo(f"wrote {', '.join(report['wrote'])}")
-
-
-def format_bench_table(report: dict) -> str:
-    """The bench report as a Markdown table plus its ratios (also used by the README)."""
-    from .report import markdown_table
-
-    results = report["results"]
-    quality = report["gold"]
-    header = ["model", "size MB", "p50 ms", "p95 ms", "texts/s"] + (["accuracy", "macro-F1"] if quality else [])
-    rows = []
-    for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
-        if name not in results:
-            continue
-        r = results[name]
-        mark = " (default)" if name == report["default_variant"] else ""
-        row = [f"{name}{mark}", f"{r['size_mb']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
-        if quality:
-            row += [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}"]
-        rows.append(row)
-    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
-             f"latency at batch 1, throughput at batch {report['batch_size']}", "", markdown_table(header, rows)]
-    lines.append("")
-    for key, ratio in report["ratios"].items():
-        fast, slow = key.split("_vs_")
-        lines.append(f"{fast} vs {slow}: {ratio['p50_latency']}x faster per text, {ratio['throughput']}x the throughput")
-    return "\n".join(lines)
 
 
 @main.command()
