@@ -2,6 +2,7 @@
 real MiniLM students retrain; rounds are saved, stored as synthetic and resumed after a kill."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -85,7 +86,9 @@ def test_rounds_write_verify_store_and_retrain(run, tmp_path):
         assert bool(summary["train_epochs"]) == bool(kept)  # retrained exactly when something was kept
         total_kept += len(kept)
         assert json.loads((folder / "weakness.json").read_text())["labels"][0] == "business"
-    assert total_kept >= 1 and len(marks) == total_kept == metrics["data"]["synthetic"]
+    # Whether Gemma 270M (a base model, not an instruct one) writes anything its own scorer then agrees with is
+    # luck of the seed; the next test makes sure kept texts are stored and trained on.
+    assert len(marks) == total_kept == metrics["data"]["synthetic"]
     assert metrics["data"]["pool_size"] == 60 + total_kept
     assert metrics["student"] == e["after"]["eval"] and metrics["teacher"]["n"] == 60
 
@@ -95,6 +98,56 @@ def test_rounds_write_verify_store_and_retrain(run, tmp_path):
     assert (out / "evolve.png").read_bytes()[:4] == b"\x89PNG"
     again = evolve(source, "--out", out, "--rounds", 2, "--per-round", 6, "--min-confidence", 0, *SMALL)
     assert again.exit_code == 2 and "already holds this finished evolve run" in again.output
+
+def _writer_of_unseen_bbc_texts(scoring, teacher_config):
+    """The real Gemma teacher (it verifies, labels and scores), except that what it "writes" for a request is
+    unseen BBC test texts of the label asked for, cut to the length the request allows: whether a 270M base
+    model writes usable texts is not under test here, what evolve does with texts that pass is."""
+    from llkd_edge.data import load_builtin
+    from llkd_edge.synthesis import text_chars
+    from llkd_edge.teacher import Generation, load_teacher
+
+    teacher = load_teacher(scoring, teacher_config)
+    test = load_builtin("bbc-news:test")
+    unseen = {word: [t for t, g in zip(test.texts[200:], test.gold[200:]) if g == name]
+              for name, word in zip(scoring.labels.names, scoring.labels.verbalisers)}
+
+    def generate(instruction, schema, max_tokens=512, temperature=0.9, seed=0, timeout_s=None):
+        ask = next(line for line in instruction.splitlines() if line.startswith("Write "))
+        n, word = int(ask.split()[1]), re.search(r"clearly (.+?)(?:, but|\.$)", ask).group(1)
+        limit = text_chars(n, max_tokens)
+        texts = [" ".join(unseen[word].pop(0).split())[:limit].rsplit(" ", 1)[0] for _ in range(n)]
+        return Generation(json.dumps({"texts": texts}), "stop", 0, 0, 0.0, False)
+
+    teacher.generate = generate
+    return teacher
+
+
+def test_texts_that_pass_are_stored_as_synthetic_and_trained_on(run, tmp_path):
+    from llkd_edge.config import EvolveConfig
+    from llkd_edge.evolve import evolve as run_evolve
+
+    source, store = run
+    out = tmp_path / "kept"
+    config = EvolveConfig(run_dir=str(source), out=str(out), rounds=1, per_round=6, per_request=2, val_limit=40,
+                          max_new_tokens=240, min_confidence=0.3)
+    metrics = run_evolve(config, progress=False, teacher_factory=_writer_of_unseen_bbc_texts)
+    e = metrics["evolve"]
+    print(f"\nevolve with unseen BBC texts as the writing: kept {e['accepted']} of {e['generated']}; eval macro-F1 "
+          f"{e['before']['eval']['macro_f1']} -> {e['after']['eval']['macro_f1']}")
+    round_1 = json.loads((out / "rounds" / "01" / "round.json").read_text())
+    kept = [c for c in lines(out / "rounds" / "01" / "candidates.jsonl") if c["verdict"] == "accepted"]
+    assert e["generated"] == 6 and len(kept) == e["accepted"] >= 1
+    key = ScoringKey(*(lambda c: (c["generator"]["sha256"], c["generator"]["config_hash"]))(
+        json.loads((out / "config.json").read_text())["evolve"]))
+    with LabelStore(store) as opened:
+        marks, stored = opened.synthetic(key), opened.rows(key)
+    for c in kept:  # stored under the teacher's own label, marked synthetic with its round
+        assert c["teacher_label"] == c["intended"] and c["teacher_confidence"] >= 0.3
+        assert marks[text_hash(c["text"])] == 1 and stored[text_hash(c["text"])].label == c["intended"]
+    assert len(marks) == len(kept) == metrics["data"]["synthetic"] and metrics["data"]["pool_size"] == 60 + len(kept)
+    assert round_1["train_epochs"] and round_1["train_epochs"][-1]["seen"] == 60 + len(kept)  # retrained on them
+    assert (out / "student" / "config.json").exists()
 
 
 def test_rounds_that_keep_nothing_leave_the_student_as_it_was_and_stop(run, tmp_path):
