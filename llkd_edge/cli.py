@@ -23,6 +23,7 @@ from .config import (
     default_threads,
 )
 from .errors import UserError
+from .files import one_line
 
 
 class _Group(click.Group):
@@ -32,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            click.echo(f"error: {one_line(exc, limit=None)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are saved; run the same command again to resume", err=True)

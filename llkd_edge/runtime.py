@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import DEVICES
 from .errors import MissingDependencyError, ModelError
+from .files import one_line
 
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
@@ -120,7 +121,7 @@ class Classifier:
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as exc:  # the Rust side raises a bare Exception for a bad file
-            raise ModelError(f"{folder}/tokenizer.json: unreadable ({' '.join(str(exc).split())[:200]})") from None
+            raise ModelError(f"{folder}/tokenizer.json: unreadable ({one_line(exc, limit=200)})") from None
         max_length = int(manifest.get("max_length", DEFAULT_MAX_LENGTH))
         tokenizer.no_padding()  # we pad per batch, to the longest text in it
         tokenizer.enable_truncation(max_length)
@@ -189,7 +190,7 @@ def _session(path: Path, threads: int | None, device: str):
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types for a bad file
-        raise ModelError(f"{path}: not a usable ONNX model ({' '.join(str(exc).split())[:200]})") from None
+        raise ModelError(f"{path}: not a usable ONNX model ({one_line(exc, limit=200)})") from None
     # onnxruntime-gpu lists CUDA even where it cannot run (no GPU, no CUDA libraries); the session's own
     # provider list says what it really uses.
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
