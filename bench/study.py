@@ -64,6 +64,7 @@ class Plan:
     max_length: int = 64
     batch_size: int = 32
     need_pass: str = "train"  # TrainConfig.need_pass for every cell (bench/need_ablation.py compares both)
+    pool_calibration: str = "none"  # how the pool's labels were read (bench/calibration.py compares none and batch)
 
 
 FULL = Plan(
@@ -135,7 +136,7 @@ def labelled_split(teacher_name: str, dataset: str, plan: Plan, pool_size: int, 
     started = time.perf_counter()
     try:
         pool = label_dataset(Dataset(f"{dataset}:pool", train.texts[v:p], train.gold[v:p]), teacher, store)
-        tested = label_dataset(test, teacher, store)
+        tested = label_dataset(test, teacher, store, role="eval")
     finally:
         teacher.close()
     return Split(teacher_name, dataset, labels, val, pool, tested, teacher.model.sha256, teacher.prompt,
@@ -152,7 +153,8 @@ def _correct(part: Labelled) -> np.ndarray:
 def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int) -> str:
     student = f"{plan.student}-e{epochs}-t{plan.max_length}-b{plan.batch_size}"
     need = "" if plan.need_pass == "train" else f"__need-{plan.need_pass}"  # earlier cells keep their names
-    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}"
+    cal = "" if plan.pool_calibration == "none" else f"__cal-{plan.pool_calibration}"
+    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}{cal}"
 
 
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:

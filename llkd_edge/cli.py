@@ -16,7 +16,9 @@ from .config import (
     DEVICES,
     LABEL_ROLES,
     NEED_PASSES,
+    POOL_CALIBRATIONS,
     SELECTION_METHODS,
+    DistillConfig,
     LabelRunConfig,
     ScoringConfig,
     TeacherConfig,
@@ -181,6 +183,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--need-pass", type=click.Choice(NEED_PASSES), default="train", show_default=True,
               help="Where LLKD reads the student's uncertainty: the training forward pass (dropout on, free) or an "
               "extra eval-mode pass (no dropout noise, ~1/3 more training compute).")
+@click.option("--pool-calibration", type=click.Choice(POOL_CALIBRATIONS), default=DistillConfig.pool_calibration,
+              show_default=True, help="batch: divide the teacher's distributions by their mean over the pool before "
+              "training (removes the teacher's bias towards some labels; read-time, the store is unchanged).")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -189,9 +194,10 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, need_pass, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
+            seed, momentum, topk_ratio, need_pass, pool_calibration, limit, eval_limit, min_per_class, device, resume,
+            as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
-    from .config import DistillConfig, TrainConfig
+    from .config import TrainConfig
     from .distill import distill as run_distill
 
     scoring, teacher = _scoring(data, opts)
@@ -211,6 +217,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         limit=limit,
         eval_limit=eval_limit,
         min_per_class=min_per_class,
+        pool_calibration=pool_calibration,
     )
     metrics = run_distill(config, resume=resume)
     if as_json:
@@ -226,7 +233,9 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
     if m["student"]:
         t, s = m["teacher"], m["student"]
         click.echo(f"on {data['eval_size']} eval texts ({data['eval']}):")
-        click.echo(f"  teacher  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}")
+        cal = m["pool_calibration"]
+        was = f" (before pool calibration {cal['teacher_as_stored']['macro_f1']:.3f})" if cal["prior"] else ""
+        click.echo(f"  teacher  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}{was}")
         click.echo(f"  student  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
                    f"(majority class {s['majority_rate']:.3f})")
     else:

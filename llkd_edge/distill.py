@@ -18,7 +18,8 @@ from .config import DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
 from .files import rounded, write_json
-from .labelling import Labelled, check_gold, gold_scores, label_dataset
+from .distributions import pool_prior
+from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated
 from .metrics import classification_scores
 from .plots import confusion_png
 from .runs import (
@@ -119,8 +120,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     overlap = 0
     if evalset:  # never train on an eval text, in any whitespace/case variant (a store may hold both)
         pool, overlap = _without(pool, evalset.texts)
+    # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
+    prior = pool_prior([r.probs for r in pool.rows]) if config.pool_calibration == "batch" and pool.rows else None
+    pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
     _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
-    evaluated = label_dataset(evalset, teacher, store_path, progress=progress, role="eval") if evalset else None
+    stored_eval = label_dataset(evalset, teacher, store_path, progress=progress, role="eval") if evalset else None
+    # The teacher is scored as the student was taught: with the pool's prior divided out too.
+    evaluated = replace(stored_eval, rows=recalibrated(stored_eval.rows, labels.names, prior)) if evalset else None
     label_seconds = time.perf_counter() - label_started
 
     provenance: RunConfigRecord = {
@@ -175,6 +181,11 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "eval_size": len(evaluated.rows) if evaluated else 0,
             "labels": list(labels.names),
             "pool_teacher_label_counts": dict(Counter(r.label for r in pool.rows)),
+        },
+        "pool_calibration": {
+            "method": config.pool_calibration,
+            "prior": None if prior is None else [round(float(p), 6) for p in prior],
+            "teacher_as_stored": rounded(gold_scores(stored_eval, labels.names)) if stored_eval else None,
         },
         "pool_teacher": rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold
         "student_model": {"name": config.train.student, **{k: v for k, v in student.info.items() if k != "base"}},

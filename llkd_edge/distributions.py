@@ -84,3 +84,28 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     """Shape (N, K) -> shape (N,), in nats."""
     p = np.clip(probs, 1e-12, 1.0)
     return -(probs * np.log(p)).sum(axis=-1)
+
+
+def pool_prior(probs: np.ndarray) -> np.ndarray:
+    """Shape (N, K) -> (K,): the mean label distribution over a pool, the teacher's bias that batch calibration
+    divides out."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError("pool_prior needs a non-empty (N, K) array")
+    return probs.mean(axis=0)
+
+
+def batch_calibrated(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Batch calibration (Zhou et al., 2023): each row divided by the pool's mean distribution ``prior`` and
+    renormalised, so that no label is favoured over the pool as a whole. Shape (N, K) -> (N, K).
+
+    Applied on top of contextual calibration; ``prior`` is floored like the content-free distribution.
+    It assumes the classes are not far from balanced in the pool: on a skewed pool it moves predictions
+    towards the rare classes (see bench/RESULTS.md for what that costs and buys per dataset).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.shape != probs.shape[-1:] or not np.all(np.isfinite(prior)) or prior.min() < 0:
+        raise ValueError(f"prior must be a finite non-negative vector of shape ({probs.shape[-1]},)")
+    out = probs / np.maximum(prior, CALIBRATION_FLOOR)
+    return out / out.sum(axis=-1, keepdims=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import TeacherBackend, open_backend
@@ -90,6 +91,19 @@ class Labelled:
     duplicates: int
     seconds: float
     retried_batches: int = 0  # batches resent after their Ray worker died
+
+
+def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
+    """The rows with their distributions batch-calibrated by ``prior`` (``distributions.batch_calibrated``):
+    label, confidence and entropy follow; the stored rows are untouched. ``prior`` None: the rows as they are."""
+    if prior is None or not rows:
+        return list(rows)
+    from .distributions import batch_calibrated, entropy
+
+    probs = batch_calibrated(np.array([r.probs for r in rows]), prior)
+    ent = entropy(probs)
+    return [replace(r, probs=tuple(float(p) for p in probs[i]), label=labels[int(probs[i].argmax())],
+                    confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
 
 
 def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:

@@ -24,10 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypedDict
 
+import numpy as np
+
 from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .files import read_json
-from .labelling import unique_texts
+from .labelling import recalibrated, unique_texts
 from .store import LabelRow, LabelStore, ScoringKey
 
 
@@ -66,6 +68,7 @@ class MetricsRecord(TypedDict, total=False):
     student: dict | None  # the student on the same texts
     selection: SelectionRecord
     data: dict  # pool and eval sources and sizes, labels, texts left out and why
+    pool_calibration: dict  # method, the prior divided out (None: none), the teacher's eval scores as stored
     pool_teacher: dict | None  # pseudo-label quality, when the pool has gold labels
     student_model: dict
     seconds: dict[str, float]
@@ -217,6 +220,8 @@ class Run:
         if evalset:
             held_out = {text_key(t) for t in evalset.texts}
             rows = [r for r in rows if text_key(r.text) not in held_out]
+        prior = (self.metrics.get("pool_calibration") or {}).get("prior")
+        rows = recalibrated(rows, self.labels, None if prior is None else np.asarray(prior))  # as the student saw them
         if len(rows) != self.metrics["data"]["pool_size"]:
             raise DataError(f"{self.path}: its pool reads back as {len(rows)} texts but it trained on "
                             f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")

@@ -1,0 +1,49 @@
+"""Batch calibration of the pool (distributions.batch_calibrated, labelling.recalibrated): pure numpy, by hand."""
+
+import numpy as np
+import pytest
+
+from llkd_edge.config import DistillConfig, LabelSet, ScoringConfig
+from llkd_edge.distributions import batch_calibrated, pool_prior
+from llkd_edge.errors import UserError
+from llkd_edge.labelling import recalibrated
+from llkd_edge.store import LabelRow
+
+
+def test_a_teacher_biased_towards_one_label_is_evened_out_over_the_pool():
+    # Every text leans to label 0 by the same factor; the pool's mean shows the bias, dividing it out
+    # recovers which texts are really about label 1.
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.95, 0.05]])
+    prior = pool_prior(probs)
+    assert prior == pytest.approx([0.75, 0.25])
+    out = batch_calibrated(probs, prior)
+    assert out.sum(axis=1) == pytest.approx(np.ones(4))
+    assert out.argmax(axis=1).tolist() == [0, 1, 1, 0]  # as stored: all four label 0
+    # by hand: [0.6/0.75, 0.4/0.25] = [0.8, 1.6] -> [1/3, 2/3]
+    assert out[1] == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_a_uniform_prior_changes_nothing_and_a_zero_in_it_gives_no_nan():
+    probs = np.array([[0.2, 0.3, 0.5], [0.7, 0.2, 0.1]])
+    assert batch_calibrated(probs, np.full(3, 1 / 3)) == pytest.approx(probs)
+    out = batch_calibrated(probs, np.array([0.5, 0.5, 0.0]))
+    assert np.isfinite(out).all() and out.argmax(axis=1).tolist() == [2, 2]
+    with pytest.raises(ValueError):
+        batch_calibrated(probs, np.array([0.5, 0.5]))
+    with pytest.raises(ValueError):
+        pool_prior(np.empty((0, 3)))
+
+
+def test_recalibrated_rows_follow_their_new_distribution_and_keep_the_rest():
+    rows = [LabelRow("a", (0.6, 0.4), "x", 0.6, 0.67, 0.2, 10, False),
+            LabelRow("b", (0.9, 0.1), "x", 0.9, 0.33, 0.3, 12, True)]
+    out = recalibrated(rows, ["x", "y"], np.array([0.75, 0.25]))
+    assert out[0].label == "y" and out[0].confidence == pytest.approx(2 / 3)
+    assert out[0].entropy == pytest.approx(-(1 / 3 * np.log(1 / 3) + 2 / 3 * np.log(2 / 3)))
+    assert (out[1].text, out[1].label_mass, out[1].n_tokens, out[1].truncated) == ("b", 0.3, 12, True)
+    assert recalibrated(rows, ["x", "y"], None) == rows
+
+
+def test_an_unknown_pool_calibration_is_one_line():
+    with pytest.raises(UserError, match="--pool-calibration"):
+        DistillConfig(data="d", out="o", scoring=ScoringConfig(labels=LabelSet.parse("a,b")), pool_calibration="em")
