@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import BenchConfig, ScoringConfig, TeacherConfig
+from .distributions import batch_calibrated
 from .errors import DataError, UserError
 from .files import write_json
 from .metrics import classification_scores
@@ -116,8 +117,11 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     if teacher_name and teacher_name != "none":
         if "scoring" not in made_with:
             raise UserError(f"{config.model_dir}: the teacher's prompt and labels are not recorded; pass --teacher none")
+        calibration = (manifest.get("run") or {}).get("pool_calibration") or (run.metrics.get("pool_calibration")
+                                                                              if run else None)
+        prior = (calibration or {}).get("prior")
         results["teacher"] = _time_teacher(teacher_name, ScoringConfig.from_dict(made_with["scoring"]), texts, gold,
-                                           labels, config, progress, installed)
+                                           labels, config, progress, installed, prior)
 
     default = f"onnx-{manifest['default']}"
     report = {
@@ -171,7 +175,9 @@ def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str]
     return texts, (reference if kind == "gold" else None)
 
 
-def _time_teacher(name, scoring, texts, gold, labels, config, progress, installed) -> dict:
+def _time_teacher(name, scoring, texts, gold, labels, config, progress, installed, prior) -> dict:
+    """The teacher timed text by text; its scores read as the run's student was taught (``prior``: the pool
+    calibration divided out, None: as the teacher gives them)."""
     from tqdm.auto import tqdm
 
     from .teacher import load_teacher
@@ -187,7 +193,10 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
                  f"{teacher.parallel} texts per decode")
         # One text per decode: throughput is one over the mean latency; wider decodes are timed on all texts at once.
         rate = len(texts) / seconds.sum() if teacher.parallel == 1 else throughput(teacher.predict_proba, texts)
-        return _entry(about, _size_mb(teacher.model.path), seconds, rate, np.array(rows), gold, labels)
+        scores = np.array(rows) if prior is None else batch_calibrated(np.array(rows), np.asarray(prior))
+        if prior is not None:
+            about += ", pool calibration of the run applied"
+        return _entry(about, _size_mb(teacher.model.path), seconds, rate, scores, gold, labels)
     finally:
         teacher.close()
 

@@ -236,6 +236,8 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
             "student": run.metrics.get("student_model"),
             "teacher": run.provenance.get("teacher"),
             "config": run.provenance.get("config"),
+            # how the teacher's distributions were read for training (bench scores the teacher the same way)
+            "pool_calibration": run.metrics.get("pool_calibration"),
             "eval": {"teacher": run.metrics.get("teacher"), "student": run.metrics.get("student"),
                      "set": run.metrics["data"].get("eval")},
         },

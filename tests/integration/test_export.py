@@ -188,17 +188,24 @@ def test_the_int8_gate_keeps_fp32_when_int8_falls_short(run_dir, tmp_path):
     assert manifest["variants"] == {"fp32": "model.onnx"} and not (model_dir / "model_quantized.onnx").exists()
 
 
-def test_bench_times_everything_side_by_side(exported, tmp_path):
+def test_bench_times_everything_side_by_side(exported, run_dir, tmp_path):
     model_dir, _ = exported
     out = tmp_path / "bench"
-    result = invoke(["bench", str(model_dir), "--limit", "12", "--rounds", "1", "--batch-size", "4",
+    result = invoke(["bench", str(model_dir), "--limit", "60", "--rounds", "1", "--batch-size", "4",
                      "--out", str(out)])
     report = json.loads((out / "bench.json").read_text())
+    # the teacher is scored as distill scored it: the same 60 eval texts, with the run's pool calibration
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    manifest = json.loads((model_dir / "llkd_edge.json").read_text())
+    assert manifest["run"]["pool_calibration"] == metrics["pool_calibration"]
+    assert metrics["pool_calibration"]["method"] == "batch" and report["texts"] == metrics["data"]["eval_size"] == 60
+    assert "pool calibration" in report["results"]["teacher"]["about"]
+    assert abs(report["results"]["teacher"]["accuracy"] - metrics["teacher"]["accuracy"]) <= 1 / 60 + 1e-9
     assert set(report["results"]) == {"teacher", "pytorch", "onnx-fp32", "onnx-int8"}
     for name, r in report["results"].items():
         assert r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["texts_per_s"] > 0, name
         assert 0 <= r["accuracy"] <= 1 and r["size_mb"] > 0, name
-    assert report["texts"] == 12 and report["gold"] and report["machine"]["threads"] >= 1
+    assert report["gold"] and report["machine"]["threads"] >= 1
     assert {"onnx-fp32_vs_pytorch", "onnx-int8_vs_onnx-fp32", f"{report['default_variant']}_vs_teacher"} <= set(report["ratios"])
     assert "| teacher |" in result.output and "faster per text" in result.output
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
