@@ -32,9 +32,19 @@ class TeacherBackend(Protocol):
     model: ModelFile
     scoring: ScoringConfig
     retried_batches: int
+    prompt_style: str  # "chat" (the model's chat template) or "plain"
 
     @property
     def details(self) -> dict: ...
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as text, ``{text}`` where each text goes."""
+        ...
+
+    def use(self, scoring: ScoringConfig) -> None:
+        """Ask with ``scoring`` (another prompt) from now on; ``key``, ``scoring`` and ``details`` follow."""
+        ...
 
     def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
         """Each batch's rows (one LabelRow per text, in the batch's order); batches may finish out of order."""

@@ -17,6 +17,7 @@ from .config import (
     LABEL_ROLES,
     NEED_PASSES,
     POOL_CALIBRATIONS,
+    PROMPT_MODES,
     SELECTION_METHODS,
     DistillConfig,
     LabelRunConfig,
@@ -69,6 +70,10 @@ def teacher_options(func):
         click.option("--label-column", help="Gold label column (default: `label` when present)."),
         click.option("--task", help="What the teacher is asked to do (default: the built-in dataset's, or a generic one)."),
         click.option("--few-shot", "few_shot", help="File of labelled examples (text and label columns) put in the prompt."),
+        click.option("--prompt", type=click.Choice(PROMPT_MODES), show_default="auto, fixed with --task or --few-shot",
+                     help="auto: try a few task wordings and answer cues on a sample of the texts and keep the one whose "
+                     "answers tell them apart best (no gold labels used; the ranking is printed); fixed: as given."),
+        click.option("--prompt-sample", default=12, show_default=True, help="Texts each candidate prompt is tried on."),
         click.option("--calibrate/--no-calibrate", default=True, show_default=True,
                      help="Contextual calibration against content-free inputs."),
         click.option("--max-text-tokens", default=256, show_default=True, help="Truncate each text to this many tokens."),
@@ -81,6 +86,12 @@ def teacher_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _prompt(opts) -> dict:
+    """--prompt and --prompt-sample as config fields: auto unless the user wrote the prompt (--task, --few-shot)."""
+    mode = opts["prompt"] or ("fixed" if opts["task"] or opts["few_shot"] else "auto")
+    return {"prompt": mode, "prompt_sample": opts["prompt_sample"]}
 
 
 def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
@@ -155,6 +166,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         backend=backend,
         ray=ray_config,
         role=role,
+        **_prompt(opts),
     )
     summary = label_texts(config)
     if as_json:
@@ -218,6 +230,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         eval_limit=eval_limit,
         min_per_class=min_per_class,
         pool_calibration=pool_calibration,
+        **_prompt(opts),
     )
     metrics = run_distill(config, resume=resume)
     if as_json:
@@ -226,7 +239,20 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         _print_distill_summary(run_dir, metrics)
 
 
+def _print_prompt_choice(choice: dict | None) -> None:
+    """The candidates, best first, with their scores: what --prompt auto tried and kept."""
+    if not choice:
+        return
+    click.echo(f"prompt chosen on {choice['sample']} texts ({choice['evaluations']} teacher calls, "
+               f"{choice['seconds']:.0f}s), by {choice['criterion']}:")
+    for i, r in enumerate(choice["ranking"][:5]):
+        click.echo(f"  {'*' if i == 0 else ' '} {r['score']:.3f}  {r['name']}: {r['task']!r}, cue {r['cue']!r}")
+    if len(choice["ranking"]) > 5:
+        click.echo(f"    ... {len(choice['ranking']) - 5} more in the JSON summary")
+
+
 def _print_distill_summary(run_dir: str, m: dict) -> None:
+    _print_prompt_choice(m.get("prompt_choice"))
     sel, data = m["selection"], m["data"]
     click.echo(f"student {m['student_model']['name']} trained with {sel['method']} selection on {data['pool_size']} "
                f"texts; {sel['fraction_used']:.1%} of the pool used; selected per epoch {sel['selected_per_epoch']}")
@@ -239,12 +265,17 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
         click.echo(f"  student  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
                    f"(majority class {s['majority_rate']:.3f})")
     else:
-        click.echo("no gold eval set (--eval): quality not measured", err=True)
+        health = m.get("teacher_health") or {}
+        click.echo(f"no gold eval set (--eval): quality not measured; the teacher's mean confidence on the pool is "
+                   f"{health.get('mean_confidence', 0):.3f} (a rough guide to its accuracy)", err=True)
+    for warning in m.get("teacher_warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
     secs = m["seconds"]
     click.echo(f"time: label {secs['label']:.0f}s, train {secs['train']:.0f}s, eval {secs['eval']:.0f}s; wrote {run_dir}")
 
 
 def _print_label_summary(s) -> None:
+    _print_prompt_choice(s.prompt_choice)
     rate = f" ({s.texts_per_second} texts/s)" if s.texts_per_second else ""
     click.echo(f"labelled {s.labelled}, cached {s.cached}, skipped {s.skipped} empty, "
                f"{s.duplicates} duplicates, in {s.seconds:.1f}s{rate}")
@@ -256,7 +287,8 @@ def _print_label_summary(s) -> None:
     for name in s.labels:
         c = s.label_counts[name]
         click.echo(f"  {name:<{width}}  {c:>6}  {c / n:6.1%}")
-    click.echo(f"mean confidence {s.mean_confidence:.3f}, label-token mass {s.mean_label_mass:.3f}, "
+    click.echo(f"mean confidence {s.mean_confidence:.3f} (a rough guide to accuracy), answer information "
+               f"{s.health.get('answer_information', 0):.2f}, label-token mass {s.mean_label_mass:.3f}, "
                f"{s.truncated} texts truncated")
     if s.accuracy is not None:
         click.echo(f"vs gold ({s.gold_count} texts): accuracy {s.accuracy:.3f}, macro-F1 {s.macro_f1:.3f} "

@@ -14,6 +14,7 @@ from .errors import LabelSpecError, UserError
 DEFAULT_TEACHER = "gemma3-270m"
 DEFAULT_TASK = "Classify the text into one of the categories"
 DEFAULT_CONTENT_FREE = ("N/A", "", "[MASK]")
+DEFAULT_ANSWER_CUE = "Category:"
 
 
 def stable_hash(obj) -> str:
@@ -112,8 +113,11 @@ class ScoringConfig:
     content_free: tuple[str, ...] = DEFAULT_CONTENT_FREE
     max_text_tokens: int = 256
     few_shot: tuple[tuple[str, str], ...] = ()
+    answer_cue: str = DEFAULT_ANSWER_CUE  # what the answer follows in a plain (non-chat) prompt
 
     def __post_init__(self) -> None:
+        if not self.answer_cue.strip():
+            raise UserError("the answer cue is empty")
         if self.max_text_tokens < 1:
             raise UserError(f"--max-text-tokens must be at least 1, got {self.max_text_tokens}")
         if not self.task.strip():
@@ -134,6 +138,7 @@ class ScoringConfig:
             content_free=tuple(d["content_free"]),
             max_text_tokens=d["max_text_tokens"],
             few_shot=tuple(tuple(x) for x in d["few_shot"]),
+            answer_cue=d.get("answer_cue", DEFAULT_ANSWER_CUE),  # configs written before prompts were chosen
         )
 
 
@@ -202,9 +207,13 @@ class LabelRunConfig:
     backend: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
     role: str = "auto"
+    prompt: str = "fixed"  # auto: choose the prompt on a sample (prompts.choose); fixed: ask with scoring as given
+    prompt_sample: int = 12  # texts each candidate prompt is tried on (12 x 12 candidates: 14% of labelling 1000)
 
     def __post_init__(self) -> None:
         _one_of("--role", self.role, LABEL_ROLES)
+        _one_of("--prompt", self.prompt, PROMPT_MODES)
+        _at_least_one(self, "prompt_sample")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.commit_every < 1:
@@ -217,6 +226,7 @@ class LabelRunConfig:
 
 SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
 POOL_CALIBRATIONS = ("none", "batch")
+PROMPT_MODES = ("auto", "fixed")
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -278,9 +288,13 @@ class DistillConfig:
     # distribution over the pool (distributions.batch_calibrated), "none" takes them as stored. batch is the
     # default: it raised every student of bench/calibration.py, on three datasets and three seeds.
     pool_calibration: str = "batch"
+    prompt: str = "fixed"  # auto: choose the prompt on a sample of the pool (prompts.choose)
+    prompt_sample: int = 12
 
     def __post_init__(self) -> None:
         _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)
+        _one_of("--prompt", self.prompt, PROMPT_MODES)
+        _at_least_one(self, "prompt_sample")
         for name in ("limit", "eval_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -19,7 +19,7 @@ from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
 from .files import rounded, write_json
 from .distributions import pool_prior
-from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated
+from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
 from .metrics import classification_scores
 from .plots import confusion_png
 from .runs import (
@@ -56,6 +56,27 @@ def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[La
                         "before llkd-edge recorded what texts are for); mark your pool with `llkd-edge label DATA "
                         f"--store {config.data} --role pool` (no teacher time for texts already labelled)")
     return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0), left_out
+
+
+def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evalset: Dataset | None, progress: bool):
+    """--prompt auto: leave ``teacher`` asking with the best candidate prompt. From a label store, that is the
+    candidate with the most pool rows in it (its texts are not read again); else ``prompts.choose`` on a
+    sample of the pool, eval texts excluded."""
+    from .prompts import candidates, choose
+
+    if source is None:
+        best, most = teacher.scoring, 0  # none has rows: the prompt as given, and _pool_from_store says so
+        for candidate in candidates(teacher.scoring, chat=teacher.prompt_style == "chat"):
+            teacher.use(candidate.scoring)
+            rows, _ = store_pool(config.data, teacher.key, None)
+            if len(rows) > most:
+                best, most = candidate.scoring, len(rows)
+        teacher.use(best)
+        return None
+    held = {text_key(t) for t in evalset.texts} if evalset else set()
+    texts = [t for t in source.texts if text_key(t) not in held]
+    return choose(teacher, texts, lambda d: label_dataset(d, teacher, config.store, progress=False, role="pool"),
+                  config.prompt_sample, progress)
 
 
 def _left_out_text(left_out: dict[str, int]) -> str:
@@ -107,11 +128,16 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if config.eval:
         evalset = read_eval(config.eval, config.text_column, config.label_column, config.eval_limit)
         check_gold(evalset.gold, labels, evalset.name)
-    run_dir = prepare_run_folder(Path(config.out), identity(config), resume, ("identity",), "run")
+    run_identity = identity(config)  # as asked: with --prompt auto, before a prompt is chosen
+    run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
 
     # 1. Teacher labels for the pool and the eval texts, through the store.
     teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
     label_started = time.perf_counter()
+    choice = None
+    if config.prompt == "auto":
+        choice = _choose_prompt(config, teacher, source, evalset, progress)
+        config = replace(config, scoring=teacher.scoring)  # recorded, and used by export, evolve and bench
     left_out: dict[str, int] = {}
     if data_is_store:
         pool, left_out = _pool_from_store(config, teacher, progress)
@@ -120,6 +146,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     overlap = 0
     if evalset:  # never train on an eval text, in any whitespace/case variant (a store may hold both)
         pool, overlap = _without(pool, evalset.texts)
+    health, warnings = teacher_health(pool.rows, labels.names)  # the labels as the teacher gave them
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_prior([r.probs for r in pool.rows]) if config.pool_calibration == "batch" and pool.rows else None
     pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
@@ -130,7 +157,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     label_seconds = time.perf_counter() - label_started
 
     provenance: RunConfigRecord = {
-        "identity": identity(config),
+        "identity": run_identity,
         "config": asdict(config),
         "teacher": {"name": teacher.model.name, "sha256": teacher.model.sha256, "licence": teacher.model.licence,
                     "prompt": teacher.prompt, "config_hash": teacher.key.config_hash,
@@ -187,6 +214,9 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "prior": None if prior is None else [round(float(p), 6) for p in prior],
             "teacher_as_stored": rounded(gold_scores(stored_eval, labels.names)) if stored_eval else None,
         },
+        "prompt_choice": choice.record() if choice else None,
+        "teacher_health": health,  # without gold labels: labelling.teacher_health
+        "teacher_warnings": warnings,
         "pool_teacher": rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold
         "student_model": {"name": config.train.student, **{k: v for k, v in student.info.items() if k != "base"}},
         "seconds": {"label": round(label_seconds, 2), "train": round(train_seconds, 2),

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .backend import TeacherBackend, open_backend
 from .config import LabelRunConfig, LabelSet
 from .data import Dataset, builtin_spec, read_dataset, text_key
+from .distributions import answer_information
 from .errors import LabelSpecError, UserError
 from .metrics import classification_scores
 from .store import LabelRow, LabelStore, export_rows, text_hash
@@ -53,6 +54,9 @@ class LabelSummary:
     workers: int = 1
     retried_batches: int = 0
     out: str | None = None
+    prompt: str | None = None  # the prompt the texts were asked with ({text} where each text goes)
+    prompt_choice: dict | None = None  # --prompt auto: every candidate's score, the winner first
+    health: dict = field(default_factory=dict)  # teacher_health: how far the labels can be trusted, without gold
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -183,16 +187,31 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     check_gold(dataset.gold, config.scoring.labels, dataset.name)
     if not any(t.strip() for t in dataset.texts):
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
-    if teacher_factory is not None:
-        teacher = teacher_factory(config.scoring, config.teacher)
-    else:
-        teacher = open_backend(config.scoring, config.teacher, config.backend, config.ray, progress)
+    owned = teacher_factory is None  # a factory's teacher belongs to its caller
+    teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory
+               else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
+    choice = None
+    if config.prompt == "auto":  # on the backend that labels afterwards: a Ray pool tries candidates in parallel
+        from .prompts import choose
+
+        role = label_role(config)
+        try:
+            choice = choose(teacher, dataset.texts, lambda d: label_dataset(d, teacher, config.store, progress=False,
+                                                                            role=role), config.prompt_sample, progress)
+        except BaseException:
+            if owned:
+                teacher.close()
+            raise
+        config = replace(config, scoring=choice.scoring)
+    prompt = teacher.prompt
     try:
         result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, label_role(config))
     finally:
-        if teacher_factory is None:
+        if owned:
             teacher.close()  # a Ray pool's actors (and a Ray instance started for them) end with the run
     summary = _summarise(config, dataset.name, teacher, result)
+    summary.prompt = prompt
+    summary.prompt_choice = choice.record() if choice else None
     summary.seconds = round(time.perf_counter() - started, 3)
     if result.labelled and result.seconds > 0:
         summary.texts_per_second = round(result.labelled / result.seconds, 2)
@@ -209,8 +228,6 @@ def label_role(config: LabelRunConfig) -> str:
 
 
 def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, result: Labelled) -> LabelSummary:
-    from .teacher import LOW_LABEL_MASS
-
     labels = config.scoring.labels.names
     rows = result.rows
     counts = Counter(r.label for r in rows)
@@ -238,11 +255,7 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
         workers=config.ray.workers if config.backend == "ray" else 1,
         retried_batches=result.retried_batches,
     )
-    if mean_mass < LOW_LABEL_MASS:
-        summary.warnings.append(
-            f"the teacher put only {mean_mass:.1%} of its next-token probability on the label words: the prompt "
-            "may not fit this model (try --few-shot examples, another --task wording or other verbalisers)"
-        )
+    summary.health, summary.warnings = teacher_health(rows, labels)
     scores = gold_scores(result, labels)
     if scores:
         summary.accuracy = round(scores["accuracy"], 4)
@@ -250,6 +263,44 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
         summary.majority_rate = round(scores["majority_rate"], 4)
         summary.gold_count = scores["n"]
     return summary
+
+
+LOW_LABEL_MASS = 0.05  # below this mean raw mass, the prompt does not fit the model
+LOW_INFORMATION = 0.10  # answer information below this: the answers hardly depend on the text
+TRY_NEXT = ("a --task that says what the labels mean, --few-shot examples, verbalisers the model knows "
+            "(--labels name=word), or a larger --teacher")
+
+
+def teacher_health(rows: list[LabelRow], labels) -> tuple[dict, list[str]]:
+    """What the rows say about the teacher without any gold label, and a warning in plain words for each sign
+    of trouble: answers that hardly depend on the text (``distributions.answer_information``), one label named
+    for most texts, little probability on the label words. The mean confidence is a rough guide to accuracy
+    (within about 0.15 on the built-in sets, too high where the teacher is weakest)."""
+    labels = list(labels)
+    if not rows:
+        return {}, []
+    probs = np.array([r.probs for r in rows])
+    counts = Counter(r.label for r in rows)
+    top, top_count = counts.most_common(1)[0]
+    health = {"answer_information": round(answer_information(probs), 4),
+              "mean_confidence": round(float(probs.max(axis=1).mean()), 4),
+              "top_label": top, "top_label_share": round(top_count / len(rows), 4),
+              "labels_never_named": [name for name in labels if not counts.get(name)],
+              "mean_label_mass": round(float(np.mean([r.label_mass for r in rows])), 4)}
+    warnings = []
+    if len(rows) >= 20 and health["answer_information"] < LOW_INFORMATION:
+        warnings.append(f"the teacher's answers hardly depend on the text (answer information "
+                        f"{health['answer_information']:.2f}; 0 is none, the built-in news sets reach 0.4-0.5): its "
+                        f"labels look no better than chance. Try {TRY_NEXT}")
+    even = 1 / len(labels)
+    if len(rows) >= 20 and len(labels) > 1 and health["top_label_share"] > (1 + even) / 2:
+        warnings.append(f"the teacher named {top!r} for {health['top_label_share']:.0%} of the texts (an even share "
+                        f"is {even:.0%}); if your data is not that skewed, its labels lean on that word (distill's "
+                        f"default pool calibration divides the lean out). Try {TRY_NEXT}")
+    if health["mean_label_mass"] < LOW_LABEL_MASS:
+        warnings.append(f"the teacher put only {health['mean_label_mass']:.1%} of its next-token probability on the "
+                        f"label words: the prompt may not fit this model. Try {TRY_NEXT}")
+    return health, warnings
 
 
 def gold_scores(result: Labelled, labels) -> dict | None:

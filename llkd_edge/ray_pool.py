@@ -62,6 +62,10 @@ class TeacherWorker:
     def score(self, texts: list[str]) -> list[LabelRow]:
         return self.teacher.score(texts)
 
+    def use(self, scoring: ScoringConfig) -> dict:
+        self.teacher.use(scoring)
+        return self.describe()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -111,9 +115,25 @@ class RayTeacherPool:
         except BaseException:
             self.close()
             raise
+        self._described(first)
+
+    def _described(self, first: dict) -> None:
         self.key = first["key"]
         self.model = first["model"]
-        self.details = {**first["details"], "backend": "ray", "workers": ray_config.workers, "nodes": first["nodes"]}
+        self.details = {**first["details"], "backend": "ray", "workers": self.ray_config.workers, "nodes": first["nodes"]}
+
+    @property
+    def prompt_style(self) -> str:
+        return self.details["prompt_style"]
+
+    @property
+    def prompt(self) -> str:
+        return self.details["prompt_prefix"] + "{text}" + self.details["prompt_suffix"]
+
+    def use(self, scoring: ScoringConfig) -> None:
+        """Every actor asks with ``scoring`` from now on (``Teacher.use``): prompt choice runs through the pool."""
+        self._described(_agreed(self._ray.get([a.use.remote(scoring) for a in self._actors])))
+        self.scoring = scoring
 
     def _check_resources(self) -> None:
         """Refuse a pool the cluster can never hold (its actors would wait for ever)."""

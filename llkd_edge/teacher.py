@@ -41,8 +41,6 @@ from .registry import ModelFile, resolve_teacher
 from .store import LabelRow, ScoringKey
 
 TEXT_PLACEHOLDER = "\x00TEXT\x00"
-ANSWER_CUE = "Category:"
-LOW_LABEL_MASS = 0.05  # below this mean raw mass, the prompt does not fit the model: warn
 GPU_PARALLEL = 8  # texts per decode when layers are offloaded (on 2 CPU cores wider decodes gained nothing)
 
 
@@ -130,9 +128,20 @@ class Teacher:
         self._n_vocab = self._llm.n_vocab()
         self._llama_cpp = llama_cpp
         self.prompt_style = self._prompt_style()
+        self._rewind_ok = True  # False once the KV cache refused a partial removal (see _raw_label_logprobs)
+        self._grammars: dict[str, object] = {}  # JSON schema -> compiled llama.cpp grammar
+        self._batched: BatchedScorer | None = None  # the multi-sequence context, made on first use when parallel > 1
+        self.use(scoring)
+
+    def use(self, scoring: ScoringConfig) -> None:
+        """Ask with another prompt or label set from now on, on the loaded model (choosing a prompt tries
+        several without loading the model again). ``key`` follows; the few-shot examples and text budget
+        must still fit the context the model was loaded with."""
+        self.scoring = scoring
         self._prefix, self._suffix = self._prompt_parts()
         self._prefix_tokens = self._tokenize(self._prefix, bos=True)
         self._suffix_tokens = self._tokenize(self._suffix, bos=False)
+        n_ctx = self._llm.n_ctx()
         if len(self._prefix_tokens) + scoring.max_text_tokens + len(self._suffix_tokens) > n_ctx:
             raise UserError(
                 f"the prompt ({len(self._prefix_tokens)} tokens) plus --max-text-tokens "
@@ -140,11 +149,11 @@ class Teacher:
             )
         self.label_tokens = self._label_tokens()
         self._prefix_ready = False
-        self._rewind_ok = True  # False once the KV cache refused a partial removal (see _raw_label_logprobs)
         self._content_free: np.ndarray | None = None  # computed on first use: a fully cached run evaluates nothing
-        self._grammars: dict[str, object] = {}  # JSON schema -> compiled llama.cpp grammar
-        self._batched: BatchedScorer | None = None  # the multi-sequence context, made on first use when parallel > 1
-        self.key = ScoringKey(model.sha256, stable_hash(self._provenance()))
+        if self._batched is not None:  # it holds the old prefix
+            self._batched.close()
+            self._batched = None
+        self.key = ScoringKey(self.model.sha256, stable_hash(self._provenance()))
 
     # ---------------------------------------------------------------------------------- prompt
     def _prompt_style(self) -> str:
@@ -159,7 +168,7 @@ class Teacher:
         for text, label in s.few_shot:
             tokens = self._text_tokens(text)[0]  # examples get the same token budget as the texts
             example = self._llm.detokenize(tokens).decode("utf-8", errors="ignore").strip()
-            lines += [f"Text: {example}", f"{ANSWER_CUE} {s.labels.verbalisers[s.labels.index(label)]}", ""]
+            lines += [f"Text: {example}", f"{s.answer_cue} {s.labels.verbalisers[s.labels.index(label)]}", ""]
         lines.append(f"Text:{TEXT_PLACEHOLDER}")
         return "\n".join(lines)
 
@@ -167,7 +176,7 @@ class Teacher:
         """(prefix, suffix) around the text; the text's tokens go between them."""
         instruction = self._instruction()
         if self.prompt_style == "plain":
-            full = f"{instruction}\n{ANSWER_CUE}"
+            full = f"{instruction}\n{self.scoring.answer_cue}"
         else:
             full = self._apply_chat_template(instruction)
         prefix, suffix = full.split(TEXT_PLACEHOLDER)

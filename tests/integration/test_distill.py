@@ -58,7 +58,15 @@ def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, 
 
     config = json.loads((out / "config.json").read_text())
     assert config["teacher"]["sha256"].startswith("a5fd3b62")
-    assert "Category:" in config["teacher"]["prompt"]
+    # no --task: the prompt was chosen on the pool (eval texts excluded), and the run records the winner for
+    # export, evolve and bench to ask with
+    choice = metrics["prompt_choice"]
+    assert len(choice["ranking"]) == 12 and choice["sample"] == 12
+    best = choice["ranking"][0]
+    assert (config["config"]["scoring"]["task"], config["config"]["scoring"]["answer_cue"]) == (best["task"], best["cue"])
+    assert config["teacher"]["prompt"].endswith(best["cue"])
+    assert config["identity"]["prompt"] == "auto"
+    assert set(metrics["teacher_health"]) >= {"answer_information", "mean_confidence", "top_label_share"}
     assert config["config"]["train"]["selection"] == "llkd" and config["config"]["train"]["seed"] == 0
     assert config["versions"]["torch"].startswith("2.13.0")
 

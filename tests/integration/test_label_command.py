@@ -37,7 +37,8 @@ def store_counts(path):
 def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evaluate_nothing(tmp_path, gemma, bbc_test):
     store = tmp_path / "labels.sqlite"
     out = tmp_path / "labels.jsonl"
-    result = invoke(["label", "bbc-news:test", "--limit", "100", "--store", str(store), "--out", str(out), "--json"])
+    result = invoke(["label", "bbc-news:test", "--limit", "100", "--prompt", "fixed", "--store", str(store), "--out",
+                     str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["labelled"] == 100 and summary["cached"] == 0 and summary["skipped"] == 0
@@ -53,7 +54,7 @@ def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evalu
     assert abs(sum(exported[0]["probs"].values()) - 1) < 1e-6
 
     # The same command again: everything cached, nothing sent to the model.
-    result = invoke(["label", "bbc-news:test", "--limit", "100", "--store", str(store), "--json"])
+    result = invoke(["label", "bbc-news:test", "--limit", "100", "--prompt", "fixed", "--store", str(store), "--json"])
     assert len(result.stdout.strip().splitlines()) == 1  # --json: stdout is the JSON object alone
     again = json.loads(result.stdout)
     assert (again["labelled"], again["cached"]) == (0, 100)
@@ -96,7 +97,8 @@ def test_colliding_labels_exit_2_and_leave_the_store_alone(tmp_path, bbc_test):
     store = tmp_path / "labels.sqlite"
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(" ".join(t.split()) for t in bbc_test.texts[:3]), encoding="utf-8")
-    first = invoke(["label", str(texts), "--labels", "business,sport", "--max-text-tokens", "32", "--store", str(store)])
+    first = invoke(["label", str(texts), "--labels", "business,sport", "--max-text-tokens", "32", "--prompt", "fixed",
+                    "--store", str(store)])
     assert first.exit_code == 0, first.output
     before = store_counts(store)
     assert before == (3, 3)
@@ -110,7 +112,7 @@ def test_colliding_labels_exit_2_and_leave_the_store_alone(tmp_path, bbc_test):
 def test_a_run_killed_with_sigkill_resumes_with_nothing_lost_or_duplicated(tmp_path):
     store = tmp_path / "labels.sqlite"
     args = ["label", "bbc-news:test", "--limit", "60", "--max-text-tokens", "48", "--batch-size", "4",
-            "--store", str(store)]
+            "--prompt", "fixed", "--store", str(store)]
     proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -137,3 +139,39 @@ def test_a_run_killed_with_sigkill_resumes_with_nothing_lost_or_duplicated(tmp_p
     assert store_counts(store) == (60, 60)
     with LabelStore(store) as s:
         assert len(s.configs()) == 1
+
+
+def test_prompt_auto_tries_each_candidate_once_keeps_the_most_informative_and_a_rerun_costs_nothing(tmp_path):
+    from llkd_edge.data import load_builtin
+    from llkd_edge.distributions import answer_information
+    from llkd_edge.prompts import sample_texts
+
+    store = tmp_path / "labels.sqlite"
+    args = ["label", "bbc-news:train", "--limit", "40", "--max-text-tokens", "32", "--prompt-sample", "8",
+            "--store", str(store), "--json"]
+    result = invoke(args)  # no --task: the prompt is chosen
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    choice = summary["prompt_choice"]
+    ranking = choice["ranking"]
+    print("\nprompt choice on 8 BBC texts:", [(r["name"], r["score"]) for r in ranking[:3]])
+    assert len(ranking) == 12 and choice["sample"] == 8 and choice["evaluations"] == 12 * 8  # 4 wordings x 3 cues
+    assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+    assert len({(r["task"], r["cue"]) for r in ranking}) == 12
+    # the winner labelled the texts, and its 8 sample rows were not asked for again
+    best = ranking[0]
+    assert best["task"].rstrip(".?!:") in summary["prompt"] and summary["prompt"].endswith(best["cue"])
+    assert (summary["labelled"], summary["cached"]) == (32, 8)
+    # its score is the answer information of its rows on the sample, as stored
+    sample = {" ".join(t.split()) for t in sample_texts(load_builtin("bbc-news:train").texts[:40], 8)}
+    db = sqlite3.connect(store)
+    rows = [json.loads(p) for t, p in db.execute("SELECT text, probs FROM labels WHERE config_hash = ?",
+                                                   (summary["config_hash"],)) if " ".join(t.split()) in sample]
+    db.close()
+    assert len(rows) == 8 and abs(answer_information(rows) - best["score"]) < 1e-3
+
+    again = json.loads(invoke(args).stdout)  # the same choice from the store, no teacher call at all
+    assert again["prompt_choice"]["evaluations"] == 0 and again["prompt_choice"]["ranking"] == ranking
+    assert (again["labelled"], again["cached"]) == (0, 40) and again["config_hash"] == summary["config_hash"]
+    given = json.loads(invoke([*args, "--task", "Sort these texts"]).stdout)  # a written prompt is used as given
+    assert given["prompt_choice"] is None and "Sort these texts" in given["prompt"]

@@ -72,7 +72,7 @@ def assert_same(rows, reference):
 def test_cli_ray_backend_gives_the_local_backends_distributions_and_resends_nothing(tmp_path, local_rows):
     store = tmp_path / "labels.sqlite"
     args = [sys.executable, "-m", "llkd_edge.cli", "label", "bbc-news:test", "--limit", str(N), "--max-text-tokens",
-            "64", "--store", str(store), "--backend", "ray", "--workers", "2", "--json"]
+            "64", "--store", str(store), "--backend", "ray", "--workers", "2", "--prompt", "fixed", "--json"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)

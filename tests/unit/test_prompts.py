@@ -1,0 +1,53 @@
+"""The label-free prompt choice's pure parts: candidates, the criterion, the sample."""
+
+import numpy as np
+
+from llkd_edge.config import DEFAULT_TASK, LabelSet, ScoringConfig
+from llkd_edge.distributions import answer_information as criterion, mutual_information
+from llkd_edge.prompts import CUES, candidates, sample_texts
+
+LABELS = LabelSet.parse("business,sports=sport,tech=technology")
+
+
+def test_candidates_cover_wordings_times_cues_and_keep_the_given_task_first():
+    scoring = ScoringConfig(labels=LABELS, task="Classify the news article by topic")
+    plain = candidates(scoring, chat=False)
+    assert len(plain) == 4 * len(CUES) == 12
+    assert plain[0].scoring == scoring  # the given prompt first, so it wins ties
+    assert {c.scoring.task for c in plain} == {scoring.task, DEFAULT_TASK, "Is this text about business, sport or technology?",
+                                               "Which of these words fits the text best?"}
+    assert len({c.name for c in plain}) == len(plain) and len({c.scoring for c in plain}) == len(plain)
+    # nothing but the prompt changes
+    assert all(c.scoring.labels == LABELS and c.scoring.max_text_tokens == scoring.max_text_tokens for c in plain)
+    # no given task: the generic one is not tried twice; a chat teacher varies only the wording
+    generic = candidates(ScoringConfig(labels=LABELS), chat=True)
+    assert [c.scoring.task for c in generic] == [DEFAULT_TASK, "Is this text about business, sport or technology?",
+                                                 "Which of these words fits the text best?"]
+
+
+def test_mutual_information_rewards_answers_that_differ_between_texts():
+    sure_and_varied = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    always_the_same = np.tile([[0.9, 0.05, 0.05]], (6, 1))
+    assert np.isclose(mutual_information(sure_and_varied), np.log(3))
+    assert np.isclose(mutual_information(always_the_same), 0.0, atol=1e-9)
+
+
+def test_the_criterion_forgives_a_bias_that_batch_calibration_removes():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 300)
+    informative = np.full((300, 3), 0.1) + 0.7 * np.eye(3)[truth]
+    biased = informative * np.array([8.0, 1.0, 1.0])  # the same signal, leaning on the first label
+    biased /= biased.sum(axis=1, keepdims=True)
+    hesitant = rng.dirichlet([20, 20, 20], 300)  # answers that barely move from text to text
+    assert mutual_information(biased) < mutual_information(informative)  # raw MI punishes the bias ...
+    assert abs(criterion(biased) - criterion(informative)) < 0.05 / np.log(3)  # ... the criterion does not
+    assert criterion(informative) > criterion(hesitant) + 0.3 / np.log(3)
+
+
+def test_the_sample_is_seeded_distinct_non_empty_and_in_input_order():
+    texts = [f"text {i}" for i in range(50)] + ["text 3", " ", ""]
+    a, b = sample_texts(texts, 10), sample_texts(texts, 10)
+    assert a == b and len(set(a)) == 10 and all(t.strip() for t in a)
+    assert a == sorted(a, key=texts.index)
+    assert sample_texts(texts, 10, seed=1) != a
+    assert sample_texts(["x", "x", "y"], 10) == ["x", "y"]
