@@ -60,17 +60,24 @@ def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[La
 
 def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evalset: Dataset | None, progress: bool):
     """--prompt auto: leave ``teacher`` asking with the best candidate prompt. From a label store, that is the
-    candidate with the most pool rows in it (its texts are not read again); else ``prompts.choose`` on a
-    sample of the pool, eval texts excluded."""
-    from .prompts import candidates, choose
+    prompt of its rows for this teacher, labels and settings with the most pool rows (a prompt chosen when
+    the store was filled; its texts are not read again); else ``prompts.choose`` on a sample of the pool,
+    eval texts excluded."""
+    from .prompts import choose
 
     if source is None:
-        best, most = teacher.scoring, 0  # none has rows: the prompt as given, and _pool_from_store says so
-        for candidate in candidates(teacher.scoring, chat=teacher.prompt_style == "chat"):
-            teacher.use(candidate.scoring)
-            rows, _ = store_pool(config.data, teacher.key, None)
-            if len(rows) > most:
-                best, most = candidate.scoring, len(rows)
+        base, best, most = teacher.scoring, teacher.scoring, 0  # none fits: as given, and _pool_from_store says so
+        with LabelStore(config.data, existing=True) as store:
+            configs = store.configs()
+        for made in configs:
+            details = made["details"]
+            if made["teacher_sha256"] != teacher.key.teacher_sha256 or "task" not in details:
+                continue  # another teacher, or rows recorded before prompts were chosen
+            teacher.use(replace(base, task=details["task"], answer_cue=details["answer_cue"]))
+            if teacher.key.config_hash == made["config_hash"]:  # same labels, token budget, calibration, examples
+                rows, _ = store_pool(config.data, teacher.key, None)
+                if len(rows) > most:
+                    best, most = teacher.scoring, len(rows)
         teacher.use(best)
         return None
     held = {text_key(t) for t in evalset.texts} if evalset else set()

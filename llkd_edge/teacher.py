@@ -270,6 +270,8 @@ class Teacher:
             **self._provenance(),
             "teacher": self.model.name,
             "teacher_licence": self.model.licence,
+            "task": self.scoring.task,  # in the prompt already; recorded so a store's prompt can be asked again
+            "answer_cue": self.scoring.answer_cue,
             "prompt_style": self.prompt_style,
             "content_free_distribution": None if self.content_free is None else self.content_free.tolist(),
             "llama_cpp_python": metadata.version("llama_cpp_python"),

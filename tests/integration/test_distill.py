@@ -129,8 +129,9 @@ def test_a_store_made_with_other_labels_is_refused(tmp_path, store):
     assert len(errors) == 1 and "made with other labels or another teacher" in errors[0]
 
 
+# No --task: the prompt is the one the store's rows were chosen with (the earlier bbc-news runs' choice)
 STORE_ARGS = ["--labels", "business,entertainment,politics,sports=sport,tech=technology",
-              "--task", "Classify the news article by topic", "--max-text-tokens", "64", "--student", "minilm-l2",
+              "--max-text-tokens", "64", "--student", "minilm-l2",
               "--max-length", "96", "--batch-size", "16", "--epochs", "1", "--selection", "all"]
 
 
@@ -200,7 +201,7 @@ def test_batch_pool_calibration_divides_the_pools_mean_out_of_every_teacher_row(
     pool_rows = [stored[h] for h in stored if stored[h].text in {r.text for r in read_back}]  # the 240 pool texts
     assert len(pool_rows) == metrics["data"]["pool_size"] == 240
     prior = np.array([r.probs for r in pool_rows]).mean(axis=0)
-    assert cal["method"] == "batch" and np.allclose(cal["prior"], prior, atol=1e-6) and sum(cal["prior"]) == pytest.approx(1)
+    assert cal["method"] == "batch" and np.allclose(cal["prior"], prior, atol=1e-6) and sum(cal["prior"]) == pytest.approx(1, abs=1e-5)
     # The student learned the recalibrated labels: the run reads its pool back the same way.
     by_text = {r.text: r for r in recalibrated(pool_rows, run.labels, prior)}
     assert all(r.label == by_text[r.text].label for r in read_back)
