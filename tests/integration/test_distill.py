@@ -32,7 +32,7 @@ def distill(args):
 
 def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, store):
     out = tmp_path / "run"
-    distill([*SLICE, "--store", store, "--out", str(out)])
+    distill([*SLICE, "--prompt", "auto", "--store", store, "--out", str(out)])
     metrics = json.loads((out / "metrics.json").read_text())
     student, teacher = metrics["student"], metrics["teacher"]
     print(f"\nminilm-l2 + llkd on 240 BBC texts: student acc {student['accuracy']} F1 {student['macro_f1']}; "
@@ -58,8 +58,8 @@ def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, 
 
     config = json.loads((out / "config.json").read_text())
     assert config["teacher"]["sha256"].startswith("a5fd3b62")
-    # no --task: the prompt was chosen on the pool (eval texts excluded), and the run records the winner for
-    # export, evolve and bench to ask with
+    # --prompt auto: the prompt was chosen on the pool (eval texts excluded), and the run records the winner
+    # for export, evolve and bench to ask with
     choice = metrics["prompt_choice"]
     assert len(choice["ranking"]) == 12 and choice["sample"] == 12
     best = choice["ranking"][0]
@@ -77,7 +77,7 @@ def test_student_beats_the_majority_class_and_the_run_dir_is_complete(tmp_path, 
     assert model.config.num_hidden_layers == 2 and model.config.id2label[0] == "business"
     assert (out / "student" / "tokenizer.json").exists()
 
-    again = CliRunner().invoke(main, ["distill", "bbc-news", *SLICE, "--store", store, "--out", str(out)])
+    again = CliRunner().invoke(main, ["distill", "bbc-news", *SLICE, "--prompt", "auto", "--store", store, "--out", str(out)])
     assert again.exit_code == 2 and "already holds this finished run" in again.output
 
 

@@ -147,9 +147,10 @@ def test_prompt_auto_tries_each_candidate_once_keeps_the_most_informative_and_a_
     from llkd_edge.prompts import sample_texts
 
     store = tmp_path / "labels.sqlite"
-    args = ["label", "bbc-news:train", "--limit", "40", "--max-text-tokens", "32", "--prompt-sample", "8",
+    base = ["label", "bbc-news:train", "--limit", "40", "--max-text-tokens", "32", "--prompt-sample", "8",
             "--store", str(store), "--json"]
-    result = invoke(args)  # no --task: the prompt is chosen
+    args = [*base, "--prompt", "auto"]  # a built-in set brings a written task; a user's file would be auto already
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     choice = summary["prompt_choice"]
@@ -173,5 +174,7 @@ def test_prompt_auto_tries_each_candidate_once_keeps_the_most_informative_and_a_
     again = json.loads(invoke(args).stdout)  # the same choice from the store, no teacher call at all
     assert again["prompt_choice"]["evaluations"] == 0 and again["prompt_choice"]["ranking"] == ranking
     assert (again["labelled"], again["cached"]) == (0, 40) and again["config_hash"] == summary["config_hash"]
-    given = json.loads(invoke([*args, "--task", "Sort these texts"]).stdout)  # a written prompt is used as given
+    given = json.loads(invoke([*base, "--task", "Sort these texts"]).stdout)  # a written prompt is used as given
     assert given["prompt_choice"] is None and "Sort these texts" in given["prompt"]
+    builtin = json.loads(invoke(base).stdout)  # and so is a built-in dataset's own task
+    assert builtin["prompt_choice"] is None and "Classify the news article by topic" in builtin["prompt"]
