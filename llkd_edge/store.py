@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -146,12 +147,24 @@ class LabelStore:
         try:
             # timeout: another process may hold the write lock (a concurrent run, a migration); wait for it
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)  # explicit transactions below
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable label store ({exc})") from None
+
+    def _wal(self, attempts: int = 100) -> None:
+        """Switch to WAL. On a new file, two processes switching at once get "database is locked" at once:
+        SQLite does not wait (the busy timeout does not cover this step), so we do, briefly."""
+        for attempt in range(attempts):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05)
 
     # -------------------------------------------------------------------------------------- schema
     def _applied(self) -> set[str] | None:
