@@ -187,6 +187,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     check_gold(dataset.gold, config.scoring.labels, dataset.name)
     if not any(t.strip() for t in dataset.texts):
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
+    role = label_role(config)
     owned = teacher_factory is None  # a factory's teacher belongs to its caller
     teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory
                else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
@@ -194,7 +195,6 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     if config.prompt == "auto":  # on the backend that labels afterwards: a Ray pool tries candidates in parallel
         from .prompts import choose
 
-        role = label_role(config)
         try:
             choice = choose(teacher, dataset.texts, lambda d: label_dataset(d, teacher, config.store, progress=False,
                                                                             role=role), config.prompt_sample, progress)
@@ -205,7 +205,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         config = replace(config, scoring=choice.scoring)
     prompt = teacher.prompt
     try:
-        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, label_role(config))
+        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, role)
     finally:
         if owned:
             teacher.close()  # a Ray pool's actors (and a Ray instance started for them) end with the run
@@ -231,7 +231,7 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
     labels = config.scoring.labels.names
     rows = result.rows
     counts = Counter(r.label for r in rows)
-    mean_mass = sum(r.label_mass for r in rows) / len(rows)
+    health, warnings = teacher_health(rows, labels)
     summary = LabelSummary(
         data=name,
         store=str(config.store),
@@ -247,15 +247,15 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
         seconds=0.0,
         texts_per_second=None,
         label_counts={label: counts.get(label, 0) for label in labels},
-        mean_confidence=round(sum(r.confidence for r in rows) / len(rows), 4),
-        mean_label_mass=round(mean_mass, 4),
+        mean_confidence=health["mean_confidence"],
+        mean_label_mass=health["mean_label_mass"],
         truncated=sum(r.truncated for r in rows),
         role=label_role(config),
         backend=config.backend,
         workers=config.ray.workers if config.backend == "ray" else 1,
         retried_batches=result.retried_batches,
     )
-    summary.health, summary.warnings = teacher_health(rows, labels)
+    summary.health, summary.warnings = health, warnings
     scores = gold_scores(result, labels)
     if scores:
         summary.accuracy = round(scores["accuracy"], 4)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_ANSWER_CUE, DEFAULT_TASK, ScoringConfig
-from .data import Dataset
+from .data import Dataset, text_key
 from .distributions import answer_information
 
 CUES = (DEFAULT_ANSWER_CUE, "Label:", "Topic:")  # "Answer:" was tried and lost on every built-in set
@@ -74,8 +74,8 @@ def sample_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
     """A seeded sample of ``n`` distinct non-empty texts, in their order (files sorted by label stay fair)."""
     seen, unique = set(), []
     for t in texts:
-        if t.strip() and t not in seen:
-            seen.add(t)
+        if t.strip() and text_key(t) not in seen:  # the one key duplicates are judged on (data.text_key)
+            seen.add(text_key(t))
             unique.append(t)
     if len(unique) <= n:
         return unique
@@ -92,7 +92,7 @@ def choose(teacher, texts: list[str], label, sample: int, progress: bool = True)
     started = time.perf_counter()
     chosen_from = sample_texts(texts, sample)
     data = Dataset("prompt choice sample", chosen_from, None)
-    ranking = []
+    ranking, scorings = [], []
     evaluations = 0
     options = candidates(teacher.scoring, chat=teacher.prompt_style == "chat")
     for candidate in tqdm(options, desc=f"choosing a prompt ({len(options)} on {len(chosen_from)} texts)",
@@ -103,11 +103,10 @@ def choose(teacher, texts: list[str], label, sample: int, progress: bool = True)
         probs = np.array([r.probs for r in got.rows])
         ranking.append({"name": candidate.name, "task": candidate.scoring.task, "cue": candidate.scoring.answer_cue,
                         "score": round(answer_information(probs), 4),
-                        "label_mass": round(float(np.mean([r.label_mass for r in got.rows])), 4),
-                        "scoring": candidate.scoring})
-    ranking.sort(key=lambda r: -r["score"])  # stable: among equals, the earlier candidate wins
-    best = ranking[0].pop("scoring")
-    for r in ranking[1:]:
-        r.pop("scoring")
+                        "label_mass": round(float(np.mean([r.label_mass for r in got.rows])), 4)})
+        scorings.append(candidate.scoring)
+    order = sorted(range(len(ranking)), key=lambda i: -ranking[i]["score"])  # stable: ties keep the earlier one
+    best = scorings[order[0]]
+    ranking = [ranking[i] for i in order]
     teacher.use(best)
     return Choice(best, ranking, len(chosen_from), evaluations, time.perf_counter() - started)
