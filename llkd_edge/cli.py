@@ -144,9 +144,11 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--role", type=click.Choice(LABEL_ROLES), default="auto", show_default=True,
               help="What the texts are for, recorded in the store: pool (training data) or eval (held out: a store "
               "used as distill DATA never trains on them); auto: eval for a built-in test split, else pool.")
+@click.option("--gold", "gold_file", help="A few gold-labelled texts (same format as DATA): the teacher's accuracy on "
+              "them, with a 95% interval, is reported (they are labelled too, and marked as held out).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, role, as_json,
-          **opts):
+def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, role, gold_file,
+          as_json, **opts):
     """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
     from .config import RayConfig
     from .labelling import label_texts
@@ -170,6 +172,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         backend=backend,
         ray=ray_config,
         role=role,
+        gold=gold_file,
         **_prompt(data, opts),
     )
     summary = label_texts(config)
@@ -202,6 +205,10 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--pool-calibration", type=click.Choice(POOL_CALIBRATIONS), default=DistillConfig.pool_calibration,
               show_default=True, help="batch: divide the teacher's distributions by their mean over the pool before "
               "training (removes the teacher's bias towards some labels; read-time, the store is unchanged).")
+@click.option("--gold", "gold_file", help="A few gold-labelled texts (say 8 per class; same format as DATA): they judge "
+              "the teacher, correct its labels through a gold-only probe, and train the student as trusted samples.")
+@click.option("--gold-weight", default=3.0, show_default=True, help="Loss weight of a --gold text (teacher-labelled "
+              "texts average 1).")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -210,8 +217,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, need_pass, pool_calibration, limit, eval_limit, min_per_class, device, resume,
-            as_json, **opts):
+            seed, momentum, topk_ratio, need_pass, pool_calibration, gold_file, gold_weight, limit, eval_limit,
+            min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import TrainConfig
     from .distill import distill as run_distill
@@ -224,8 +231,8 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         teacher=teacher,
         train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
-                          momentum=momentum, topk_ratio=topk_ratio, need_pass=need_pass, threads=opts["threads"],
-                          device=device),
+                          momentum=momentum, topk_ratio=topk_ratio, need_pass=need_pass, gold_weight=gold_weight,
+                          threads=opts["threads"], device=device),
         eval=eval_data,
         store=opts["store"],
         text_column=opts["text_column"],
@@ -234,6 +241,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         eval_limit=eval_limit,
         min_per_class=min_per_class,
         pool_calibration=pool_calibration,
+        gold=gold_file,
         **_prompt(data, opts),
     )
     metrics = run_distill(config, resume=resume)
@@ -258,6 +266,7 @@ def _print_prompt_choice(choice: dict | None) -> None:
 def _print_distill_summary(run_dir: str, m: dict) -> None:
     _print_prompt_choice(m.get("prompt_choice"))
     sel, data = m["selection"], m["data"]
+    _print_gold(m.get("gold"))
     click.echo(f"student {m['student_model']['name']} trained with {sel['method']} selection on {data['pool_size']} "
                f"texts; {sel['fraction_used']:.1%} of the pool used; selected per epoch {sel['selected_per_epoch']}")
     if m["student"]:
@@ -266,6 +275,9 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
         cal = m["pool_calibration"]
         was = f" (before pool calibration {cal['teacher_as_stored']['macro_f1']:.3f})" if cal["prior"] else ""
         click.echo(f"  teacher  accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}{was}")
+        for name, row in (("gold-only", m.get("gold_only")), ("taught", m.get("taught_labels"))):
+            if row:  # with --gold: the probe on the gold texts alone, and the labels the student learnt from
+                click.echo(f"  {name:<8} accuracy {row['accuracy']:.3f}  macro-F1 {row['macro_f1']:.3f}")
         click.echo(f"  student  accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  "
                    f"(majority class {s['majority_rate']:.3f})")
     else:
@@ -276,6 +288,22 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
         click.echo(f"warning: {warning}", err=True)
     secs = m["seconds"]
     click.echo(f"time: label {secs['label']:.0f}s, train {secs['train']:.0f}s, eval {secs['eval']:.0f}s; wrote {run_dir}")
+
+
+def _print_gold(g: dict | None) -> None:
+    """--gold: each label source's accuracy on the gold texts (95% interval) and which one taught (a teacher
+    below the gold-only probe is named among the teacher warnings)."""
+    if not g:
+        return
+    names = {"teacher": "teacher", "gold_only": "gold-only probe (cross-validated)",
+             "combined": "teacher x probe (cross-validated)"}
+    click.echo(f"on your {g['n']} gold texts:")
+    for source, label in names.items():
+        r = g["scores"][source]
+        mark = "*" if source == g["chosen"] else " "
+        click.echo(f"  {mark} {label:<34} accuracy {r['accuracy']:.3f}  (95% interval {r['interval'][0]:.2f}-"
+                   f"{r['interval'][1]:.2f})")
+    click.echo("the student learns from the starred labels, plus the gold texts themselves")
 
 
 def _print_label_summary(s) -> None:
@@ -297,6 +325,12 @@ def _print_label_summary(s) -> None:
     if s.accuracy is not None:
         click.echo(f"vs gold ({s.gold_count} texts): accuracy {s.accuracy:.3f}, macro-F1 {s.macro_f1:.3f} "
                    f"(majority class {s.majority_rate:.3f})")
+    if s.gold:
+        g = s.gold
+        weakest = min(g["recall"], key=g["recall"].get)
+        click.echo(f"on your {g['n']} gold texts: accuracy {g['accuracy']:.3f} (95% interval {g['interval'][0]:.2f}-"
+                   f"{g['interval'][1]:.2f}), macro-F1 {g['macro_f1']:.3f}; weakest class {weakest} "
+                   f"(recall {g['recall'][weakest]:.2f})")
     if s.out:
         click.echo(f"wrote {s.out}")
     for warning in s.warnings:

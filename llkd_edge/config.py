@@ -209,6 +209,7 @@ class LabelRunConfig:
     role: str = "auto"
     prompt: str = "fixed"  # auto: choose the prompt on a sample (prompts.choose); fixed: ask with scoring as given
     prompt_sample: int = 12  # texts each candidate prompt is tried on (12 x 12 candidates: 14% of labelling 1000)
+    gold: str | None = None  # a few gold-labelled texts (--gold): the teacher's accuracy on them is reported
 
     def __post_init__(self) -> None:
         _one_of("--role", self.role, LABEL_ROLES)
@@ -244,6 +245,8 @@ class TrainConfig:
     learning_rate: float | None = None  # None: the student's registered default
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    # Loss weight of a gold-labelled (--gold) sample; the selected teacher-labelled ones average 1.
+    gold_weight: float = 3.0
     momentum: float = 0.9  # of the LLKD threshold EMAs
     topk_ratio: float = 0.5
     # The student's need for LLKD/uncertainty/random selection: "train" reads it from the training forward pass
@@ -265,6 +268,8 @@ class TrainConfig:
             raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.topk_ratio <= 1:
             raise UserError(f"--topk-ratio must be in (0, 1], got {self.topk_ratio}")
+        if not self.gold_weight > 0:
+            raise UserError(f"--gold-weight must be positive, got {self.gold_weight}")
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,7 @@ class DistillConfig:
     pool_calibration: str = "batch"
     prompt: str = "fixed"  # auto: choose the prompt on a sample of the pool (prompts.choose)
     prompt_sample: int = 12
+    gold: str | None = None  # a few gold-labelled texts (--gold): judge the teacher, correct it, train on them
 
     def __post_init__(self) -> None:
         _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)

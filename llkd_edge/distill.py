@@ -17,7 +17,7 @@ import numpy as np
 from .config import DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
-from .files import rounded, write_json
+from .files import rounded, sha256_file, write_json
 from .distributions import pool_prior
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
 from .metrics import classification_scores
@@ -104,6 +104,36 @@ def _without(pool: Labelled, texts: list[str]) -> tuple[Labelled, int]:
     return trimmed, len(pool.texts) - len(keep)
 
 
+def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_probs: np.ndarray,
+                    labels: tuple[str, ...], seed: int, progress: bool = False):
+    """The training pool with ``--gold``: the pool's texts labelled by the source the gold texts judge best
+    (teacher, gold-only probe, or their product; ``gold.judge``), each weighted by the trust of its label's
+    class, plus the gold texts themselves as trusted samples. Returns ``(Pool, GoldJudgement)``.
+
+    ``probs``/``gold_probs``: shape (N, K)/(G, K), the teacher's distributions, calibrated alike.
+    """
+    from .gold import judge, sample_weights
+    from .train import Pool, embed
+
+    x = embed(texts + gold.texts, progress=progress)
+    judgement = judge(gold_probs, x[len(texts):], gold.gold, labels, seed)
+    taught = judgement.labels_for(probs, x[: len(texts)])
+    onehot = np.eye(len(labels))[[labels.index(g) for g in gold.gold]]
+    pool = Pool(texts + gold.texts, np.vstack([taught, onehot]),
+                trusted=np.r_[np.zeros(len(texts), bool), np.ones(len(gold.texts), bool)],
+                weights=np.r_[sample_weights(taught, judgement.class_trust), np.ones(len(gold.texts))])
+    return pool, judgement
+
+
+def _check_taught(training, labels: LabelSet, minimum: int) -> None:
+    """With --gold: enough texts per class among the labels the student learns from (gold texts included)."""
+    counts = Counter(training.probs.argmax(axis=1).tolist())
+    short = [f"{name} {counts.get(j, 0)}" for j, name in enumerate(labels.names) if counts.get(j, 0) < minimum]
+    if short:
+        raise DataError(f"too few texts per class to train: {', '.join(short)} of {len(training.texts)} "
+                        f"(need at least {minimum} each; add texts or gold examples, or lower --min-per-class)")
+
+
 def _check_pool(pool: Labelled, labels: LabelSet, minimum: int) -> None:
     counts = Counter(r.label for r in pool.rows)
     short = [f"{name} {counts.get(name, 0)}" for name in labels.names if counts.get(name, 0) < minimum]
@@ -135,6 +165,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if config.eval:
         evalset = read_eval(config.eval, config.text_column, config.label_column, config.eval_limit)
         check_gold(evalset.gold, labels, evalset.name)
+    gold = None
+    if config.gold:  # checked before any teacher time is spent
+        from .gold import check_gold_set
+
+        config = replace(config, gold=resolved(config.gold))
+        gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column), labels.names,
+                              evalset.texts if evalset else None)
     run_identity = identity(config)  # as asked: with --prompt auto, before a prompt is chosen
     run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
 
@@ -150,14 +187,18 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         pool, left_out = _pool_from_store(config, teacher, progress)
     else:
         pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
-    overlap = 0
+    overlap = gold_overlap = 0
     if evalset:  # never train on an eval text, in any whitespace/case variant (a store may hold both)
         pool, overlap = _without(pool, evalset.texts)
+    if gold:  # a gold text trains once, as a gold sample, never also with the teacher's label
+        pool, gold_overlap = _without(pool, gold.texts)
     health, warnings = teacher_health(pool.rows, labels.names)  # the labels as the teacher gave them
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_prior([r.probs for r in pool.rows]) if config.pool_calibration == "batch" and pool.rows else None
     pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
-    _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
+    if not gold:  # with gold texts, the labels the student learns from are checked once they are known
+        _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
+    judged = label_dataset(gold, teacher, store_path, progress=progress, role="validation") if gold else None
     stored_eval = label_dataset(evalset, teacher, store_path, progress=progress, role="eval") if evalset else None
     # The teacher is scored as the student was taught: with the pool's prior divided out too.
     evaluated = replace(stored_eval, rows=recalibrated(stored_eval.rows, labels.names, prior)) if evalset else None
@@ -173,11 +214,24 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     }
     write_json(run_dir / "config.json", provenance)
 
-    # 2. The student.
+    # 2. The student, with --gold on the labels the gold texts judge best, and on the gold texts themselves.
     train_started = time.perf_counter()
-    student = build_student(config.train.student, labels.names, config.train.seed)
     probs = np.array([r.probs for r in pool.rows], dtype=np.float64)
-    stats = train(student, Pool(pool.texts, probs), config.train, run_dir, resume=resume, progress=progress)
+    judgement = None
+    if gold:
+        gold_probs = np.array([r.probs for r in recalibrated(judged.rows, labels.names, prior)])
+        training, judgement = learn_from_gold(pool.texts, probs, Dataset(gold.name, judged.texts, judged.gold),
+                                              gold_probs, labels.names, config.train.seed, progress)
+        _check_taught(training, labels, config.min_per_class)
+        if judgement.teacher_below_gold_only:
+            t, g = judgement.scores["teacher"]["accuracy"], judgement.scores["gold_only"]["accuracy"]
+            warnings.append(f"the teacher ({t:.3f}) does worse on your {judgement.n} gold texts than a probe trained on "
+                            f"those texts alone ({g:.3f}): its labels count for less here (try another --task or "
+                            "teacher, or more gold texts)")
+    else:
+        training = Pool(pool.texts, probs)
+    student = build_student(config.train.student, labels.names, config.train.seed)
+    stats = train(student, training, config.train, run_dir, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - train_started
     write_json(run_dir / "selection.json", [asdict(s) for s in stats])
 
@@ -191,6 +245,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         predicted = [labels.names[j] for j in student_probs.argmax(axis=1)]
         metrics["student"] = rounded(classification_scores(gold, predicted, labels.names))
         metrics["teacher"] = rounded(gold_scores(evaluated, labels.names))
+        if judgement:  # the gold-only probe and the labels the student learnt from, on the same eval texts
+            from .train import embed
+
+            x = embed([evaluated.texts[i] for i in keep], progress=progress)
+            eval_probs = np.array([evaluated.rows[i].probs for i in keep])
+            for name, p in (("gold_only", judgement.probe.predict(x)), ("taught_labels", judgement.labels_for(eval_probs, x))):
+                metrics[name] = rounded(classification_scores(gold, [labels.names[j] for j in p.argmax(1)], labels.names))
         confusion_png(run_dir / "confusion_matrix.png", gold, predicted, labels.names,
                        f"{config.train.student} ({config.train.selection}) on {evalset.name}: "
                        f"macro-F1 {metrics['student']['macro_f1']:.3f}")
@@ -201,7 +262,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     metrics.update({
         "selection": {
             "method": config.train.selection,
-            "fraction_used": round(stats[-1].ever_selected / n, 4),
+            "fraction_used": round(stats[-1].ever_selected / len(training.texts), 4),
             "selected_per_epoch": [s.selected for s in stats],
             "ever_selected_per_epoch": [s.ever_selected for s in stats],
             "soft_labels": config.train.soft_labels,
@@ -210,6 +271,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "pool": config.data,
             "pool_size": n,
             "pool_texts_dropped_as_eval_overlap": overlap,
+            "pool_texts_dropped_as_gold": gold_overlap,
+            "gold_size": len(training.texts) - n,  # --gold texts trained on beside the pool
             "store_rows_left_out": left_out,  # DATA a store: rows not trained on, by reason (eval, validation, ...)
             "eval": evalset.name if evalset else None,
             "eval_size": len(evaluated.rows) if evaluated else 0,
@@ -222,6 +285,10 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "teacher_as_stored": rounded(gold_scores(stored_eval, labels.names)) if stored_eval else None,
         },
         "prompt_choice": choice.record() if choice else None,
+        # --gold: the teacher, the gold-only probe and their product judged on the gold texts, and the choice
+        "gold": None if judgement is None else {
+            "file": config.gold, "sha256": sha256_file(config.gold), **judgement.record(),
+            "student_learns_from": judgement.chosen},
         "teacher_health": health,  # without gold labels: labelling.teacher_health
         "teacher_warnings": warnings,
         "pool_teacher": rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold

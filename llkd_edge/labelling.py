@@ -57,6 +57,7 @@ class LabelSummary:
     prompt: str | None = None  # the prompt the texts were asked with ({text} where each text goes)
     prompt_choice: dict | None = None  # --prompt auto: every candidate's score, the winner first
     health: dict = field(default_factory=dict)  # teacher_health: how far the labels can be trusted, without gold
+    gold: dict | None = None  # --gold: the teacher's accuracy on those texts, with its 95% interval (gold_judgement)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -188,6 +189,12 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     if not any(t.strip() for t in dataset.texts):
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
     role = label_role(config)
+    gold = None
+    if config.gold:  # checked before any teacher time is spent
+        from .gold import check_gold_set
+
+        gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column),
+                              config.scoring.labels.names, None)
     owned = teacher_factory is None  # a factory's teacher belongs to its caller
     teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory
                else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
@@ -206,12 +213,14 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     prompt = teacher.prompt
     try:
         result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, role)
+        judged = label_dataset(gold, teacher, config.store, progress=progress, role="validation") if gold else None
     finally:
         if owned:
             teacher.close()  # a Ray pool's actors (and a Ray instance started for them) end with the run
     summary = _summarise(config, dataset.name, teacher, result)
     summary.prompt = prompt
     summary.prompt_choice = choice.record() if choice else None
+    summary.gold = gold_judgement(judged, config.scoring.labels.names) if judged else None
     summary.seconds = round(time.perf_counter() - started, 3)
     if result.labelled and result.seconds > 0:
         summary.texts_per_second = round(result.labelled / result.seconds, 2)
@@ -301,6 +310,18 @@ def teacher_health(rows: list[LabelRow], labels) -> tuple[dict, list[str]]:
         warnings.append(f"the teacher put only {health['mean_label_mass']:.1%} of its next-token probability on the "
                         f"label words: the prompt may not fit this model. Try {TRY_NEXT}")
     return health, warnings
+
+
+def gold_judgement(result: Labelled, labels) -> dict:
+    """The teacher's accuracy on ``--gold`` texts (as it gave its labels), its 95% Wilson interval, recall per
+    class and macro-F1: how far its labels can be trusted, from a handful of gold labels."""
+    from .gold import score_on_gold
+
+    labels = list(labels)
+    predicted = [r.label for r in result.rows]
+    scores = score_on_gold(np.array([labels.index(p) for p in predicted]),
+                           np.array([labels.index(g) for g in result.gold]), tuple(labels))
+    return {**scores, "macro_f1": round(classification_scores(result.gold, predicted, labels)["macro_f1"], 4)}
 
 
 def gold_scores(result: Labelled, labels) -> dict | None:

@@ -217,9 +217,11 @@ class Run:
                                 "run distill again")
             rows = [found[h] for h in order]
         evalset = self.eval_set()
-        if evalset:
-            held_out = {text_key(t) for t in evalset.texts}
-            rows = [r for r in rows if text_key(r.text) not in held_out]
+        held_out = {text_key(t) for t in evalset.texts} if evalset else set()
+        if config.get("gold"):  # --gold texts trained as gold samples, not with the teacher's labels
+            held_out |= {text_key(t) for t in read_dataset(config["gold"], config["text_column"],
+                                                           config["label_column"]).texts}
+        rows = [r for r in rows if text_key(r.text) not in held_out]
         prior = (self.metrics.get("pool_calibration") or {}).get("prior")
         rows = recalibrated(rows, self.labels, None if prior is None else np.asarray(prior))  # as the student saw them
         if len(rows) != self.metrics["data"]["pool_size"]:

@@ -109,15 +109,58 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     return Student(model, tokenizer, name, info)
 
 
+ENCODER = "minilm-l6"  # the packaged sentence encoder behind gold.py's gold-only probe
+
+
+def embed(texts: Sequence[str], max_length: int = 128, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Shape (N, D): unit-length mean-pooled embeddings from the packaged sentence encoder (all-MiniLM-L6-v2,
+    trained for mean pooling), frozen; what the gold-only probe reads."""
+    torch = _torch()
+    from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = _package_folder(registry("students")[ENCODER])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(texts), batch_size), desc="embedding", disable=not progress, leave=False):
+            batch = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), dtype=np.float32)
+
+
 # ------------------------------------------------------------------------------------------ data
 
 
 @dataclass(frozen=True)
 class Pool:
-    """The training pool: texts with the teacher's distributions. ``probs`` has shape (N, K)."""
+    """The training pool: texts with the teacher's distributions. ``probs`` has shape (N, K).
+
+    ``trusted`` (shape (N,), bool): gold-labelled samples, trained on in every batch they fall in, whatever
+    the selection method says, with weight ``TrainConfig.gold_weight``; they neither move nor are judged by
+    the selection thresholds. ``weights`` (shape (N,)): a multiplier on each sample's loss weight (the
+    per-class trust of its label, gold.sample_weights). Both default to none trusted and all ones.
+    """
 
     texts: list[str]
     probs: np.ndarray
+    trusted: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        object.__setattr__(self, "trusted", np.zeros(n, dtype=bool) if self.trusted is None
+                           else np.asarray(self.trusted, dtype=bool))
+        object.__setattr__(self, "weights", np.ones(n) if self.weights is None
+                           else np.asarray(self.weights, dtype=np.float64))
+        if self.probs.shape[0] != n or self.trusted.shape != (n,) or self.weights.shape != (n,):
+            raise ValueError(f"pool parts disagree: {n} texts, probs {self.probs.shape}, trusted "
+                             f"{self.trusted.shape}, weights {self.weights.shape}")
 
     @property
     def pseudo(self) -> np.ndarray:
@@ -262,7 +305,7 @@ def train(
     lr = config.learning_rate or student.info["default_learning_rate"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    state = ThresholdState.initial(k, momentum=config.momentum, teacher_prior=float(pool.conf.mean()))
+    state = ThresholdState.initial(k, momentum=config.momentum, teacher_prior=float(pool.conf[~pool.trusted].mean()) if (~pool.trusted).any() else None)
     rng = np.random.default_rng(config.seed)
     ever = np.zeros(n, dtype=bool)
     stats: list[EpochStats] = []
@@ -321,8 +364,14 @@ def train(
             if not eval_need:
                 with torch.no_grad():
                     need = need_of(logits)
-            mask, weights, state = select(config.selection, conf[batch], need, pseudo[batch], state,
-                                          rng=rng, topk_ratio=config.topk_ratio)
+            trusted = pool.trusted[batch]
+            judged = ~trusted  # gold samples neither move the thresholds nor are judged by them
+            mask = trusted.copy()
+            weights = np.where(trusted, config.gold_weight, 0.0)
+            if judged.any():
+                picked, picked_w, state = select(config.selection, conf[batch][judged], need[judged],
+                                                 pseudo[batch][judged], state, rng=rng, topk_ratio=config.topk_ratio)
+                mask[judged], weights[judged] = picked, picked_w * pool.weights[batch][judged]
             seen += len(batch)
             if mask.any():
                 rows = torch.from_numpy(np.flatnonzero(mask)).to(device)

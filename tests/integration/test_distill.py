@@ -219,3 +219,40 @@ def test_batch_pool_calibration_divides_the_pools_mean_out_of_every_teacher_row(
     distill([*args[:-1], str(plain), "--pool-calibration", "none", "--min-per-class", "1"])
     m = json.loads((plain / "metrics.json").read_text())
     assert m["pool_calibration"]["prior"] is None and m["teacher"] == cal["teacher_as_stored"]
+
+
+def test_gold_texts_judge_the_teacher_correct_its_labels_and_train_as_trusted_samples(tmp_path, store):
+    """--gold with 4 texts per class (2 of them also in the pool): the teacher, the gold-only probe and their
+    product are judged on them; the gold texts train in every epoch and leave the teacher-labelled pool."""
+    import pandas as pd
+
+    from llkd_edge.data import load_builtin
+    from llkd_edge.runs import open_run
+    from llkd_edge.train import selected_mask
+
+    train = load_builtin("bbc-news:train")
+    outside = range(240, 600)
+    rows = []
+    for name in ("business", "entertainment", "politics", "sports", "tech"):
+        rows += [i for i in outside if train.gold[i] == name][:4]
+    rows = [0, 1] + rows[2:]  # two pool texts among them
+    gold = tmp_path / "gold.csv"
+    pd.DataFrame({"text": [train.texts[i] for i in rows], "label": [train.gold[i] for i in rows]}).to_csv(gold, index=False)
+    out = tmp_path / "run"
+    result = distill([*SLICE, "--store", store, "--gold", str(gold), "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    g = metrics["gold"]
+    print(f"\n--gold 20 texts: {g['why']}; student {metrics['student']['macro_f1']}, teacher "
+          f"{metrics['teacher']['macro_f1']}, gold-only {metrics['gold_only']['macro_f1']}, taught "
+          f"{metrics['taught_labels']['macro_f1']}")
+    assert g["n"] == 20 and set(g["scores"]) == {"teacher", "gold_only", "combined"}
+    assert g["chosen"] in g["scores"] and g["chosen"] in g["why"] and g["sha256"]
+    assert all(0 <= s["interval"][0] <= s["accuracy"] <= s["interval"][1] <= 1 for s in g["scores"].values())
+    assert "on your 20 gold texts:" in result.output and "gold-only" in result.output
+    data = metrics["data"]
+    assert data["pool_texts_dropped_as_gold"] == 2 and data["pool_size"] == 238 and data["gold_size"] == 20
+    assert metrics["gold_only"]["n"] == metrics["taught_labels"]["n"] == metrics["student"]["n"] == 100
+    assert metrics["student"]["accuracy"] >= metrics["student"]["majority_rate"] + 0.25
+    assert selected_mask(out)[-20:].all()  # the gold samples, last in the training pool, always trained
+    run = open_run(out)  # export/evolve read back the teacher-labelled pool alone
+    assert len(run.pool()) == 238

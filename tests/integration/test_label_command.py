@@ -178,3 +178,29 @@ def test_prompt_auto_tries_each_candidate_once_keeps_the_most_informative_and_a_
     assert given["prompt_choice"] is None and "Sort these texts" in given["prompt"]
     builtin = json.loads(invoke(base).stdout)  # and so is a built-in dataset's own task
     assert builtin["prompt_choice"] is None and "Classify the news article by topic" in builtin["prompt"]
+
+
+def test_gold_texts_give_the_teachers_accuracy_with_an_interval_and_are_held_out(tmp_path):
+    from llkd_edge.data import load_builtin
+
+    train = load_builtin("bbc-news:train")
+    rows = [i for name in ("business", "entertainment", "politics", "sports", "tech")
+            for i in [j for j in range(100, 400) if train.gold[j] == name][:2]]
+    gold = tmp_path / "gold.csv"
+    pd.DataFrame({"text": [train.texts[i] for i in rows], "label": [train.gold[i] for i in rows]}).to_csv(gold, index=False)
+    store = tmp_path / "labels.sqlite"
+    args = ["label", "bbc-news:train", "--limit", "20", "--max-text-tokens", "48", "--store", str(store), "--gold", str(gold)]
+    summary = json.loads(invoke([*args, "--json"]).stdout)["gold"]
+    print(f"\nteacher on 10 BBC gold texts: {summary}")
+    assert summary["n"] == 10 and summary["correct"] == round(summary["accuracy"] * 10)
+    assert summary["interval"][0] <= summary["accuracy"] <= summary["interval"][1]
+    assert summary["interval"][1] - summary["interval"][0] > 0.2  # ten texts say little, and the interval says so
+    assert set(summary["recall"]) == {"business", "entertainment", "politics", "sports", "tech"}
+    assert "on your 10 gold texts: accuracy" in invoke(args).output
+    with LabelStore(str(store)) as opened:  # held out: a store used as distill DATA never trains on them
+        roles = opened.roles()
+    assert sum("validation" in r for r in roles.values()) == 10 and len(roles) == 30
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nsome text,zebra\n", encoding="utf-8")
+    result = invoke([*args[:-1], str(bad)])
+    assert result.exit_code == 2 and "not in the label set" in result.output
