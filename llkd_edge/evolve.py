@@ -134,6 +134,9 @@ class Evolution:
                                        n_ctx=GENERATION_CTX)
         self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
         self.warnings: list[str] = []
+        if provenance["config"].get("gold"):
+            self.warn(f"{self.run.path} was trained with --gold; evolve retrains on the teacher's own labels of the pool "
+                      "and on the written texts: the gold texts and the labels they corrected are not used yet")
         if not self.teacher.instruct:
             self.warn(f"{self.teacher.model.name} has no chat template (not instruction-tuned): it gets a plain "
                        "completion prompt, and its texts are likely poor; an instruct teacher such as "
