@@ -70,7 +70,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified folds over the gold texts: 5, or fewer when a class has fewer texts (at least 2); plain
     folds when some class has a single text (it cannot be in two folds)."""
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -204,11 +204,11 @@ def judge(teacher: np.ndarray, x: np.ndarray, gold: list[str], labels: tuple[str
     k = len(labels)
     y = np.array([labels.index(g) for g in gold])
     teacher = np.asarray(teacher, dtype=np.float64)
-    folds = _folds(y, seed)
+    folds = cv_folds(y, seed)
     probe_oof = out_of_fold(x, y, k, folds)
     combined_oof = np.zeros_like(probe_oof)
     for fit_on, held in folds:  # nested: the powers are chosen without the held-out texts
-        inner_probe = (out_of_fold(x[fit_on], y[fit_on], k, _folds(y[fit_on], seed)) if len(fit_on) > 1
+        inner_probe = (out_of_fold(x[fit_on], y[fit_on], k, cv_folds(y[fit_on], seed)) if len(fit_on) > 1
                        else Probe.fit(x[fit_on], y[fit_on], k).predict(x[fit_on]))
         product = Product.fit(teacher[fit_on], inner_probe, y[fit_on])
         combined_oof[held] = product(teacher[held], Probe.fit(x[fit_on], y[fit_on], k).predict(x[held]))
