@@ -37,6 +37,9 @@ SEEDS = (0, 1, 2)
 SIZES = (8, 4, 16)  # 8 first: the bar is judged there
 PLAN = replace(FULL, datasets=DATASETS)
 STUDENT = dict(student="minilm-l2", max_length=64, epochs=4, batch_size=32, selection="llkd")
+# How the student taught by teacher + gold trains (--variant; the teacher-alone student always trains as STUDENT).
+VARIANTS = {"default": {}, "soft": dict(soft_labels=True), "all": dict(selection="all"),
+            "soft-all": dict(soft_labels=True, selection="all")}
 
 
 def _scores(y: list[str], probs: np.ndarray, names) -> dict:
@@ -50,11 +53,11 @@ def draw(gold: list[str], names, per: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(np.flatnonzero(y == name))[:per] for name in names])
 
 
-def train_student(texts_or_pool, probs, names, seed: int, threads: int):
+def train_student(texts_or_pool, probs, names, seed: int, threads: int, variant: str = "default"):
     from llkd_edge.train import Pool, build_student, predict_proba, train
 
     pool = texts_or_pool if isinstance(texts_or_pool, Pool) else Pool(texts_or_pool, probs)
-    config = TrainConfig(seed=seed, threads=threads, **STUDENT)
+    config = TrainConfig(seed=seed, threads=threads, **{**STUDENT, **VARIANTS[variant]})
     student = build_student(config.student, names, seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llkd-gold-") as tmp:
@@ -62,7 +65,7 @@ def train_student(texts_or_pool, probs, names, seed: int, threads: int):
     return student, time.perf_counter() - started, lambda texts: predict_proba(student, texts, config.max_length)
 
 
-def run(work: Path, threads: int, sizes: tuple[int, ...], store: str) -> dict:
+def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: str = "default") -> dict:
     from tqdm.auto import tqdm
 
     from llkd_edge.gold import Probe  # noqa: F401  (sklearn present before an hour of work)
@@ -80,7 +83,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str) -> dict:
         test_x = None
         for per in (0, *sizes):
             for seed in SEEDS:
-                path = work / "cells" / f"{dataset}__gold{per}__s{seed}.json"
+                tag = "" if per == 0 or variant == "default" else f"__{variant}"
+                path = work / "cells" / f"{dataset}__gold{per}__s{seed}{tag}.json"
                 if path.exists():
                     cells[path.name] = read_json(path)
                     bar.update(1)
@@ -99,7 +103,7 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str) -> dict:
                     pool, judgement = learn_from_gold([split.pool.texts[i] for i in rest], pool_probs[rest], gold,
                                                       pool_probs[chosen], names, seed)
                     gold_seconds = time.perf_counter() - started
-                    _, seconds, predict = train_student(pool, None, names, seed, threads)
+                    _, seconds, predict = train_student(pool, None, names, seed, threads, variant)
                     if test_x is None:
                         test_x = embed(split.test.texts)
                     cell = {"student": _scores(split.test.gold, predict(split.test.texts), names),
@@ -109,7 +113,7 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str) -> dict:
                                                                   zip(rest, pool.probs[: len(rest)].argmax(1))])),
                             "judgement": judgement.record(), "gold_seconds": round(gold_seconds, 1),
                             "train_seconds": round(seconds, 1), "gold_texts": len(chosen)}
-                cell.update(dataset=dataset, per_class=per, seed=seed,
+                cell.update(dataset=dataset, per_class=per, seed=seed, variant="default" if per == 0 else variant,
                             teacher=_scores(split.test.gold, test_probs, names))
                 write_json(path, cell)
                 cells[path.name] = cell
@@ -188,14 +192,17 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--work", default="runs/gold")
     parser.add_argument("--store", default="runs/study/labels.sqlite")
-    parser.add_argument("--out", default=str(RESULTS / "gold.json"))
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="default",
+                        help="how the student taught by teacher + gold trains (cells kept apart per variant)")
+    parser.add_argument("--out", default=None, help="default: bench/results/gold.json, gold-VARIANT.json for others")
     args = parser.parse_args()
     started = time.perf_counter()
-    report = run(Path(args.work), args.threads, tuple(args.per_class), args.store)
+    report = run(Path(args.work), args.threads, tuple(args.per_class), args.store, args.variant)
     rows = summary(report["cells"])
     report.update(record(args.threads, "torch", "transformers", "scikit-learn"), summary=rows,
-                  student=STUDENT, seconds=round(time.perf_counter() - started, 1))
-    out = Path(args.out)
+                  student=STUDENT, variant={args.variant: VARIANTS[args.variant]},
+                  seconds=round(time.perf_counter() - started, 1))
+    out = Path(args.out or RESULTS / ("gold.json" if args.variant == "default" else f"gold-{args.variant}.json"))
     write_report(out, report, markdown(rows))
     plot(rows, out.with_suffix(".png"))
     print(markdown(rows))
