@@ -386,7 +386,7 @@ def eval_dataset(dataset: Dataset, warn: bool = True) -> Dataset:
         raise DataError(f"{dataset.name}: no text with a gold label")
     if conflicts and warn:
         print(f"warning: {dataset.name}: {len(conflicts)} texts appear more than once with different gold labels; "
-              "each is scored once, against its first label", file=sys.stderr)
+              "each is kept once, with its first label", file=sys.stderr)
     keep = list(first.values())
     return Dataset(dataset.name, [dataset.texts[i] for i in keep], [dataset.gold[i] for i in keep],
                    dataset.labels, dataset.task)

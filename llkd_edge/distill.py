@@ -105,14 +105,14 @@ def _without(pool: Labelled, texts: list[str]) -> tuple[Labelled, int]:
 
 
 def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_probs: np.ndarray,
-                    labels: tuple[str, ...], seed: int, progress: bool = False):
+                    labels: tuple[str, ...], seed: int, progress: bool = False, balance: float | None = None):
     """The training pool with ``--gold``: the pool's texts labelled by the source the gold texts judge best
     (teacher, gold-only probe, or their product; ``gold.judge``), each weighted by the trust of its label's
     class, plus the gold texts themselves as trusted samples. Returns ``(Pool, GoldJudgement)``.
 
     ``probs``/``gold_probs``: shape (N, K)/(G, K), the teacher's distributions, calibrated alike.
     """
-    from .gold import judge, sample_weights
+    from .gold import CLASS_BALANCE, judge, sample_weights
     from .train import Pool, embed
 
     x = embed(texts + gold.texts, progress=progress)
@@ -121,7 +121,8 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
     onehot = np.eye(len(labels))[[labels.index(g) for g in gold.gold]]
     pool = Pool(texts + gold.texts, np.vstack([taught, onehot]),
                 trusted=np.r_[np.zeros(len(texts), bool), np.ones(len(gold.texts), bool)],
-                weights=np.r_[sample_weights(taught, judgement.class_trust), np.ones(len(gold.texts))])
+                weights=np.r_[sample_weights(taught, judgement.class_trust, CLASS_BALANCE if balance is None else balance),
+                              np.ones(len(gold.texts))])
     return pool, judgement
 
 
@@ -167,7 +168,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         check_gold(evalset.gold, labels, evalset.name)
     gold = None
     if config.gold:  # checked before any teacher time is spent
-        from .gold import check_gold_set
+        from .gold import CLASS_BALANCE, check_gold_set
 
         config = replace(config, gold=resolved(config.gold))
         gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column), labels.names,
@@ -288,7 +289,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         # --gold: the teacher, the gold-only probe and their product judged on the gold texts, and the choice
         "gold": None if judgement is None else {
             "file": config.gold, "sha256": sha256_file(config.gold), **judgement.record(),
-            "student_learns_from": judgement.chosen},
+            "student_learns_from": judgement.chosen, "class_balance": CLASS_BALANCE},
         "teacher_health": health,  # without gold labels: labelling.teacher_health
         "teacher_warnings": warnings,
         "pool_teacher": rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold

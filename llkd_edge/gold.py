@@ -227,8 +227,21 @@ def judge(teacher: np.ndarray, x: np.ndarray, gold: list[str], labels: tuple[str
         class_trust=trust, probe=Probe.fit(x, y, k))
 
 
-def sample_weights(probs: np.ndarray, trust: list[float]) -> np.ndarray:
+# The class-balance power of the taught pool labels' weights (sample_weights). bench/gold.py, 8 gold texts per
+# class, 4 sets x 3 seeds: 0.5 and 1 both beat 0 on every set (mean macro-F1 0.763 / 0.762 / 0.741); 0.5 is
+# the milder of two equals, and does not give one noisy label of a rare class many times the weight of others.
+CLASS_BALANCE = 0.5
+
+
+def sample_weights(probs: np.ndarray, trust: list[float], balance: float = 0.0) -> np.ndarray:
     """Shape (N,): each pool text weighted by the trust of its label's class, relative to the best class,
-    so a class the labels get wrong on the gold texts teaches less."""
+    so a class the labels get wrong on the gold texts teaches less; times ``(N / (K n_k)) ** balance`` for a
+    label of a class the labels give ``n_k`` times, scaled to average 1, so rare classes are not drowned."""
     trust_arr = np.asarray(trust, dtype=np.float64)
-    return trust_arr[np.asarray(probs).argmax(axis=1)] / trust_arr.max()
+    label = np.asarray(probs).argmax(axis=1)
+    weights = trust_arr[label] / trust_arr.max()
+    if balance:
+        counts = np.bincount(label, minlength=len(trust_arr)).astype(np.float64)
+        factor = (len(label) / (len(trust_arr) * counts[label])) ** balance
+        weights = weights * factor / factor.mean()
+    return weights

@@ -85,6 +85,18 @@ def test_sample_weights_follow_the_trust_of_each_label():
     assert sample_weights(probs, [0.9, 0.45, 0.9]).tolist() == [1.0, 0.5, 1.0]
 
 
+def test_class_balance_lifts_the_rare_labels_and_keeps_the_mean():
+    probs = np.eye(3)[[0, 0, 0, 0, 0, 0, 1, 1, 2]]  # 6 a, 2 b, 1 c
+    plain = sample_weights(probs, [1.0, 1.0, 1.0])
+    balanced = sample_weights(probs, [1.0, 1.0, 1.0], balance=1.0)
+    assert plain.tolist() == [1.0] * 9
+    assert balanced.mean() == pytest.approx(1.0)
+    # each class carries the same total weight: 6 x w_a = 2 x w_b = 1 x w_c
+    assert 6 * balanced[0] == pytest.approx(2 * balanced[6]) == pytest.approx(balanced[8])
+    half = sample_weights(probs, [1.0, 1.0, 1.0], balance=0.5)
+    assert balanced[0] < half[0] < 1.0 < half[8] < balanced[8]
+
+
 def gold_set(rows):
     return Dataset("gold.csv", [t for t, _ in rows], [g for _, g in rows])
 
