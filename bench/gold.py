@@ -3,6 +3,7 @@ and the student taught by both, on every built-in set, 3 seeds of gold draws, 4/
 
     python -m bench.gold                  # ~1 h on 2 cores once the study's teacher labels are stored
     python -m bench.gold --per-class 8    # one gold size only
+    python -m bench.gold --per-class 8 --variant balanced-sqrt   # another way to train the gold-taught student
 
 Data as in bench/study.py (the same label store, so no teacher time when the study has run): the pool is
 the train split's texts 200-1200 in its fixed order, the test set the first 500 test texts. Gold texts are
@@ -38,8 +39,10 @@ SIZES = (8, 4, 16)  # 8 first: the issue's bar is judged there
 PLAN = replace(FULL, datasets=DATASETS)
 STUDENT = dict(student="minilm-l2", max_length=64, epochs=4, batch_size=32, selection="llkd")
 # How the student taught by teacher + gold trains (--variant; the teacher-alone student always trains as STUDENT).
-VARIANTS = {"default": {}, "soft": dict(soft_labels=True), "all": dict(selection="all"),
-            "soft-all": dict(soft_labels=True, selection="all")}
+VARIANTS = {"default": {},  # cells of "default" were made with class balance 0 (before gold.CLASS_BALANCE) "soft": dict(soft_labels=True), "all": dict(selection="all"),
+            "soft-all": dict(soft_labels=True, selection="all"), "balanced": {}, "balanced-sqrt": {},
+            "l6-balanced": dict(student="minilm-l6", max_length=128)}  # distill's default student
+BALANCE = {"balanced": 1.0, "balanced-sqrt": 0.5, "l6-balanced": 1.0}  # gold.sample_weights' class balance, per variant
 
 
 def _scores(y: list[str], probs: np.ndarray, names) -> dict:
@@ -65,7 +68,8 @@ def train_student(texts_or_pool, probs, names, seed: int, threads: int, variant:
     return student, time.perf_counter() - started, lambda texts: predict_proba(student, texts, config.max_length)
 
 
-def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: str = "default") -> dict:
+def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: str = "default",
+        datasets: tuple[str, ...] = DATASETS, seeds: tuple[int, ...] = SEEDS) -> dict:
     from tqdm.auto import tqdm
 
     from llkd_edge.gold import Probe  # noqa: F401  (sklearn present before an hour of work)
@@ -73,8 +77,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
 
     cells: dict[str, dict] = {}
     (work / "cells").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(DATASETS) * len(SEEDS) * (1 + len(sizes)), unit="cell", desc="gold", dynamic_ncols=True)
-    for dataset in DATASETS:
+    bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(sizes)), unit="cell", desc="gold", dynamic_ncols=True)
+    for dataset in datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
         names = split.labels.names
         prior = pool_prior([r.probs for r in split.pool.rows])
@@ -82,7 +86,7 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
         test_probs = np.array([r.probs for r in recalibrated(split.test.rows, names, prior)])
         test_x = None
         for per in (0, *sizes):
-            for seed in SEEDS:
+            for seed in seeds:
                 tag = "" if per == 0 or variant == "default" else f"__{variant}"
                 path = work / "cells" / f"{dataset}__gold{per}__s{seed}{tag}.json"
                 if path.exists():
@@ -101,7 +105,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
                                    [split.pool.gold[i] for i in chosen])
                     started = time.perf_counter()
                     pool, judgement = learn_from_gold([split.pool.texts[i] for i in rest], pool_probs[rest], gold,
-                                                      pool_probs[chosen], names, seed)
+                                                      pool_probs[chosen], names, seed,
+                                                      balance=BALANCE.get(variant, 0.0))  # 0: as first measured
                     gold_seconds = time.perf_counter() - started
                     _, seconds, predict = train_student(pool, None, names, seed, threads, variant)
                     if test_x is None:
@@ -195,9 +200,12 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="default",
                         help="how the student taught by teacher + gold trains (cells kept apart per variant)")
     parser.add_argument("--out", default=None, help="default: bench/results/gold.json, gold-VARIANT.json for others")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     args = parser.parse_args()
     started = time.perf_counter()
-    report = run(Path(args.work), args.threads, tuple(args.per_class), args.store, args.variant)
+    report = run(Path(args.work), args.threads, tuple(args.per_class), args.store, args.variant, tuple(args.datasets),
+                 tuple(args.seeds))
     rows = summary(report["cells"])
     report.update(record(args.threads, "torch", "transformers", "scikit-learn"), summary=rows,
                   student=STUDENT, variant={args.variant: VARIANTS[args.variant]},
