@@ -18,6 +18,7 @@ from .config import DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
 from .files import rounded, sha256_file, write_json
+from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
 from .distributions import pool_prior
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
 from .metrics import classification_scores
@@ -105,14 +106,13 @@ def _without(pool: Labelled, texts: list[str]) -> tuple[Labelled, int]:
 
 
 def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_probs: np.ndarray,
-                    labels: tuple[str, ...], seed: int, progress: bool = False, balance: float | None = None):
+                    labels: tuple[str, ...], seed: int, progress: bool = False, balance: float = CLASS_BALANCE):
     """The training pool with ``--gold``: the pool's texts labelled by the source the gold texts judge best
     (teacher, gold-only probe, or their product; ``gold.judge``), each weighted by the trust of its label's
     class, plus the gold texts themselves as trusted samples. Returns ``(Pool, GoldJudgement)``.
 
     ``probs``/``gold_probs``: shape (N, K)/(G, K), the teacher's distributions, calibrated alike.
     """
-    from .gold import CLASS_BALANCE, judge, sample_weights
     from .train import Pool, embed
 
     x = embed(texts + gold.texts, progress=progress)
@@ -121,7 +121,7 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
     onehot = np.eye(len(labels))[[labels.index(g) for g in gold.gold]]
     pool = Pool(texts + gold.texts, np.vstack([taught, onehot]),
                 trusted=np.r_[np.zeros(len(texts), bool), np.ones(len(gold.texts), bool)],
-                weights=np.r_[sample_weights(taught, judgement.class_trust, CLASS_BALANCE if balance is None else balance),
+                weights=np.r_[sample_weights(taught, judgement.class_trust, balance),
                               np.ones(len(gold.texts))])
     return pool, judgement
 
@@ -168,8 +168,6 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         check_gold(evalset.gold, labels, evalset.name)
     gold = None
     if config.gold:  # checked before any teacher time is spent
-        from .gold import CLASS_BALANCE, check_gold_set
-
         config = replace(config, gold=resolved(config.gold))
         gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column), labels.names,
                               evalset.texts if evalset else None)

@@ -32,7 +32,6 @@ from .errors import DataError
 FLOOR = 1e-6  # probabilities are floored here before logs: a zero from one expert must not veto the other
 TEACHER_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 PROBE_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-SOURCES = ("teacher", "gold_only", "combined")
 
 
 def check_gold_set(gold: Dataset, labels: tuple[str, ...], eval_texts: list[str] | None) -> Dataset:
