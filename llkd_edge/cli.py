@@ -25,7 +25,7 @@ from .config import (
     TeacherConfig,
     default_threads,
 )
-from .errors import UserError
+from .errors import MissingDependencyError, UserError
 from .files import one_line
 
 
@@ -400,8 +400,9 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
 @click.option("--out", "model_dir", required=True, help="MODEL_DIR: where the ONNX model folder goes.")
 @click.option("--optimize", type=click.Choice(["O1", "O2", "none"]), default="O2", show_default=True,
               help="ONNX Runtime graph optimisation level.")
-@click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True,
-              help="Also write an int8 model (the default model only if it passes the accuracy gate).")
+@click.option("--quantize", type=click.Choice(["int8", "static", "both", "none"]), default="int8", show_default=True,
+              help="Also write int8 models: int8 (dynamic), static (calibrated on pool texts) or both; one "
+                   "becomes the default model only if it passes the accuracy gate.")
 @click.option("--max-accuracy-drop", default=0.01, show_default=True,
               help="int8 may lose at most this much accuracy against fp32 on the check texts.")
 @click.option("--min-agreement", default=0.99, show_default=True,
@@ -410,7 +411,7 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
 @click.option("--threads", type=int, default=default_threads, show_default="all cores")
 @click.option("--json", "as_json", is_flag=True, help="Print export_report.json.")
 def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreement, check_limit, threads, as_json):
-    """Export RUN_DIR's student to ONNX (fp32 and int8), check both against PyTorch, write MODEL_DIR."""
+    """Export RUN_DIR's student to ONNX (fp32 and int8), check each against PyTorch, write MODEL_DIR with a model card."""
     from .config import ExportConfig
     from .export import export_run
 
@@ -429,7 +430,7 @@ def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreem
     for name, v, q in rows:
         diff = f"max |d logit| {v['max_abs_logit_diff']:.2g}, same label {v['argmax_agreement_with_pytorch']:.1%}" if v else ""
         score = f"accuracy {q['accuracy']:.3f}  macro-F1 {q['macro_f1']:.3f}" if q else ""
-        click.echo(f"  {name:<8} {score}  {diff}".rstrip())
+        click.echo(f"  {name:<11} {score}  {diff}".rstrip())
     click.echo(f"default model: {report['default']} ({report['default_reason']})")
     click.echo(f"wrote {model_dir}")
 
@@ -440,7 +441,7 @@ def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreem
 @click.option("--input", "input_file", help="Read texts from FILE (CSV, TSV, JSONL, Parquet or one text per line).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--out", help="Write JSONL here instead of to stdout.")
-@click.option("--variant", type=click.Choice(["fp32", "int8"]), help="Default: the folder's default model.")
+@click.option("--variant", type=click.Choice(["fp32", "int8", "int8-static"]), help="Default: the folder's default model.")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--threads", type=int, help="CPU threads [default: all cores].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -455,6 +456,29 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
     summary = predict_stream(model_dir, list(texts) if texts else None, input_file, text_column, out,
                              variant=variant, batch_size=batch_size, threads=threads, device=device)
     click.echo(summary, err=True)
+
+
+@main.command()
+@click.argument("model_dir")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--variant", type=click.Choice(["fp32", "int8", "int8-static"]), help="Default: the folder's default model.")
+@click.option("--threads", type=int, help="ONNX Runtime CPU threads [default: all cores].")
+@click.option("--max-texts", default=256, show_default=True, help="Most texts one request may send.")
+@click.option("--max-body", default=1_000_000, show_default=True, help="Largest request body, in bytes (else 413).")
+@click.option("--js-libs", help="node_modules folder with onnxruntime-web and @huggingface/tokenizers for the page "
+                                "[default: examples/web/node_modules in a checkout, else a CDN].")
+def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs):
+    """Serve MODEL_DIR over HTTP: POST /predict, GET /health, a page at / that classifies in the browser."""
+    try:
+        from .serve import ServeConfig, serve as run_service
+        import fastapi, uvicorn  # noqa: F401,E401
+    except ImportError:
+        raise MissingDependencyError("serve needs FastAPI and uvicorn: pip install 'llkd-edge[serve]'") from None
+    if max_texts < 1 or max_body < 1:
+        raise UserError("--max-texts and --max-body must be at least 1")
+    run_service(ServeConfig(model_dir, host=host, port=port, threads=threads, variant=variant, max_texts=max_texts,
+                            max_body=max_body, js_libs=js_libs))
 
 
 @main.command()

@@ -359,7 +359,7 @@ class EvolveConfig:
 
 
 OPTIMIZE_LEVELS = ("O1", "O2", "none")
-QUANTIZE_MODES = ("int8", "none")
+QUANTIZE_MODES = ("both", "int8", "static", "none")
 
 
 @dataclass(frozen=True)
@@ -369,7 +369,7 @@ class ExportConfig:
     run_dir: str
     out: str = field(metadata=RUNTIME)  # where the model folder goes, not what it holds
     optimize: str = "O2"
-    quantize: str = "int8"
+    quantize: str = "int8"  # dynamic; "static" (calibrated) and "both" go through the same gate
     max_accuracy_drop: float = 0.01  # int8 may lose at most this much accuracy against fp32 ...
     min_agreement: float = 0.99  # ... and must give fp32's label on at least this share of texts
     check_limit: int | None = 1000  # texts for the parity check

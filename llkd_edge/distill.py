@@ -21,7 +21,7 @@ from .files import rounded, sha256_file, write_json
 from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
 from .distributions import pool_prior
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
-from .metrics import classification_scores
+from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (
     RunConfigRecord,
@@ -244,6 +244,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         predicted = [labels.names[j] for j in student_probs.argmax(axis=1)]
         metrics["student"] = rounded(classification_scores(gold, predicted, labels.names))
         metrics["teacher"] = rounded(gold_scores(evaluated, labels.names))
+        metrics["per_class_f1"] = {"teacher": per_class_f1(gold, [evaluated.rows[i].label for i in keep], labels.names),
+                                   "student": per_class_f1(gold, predicted, labels.names)}
         if judgement:  # the gold-only probe and the labels the student learnt from, on the same eval texts
             from .train import embed
 

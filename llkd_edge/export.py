@@ -1,20 +1,23 @@
-"""The ``export`` stage: a distill run's student -> an ONNX model folder that ``runtime.Classifier`` loads.
+"""The ``export`` stage: a distill run's student -> one model folder that every runtime loads unchanged.
 
-MODEL_DIR receives:
-  model.onnx            fp32, exported by Optimum (task text-classification) and graph-optimised (ORTOptimizer)
-  model_quantized.onnx  int8 dynamic quantisation with signed int8 weights (with --quantize int8)
-  tokenizer.json, ...   the student's tokenizer; config.json with id2label (so Optimum's
-                        ORTModelForSequenceClassification loads the folder too)
-  llkd_edge.json        label names, token budget, the default variant, file hashes, the run's provenance
-  export_report.json    parity of each ONNX variant against PyTorch on the run's eval texts, and the int8 gate
+MODEL_DIR receives (the transformers.js layout, which Optimum's ORTModel and onnxruntime-node read as well):
+  onnx/model.onnx            fp32, exported by Optimum (task text-classification), graph-optimised (ORTOptimizer)
+  onnx/model_quantized.onnx  int8, dynamic quantisation with signed int8 weights (transformers.js dtype "q8")
+  onnx/model_int8.onnx       int8, static quantisation calibrated on the run's own pool texts (dtype "int8")
+  tokenizer.json, ...        the student's tokenizer; config.json with id2label
+  llkd_edge.json             label names, token budget, the default variant, file hashes, the run's provenance
+  export_report.json         parity of each ONNX variant against PyTorch on the run's pool texts, and the int8 gate
+  README.md                  a model card (Hugging Face format): scores, provenance, intended use and limits
 
-The folder is built beside MODEL_DIR and moved into place at the end, so a failed export leaves no
-half-written model and an earlier export in MODEL_DIR stays until the new one is complete.
+Each file is written once; ``llkd_edge.json`` says which ONNX file is the default. The folder is built beside
+MODEL_DIR and moved into place at the end, so a failed export leaves no half-written model and an earlier
+export in MODEL_DIR stays until the new one is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -30,10 +33,13 @@ from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, sha256_file, write_json
 from .metrics import classification_scores
 from .runs import Run, open_run, versions
+from .model_card import CARD, model_card
 from .runtime import MANIFEST, Classifier
 
 REPORT = "export_report.json"
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model_quantized.onnx"}
+VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "int8-static": "onnx/model_int8.onnx"}
+QUANTISED = {"int8": ("int8",), "static": ("int8-static",), "both": ("int8", "int8-static"), "none": ()}
+CALIBRATION_TEXTS = 100  # pool texts that set the static int8 activation ranges
 FP32_TOLERANCE = 1e-3  # max |logit difference| between ONNX fp32 and PyTorch that still counts as the same model
 
 
@@ -53,14 +59,24 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         work.mkdir()
         note(f"exporting {run.student_dir} to ONNX with Optimum")
         _onnx_export(run.student_dir, work)
+        raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
+        shutil.copyfile(work / "model.onnx", raw)
         if config.optimize != "none":
             note(f"optimising the graph ({config.optimize})")
             _optimise(work, config.optimize)
+        (work / "onnx").mkdir()
+        os.replace(work / "model.onnx", work / VARIANT_FILES["fp32"])
         variants = {"fp32": VARIANT_FILES["fp32"]}
-        if config.quantize == "int8":
-            note("quantising to int8 (dynamic, signed int8 weights)")
-            _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES["int8"])
-            variants["int8"] = VARIANT_FILES["int8"]
+        for variant in QUANTISED[config.quantize]:
+            if variant == "int8":
+                note("quantising to int8 (dynamic, signed int8 weights)")
+                _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
+            else:
+                calibration = texts[:CALIBRATION_TEXTS]
+                note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts)")
+                _quantise_static(raw, work / VARIANT_FILES[variant], work, calibration, run.max_length)
+            variants[variant] = VARIANT_FILES[variant]
+        raw.unlink()
         manifest = _manifest(run, config, variants, default="fp32")
         write_json(work / MANIFEST, manifest)
 
@@ -74,6 +90,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         manifest["sizes_mb"] = {v: round((work / f).stat().st_size / 1e6, 2) for v, f in variants.items()}
         write_json(work / MANIFEST, manifest)
         write_json(work / REPORT, report)
+        (work / CARD).write_text(model_card(manifest, report), encoding="utf-8")
     return report
 
 
@@ -115,8 +132,8 @@ def _onnx_export(student_dir: Path, work: Path) -> None:
     with _quiet():
         # Our own parity check on real texts replaces Optimum's validation on random inputs.
         main_export(str(student_dir), str(work), task="text-classification", do_validation=False)
-    if not (work / VARIANT_FILES["fp32"]).is_file():
-        raise ModelError(f"Optimum wrote no {VARIANT_FILES['fp32']} for {student_dir}")
+    if not (work / "model.onnx").is_file():
+        raise ModelError(f"Optimum wrote no model.onnx for {student_dir}")
 
 
 def _optimise(work: Path, level: str) -> None:
@@ -125,9 +142,9 @@ def _optimise(work: Path, level: str) -> None:
 
     optimised = work / "optimised"
     with _quiet():
-        optimizer = ORTOptimizer.from_pretrained(str(work), file_names=[VARIANT_FILES["fp32"]])
+        optimizer = ORTOptimizer.from_pretrained(str(work), file_names=["model.onnx"])
         optimizer.optimize(save_dir=str(optimised), optimization_config=getattr(AutoOptimizationConfig, level)())
-    os.replace(optimised / "model_optimized.onnx", work / VARIANT_FILES["fp32"])
+    os.replace(optimised / "model_optimized.onnx", work / "model.onnx")
     shutil.rmtree(optimised)
 
 
@@ -140,6 +157,47 @@ def _quantise(source: Path, target: Path) -> None:
     with _quiet():
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=False,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _quantise_static(raw: Path, target: Path, work: Path, texts: list[str], max_length: int) -> None:
+    """Static int8 (QDQ, per-channel int8 weights, uint8 activations) with ranges set by the entropy method on
+    ``texts`` run through the plain fp32 graph; every op ONNX Runtime can quantise is quantised."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(work / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    names = {i.name for i in _input_names(raw)}
+
+    class Feed(CalibrationDataReader):
+        def __init__(self):
+            self.encodings = iter(tokenizer.encode_batch(texts))
+
+        def get_next(self):
+            e = next(self.encodings, None)
+            if e is None:
+                return None
+            feed = {"input_ids": e.ids, "attention_mask": e.attention_mask, "token_type_ids": e.type_ids}
+            return {k: np.array([v], dtype=np.int64) for k, v in feed.items() if k in names}
+
+    prepared = work / "prepared.onnx"
+    with _quiet(), contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+        quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True)  # symbolic inference fails on BERT
+        quantize_static(str(prepared), str(target), Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.Entropy,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    prepared.unlink()
+    for leftover in work.glob("augmented_model*.onnx"):  # the calibrator's scratch graph
+        leftover.unlink()
+
+
+def _input_names(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input
 
 
 def _parity(run: Run, work: Path, variants: dict, texts: list[str], reference: list[str] | None,
@@ -184,8 +242,9 @@ def _parity(run: Run, work: Path, variants: dict, texts: list[str], reference: l
     if fp32["max_abs_logit_diff"] >= FP32_TOLERANCE:
         raise ModelError(f"the ONNX export differs from PyTorch by {fp32['max_abs_logit_diff']:.2g} in a logit "
                          f"(tolerance {FP32_TOLERANCE}); try --optimize none")
-    if "int8" in logits:
-        report["variants"]["int8"]["argmax_agreement_with_fp32"] = _agreement(logits["int8"], logits["fp32"])
+    for variant in variants:
+        if variant != "fp32":
+            report["variants"][variant]["argmax_agreement_with_fp32"] = _agreement(logits[variant], logits["fp32"])
     return report
 
 
@@ -194,27 +253,38 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _choose_default(report: dict, config: ExportConfig) -> tuple[str, str]:
-    """int8 becomes the default only if it keeps fp32's accuracy (within the gate) and its labels."""
-    int8 = report["variants"].get("int8")
-    if int8 is None:
+    """An int8 variant becomes the default only if it keeps fp32's accuracy (within the gate) and its labels;
+    of several that pass, the one that gives fp32's label most often (dynamic on a tie: no calibration data)."""
+    variants = report["variants"]
+    quantised = [v for v in variants if v != "fp32"]
+    if not quantised:
         return "fp32", "not quantised (--quantize none)"
-    return int8_gate(report["variants"]["fp32"]["quality"], int8["quality"], int8["argmax_agreement_with_fp32"],
-                     config.max_accuracy_drop, config.min_agreement)
+    why = {}
+    for name in quantised:
+        passed, why[name] = int8_gate(variants["fp32"]["quality"], variants[name]["quality"],
+                                      variants[name]["argmax_agreement_with_fp32"], config.max_accuracy_drop,
+                                      config.min_agreement, name)
+        variants[name]["gate"] = {"passed": passed, "why": why[name]}
+    passing = [v for v in quantised if variants[v]["gate"]["passed"]]
+    if not passing:
+        return "fp32", "; ".join(why.values())
+    best = max(passing, key=lambda v: (variants[v]["argmax_agreement_with_fp32"], v == "int8"))
+    return best, why[best]
 
 
 def int8_gate(fp32_quality: dict | None, int8_quality: dict | None, agreement: float, max_accuracy_drop: float,
-              min_agreement: float) -> tuple[str, str]:
-    """("int8" | "fp32", why): the accuracy gate that decides which variant a model folder serves."""
+              min_agreement: float, name: str = "int8") -> tuple[bool, str]:
+    """(passed, why): the accuracy gate that decides whether a quantised variant may be a folder's default."""
     if agreement < min_agreement:
-        return "fp32", f"int8 gives fp32's label on {agreement:.1%} of texts, below the {min_agreement:.0%} gate"
+        return False, f"{name} gives fp32's label on {agreement:.1%} of texts, below the {min_agreement:.0%} gate"
     if fp32_quality and int8_quality:
         drop = fp32_quality["accuracy"] - int8_quality["accuracy"]
         if drop > max_accuracy_drop + 1e-9:
-            return "fp32", (f"int8 loses {drop * 100:.1f} points of accuracy ({int8_quality['accuracy']:.3f} vs "
-                            f"{fp32_quality['accuracy']:.3f}), more than the {max_accuracy_drop * 100:.1f}-point gate")
-        return "int8", (f"int8 passed the gate: accuracy {int8_quality['accuracy']:.3f} vs fp32 "
-                        f"{fp32_quality['accuracy']:.3f}, same label as fp32 on {agreement:.1%} of texts")
-    return "int8", f"int8 passed the gate: same label as fp32 on {agreement:.1%} of texts"
+            return False, (f"{name} loses {drop * 100:.1f} points of accuracy ({int8_quality['accuracy']:.3f} vs "
+                           f"{fp32_quality['accuracy']:.3f}), more than the {max_accuracy_drop * 100:.1f}-point gate")
+        return True, (f"{name} passed the gate: accuracy {int8_quality['accuracy']:.3f} vs fp32 "
+                      f"{fp32_quality['accuracy']:.3f}, same label as fp32 on {agreement:.1%} of texts")
+    return True, f"{name} passed the gate: same label as fp32 on {agreement:.1%} of texts"
 
 
 def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> dict:
@@ -239,7 +309,14 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
             # how the teacher's distributions were read for training (bench scores the teacher the same way)
             "pool_calibration": run.metrics.get("pool_calibration"),
             "eval": {"teacher": run.metrics.get("teacher"), "student": run.metrics.get("student"),
-                     "set": run.metrics["data"].get("eval")},
+                     "set": run.metrics["data"].get("eval"), "per_class_f1": run.metrics.get("per_class_f1"),
+                     "gold_only": run.metrics.get("gold_only")},
+            # what the model card tells: how much data, how it was selected, what the teacher was good at
+            "data": {k: run.metrics["data"].get(k) for k in ("pool", "pool_size", "eval_size")},
+            "selection": run.metrics.get("selection"),
+            "teacher_health": run.metrics.get("teacher_health"),
+            "teacher_warnings": run.metrics.get("teacher_warnings"),
+            "gold": run.metrics.get("gold"),
         },
         "versions": {k: v for k, v in export_versions.items() if v is not None},
     }

@@ -36,6 +36,15 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
     }
 
 
+def per_class_f1(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """label -> F1 (4 decimals) for every label that occurs in ``gold``; what a model card's weak classes read."""
+    from sklearn.metrics import f1_score
+
+    present = [label for label in labels if label in set(gold)]
+    scores = f1_score(gold, predicted, labels=present, average=None, zero_division=0)
+    return {label: round(float(f), 4) for label, f in zip(present, scores)}
+
+
 def calibration(confidence, correct, bins: int = 10) -> dict:
     """A reliability table: equal-width confidence bins over [0, 1], each with its count, mean confidence
     and accuracy (None when empty), plus the expected calibration error (count-weighted mean gap)."""

@@ -68,7 +68,9 @@ def read_manifest(model_dir: str | Path) -> dict:
         "max_length": min(int(config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)), 512),
         "pad_token_id": int(config.get("pad_token_id") or 0),
         "default": "fp32",
-        "variants": {"fp32": "model.onnx"},
+        # Optimum writes model.onnx at the top; the transformers.js layout keeps it under onnx/
+        "variants": {"fp32": next((f for f in ("model.onnx", "onnx/model.onnx") if (folder / f).is_file()),
+                                  "model.onnx")},
     }
 
 

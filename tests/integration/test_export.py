@@ -74,6 +74,26 @@ def test_export_matches_pytorch_and_records_how_it_was_made(exported, run_dir):
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256((model_dir / name).read_bytes()).hexdigest() == digest
     assert manifest["sizes_mb"]["int8"] < manifest["sizes_mb"]["fp32"] / 2.5
+    # one folder for every runtime: the transformers.js layout, each file once
+    assert manifest["variants"] == {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx"}
+    assert sorted(p.name for p in model_dir.rglob("*.onnx")) == ["model.onnx", "model_quantized.onnx"]
+
+
+def test_the_folder_carries_a_model_card_from_the_runs_own_record(exported, run_dir):
+    model_dir, _ = exported
+    card = (model_dir / "README.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    assert "pipeline_tag: text-classification" in front and f"labels: {json.dumps(BBC)}" in front
+    assert f"value: {metrics['student']['accuracy']}" in front and f"value: {metrics['student']['macro_f1']}" in front
+    assert f"| teacher (the LLM) | {metrics['teacher']['accuracy']:.3f} | {metrics['teacher']['macro_f1']:.3f} |" in body
+    assert f"| student (this model) | {metrics['student']['accuracy']:.3f} |" in body
+    assert "sha256 `a5fd3b62" in body and "Answer with one of" in body  # teacher file and prompt
+    assert f"{metrics['data']['pool_size']} unlabelled texts" in body and "selection `llkd`" in body
+    teacher_f1 = metrics["per_class_f1"]["teacher"]
+    assert set(teacher_f1) == set(BBC)
+    for label, f1 in teacher_f1.items():  # the teacher's weak classes are named, and only those
+        assert (f"`{label}` (F1 {f1:.2f})" in body) == (f1 < 0.7), (label, f1)
 
 
 def test_optimum_loads_the_folder_and_agrees_with_the_runtime(exported, bbc_test):
@@ -172,6 +192,25 @@ def test_a_broken_model_folder_is_one_error_line(exported, tmp_path):
     assert result.exit_code == 2 and "tokenizer.json: missing" in result.output
 
 
+def test_static_int8_is_calibrated_and_gated_like_dynamic(run_dir, tmp_path):
+    model_dir = tmp_path / "static"
+    result = invoke(["export", str(run_dir), "--out", str(model_dir), "--quantize", "both", "--optimize", "none"])
+    report = json.loads((model_dir / "export_report.json").read_text())
+    static, dynamic = report["variants"]["int8-static"], report["variants"]["int8"]
+    print(f"\nstatic int8: agreement {static['argmax_agreement_with_fp32']}, gate {static['gate']}; "
+          f"dynamic: {dynamic['argmax_agreement_with_fp32']}, gate {dynamic['gate']}")
+    assert (model_dir / "onnx" / "model_int8.onnx").is_file() and not list(model_dir.glob("*.onnx"))
+    assert 0 < static["max_abs_logit_diff"] < 5 and static["argmax_agreement_with_fp32"] >= 0.8
+    for v in (static, dynamic):  # each judged by the same gate, and the default is one that passed it
+        assert v["gate"]["passed"] == (v["argmax_agreement_with_fp32"] >= 0.99
+                                       and report["variants"]["fp32"]["quality"]["accuracy"] - v["quality"]["accuracy"] <= 0.01 + 1e-9)
+    passing = [n for n in ("int8", "int8-static") if report["variants"][n]["gate"]["passed"]]
+    assert report["default"] in (passing or ["fp32"])
+    assert "int8-static" in result.output
+    clf = Classifier.load(model_dir, variant="int8-static")
+    assert clf.predict(["The striker scored twice"])[0] in BBC
+
+
 def test_the_int8_gate_keeps_fp32_when_int8_falls_short(run_dir, tmp_path):
     # A gate int8 cannot pass (it would have to be 100 points MORE accurate): fp32 must stay the default.
     model_dir = tmp_path / "strict"
@@ -185,7 +224,7 @@ def test_the_int8_gate_keeps_fp32_when_int8_falls_short(run_dir, tmp_path):
     # re-exporting into an existing model folder replaces it whole
     invoke(["export", str(run_dir), "--out", str(model_dir), "--quantize", "none"])
     manifest = json.loads((model_dir / "llkd_edge.json").read_text())
-    assert manifest["variants"] == {"fp32": "model.onnx"} and not (model_dir / "model_quantized.onnx").exists()
+    assert manifest["variants"] == {"fp32": "onnx/model.onnx"} and not (model_dir / "onnx" / "model_quantized.onnx").exists()
 
 
 def test_bench_times_everything_side_by_side(exported, run_dir, tmp_path):

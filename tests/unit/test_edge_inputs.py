@@ -93,13 +93,31 @@ def test_a_corrupt_or_missing_onnx_file_is_a_model_error(tmp_path):
 
 def test_int8_gate():
     fp32 = {"accuracy": 0.80}
-    assert int8_gate(fp32, {"accuracy": 0.795}, 0.995, 0.01, 0.99)[0] == "int8"
-    assert int8_gate(fp32, {"accuracy": 0.79}, 0.995, 0.01, 0.99)[0] == "int8"  # exactly one point: allowed
-    which, why = int8_gate(fp32, {"accuracy": 0.78}, 0.995, 0.01, 0.99)
-    assert which == "fp32" and "loses 2.0 points" in why
-    which, why = int8_gate(fp32, {"accuracy": 0.80}, 0.98, 0.01, 0.99)
-    assert which == "fp32" and "98.0%" in why
-    assert int8_gate(None, None, 1.0, 0.01, 0.99)[0] == "int8"  # no gold: agreement alone decides
+    assert int8_gate(fp32, {"accuracy": 0.795}, 0.995, 0.01, 0.99)[0] is True
+    assert int8_gate(fp32, {"accuracy": 0.79}, 0.995, 0.01, 0.99)[0] is True  # exactly one point: allowed
+    passed, why = int8_gate(fp32, {"accuracy": 0.78}, 0.995, 0.01, 0.99)
+    assert passed is False and "loses 2.0 points" in why
+    passed, why = int8_gate(fp32, {"accuracy": 0.80}, 0.98, 0.01, 0.99, "int8-static")
+    assert passed is False and "98.0%" in why and why.startswith("int8-static")
+    assert int8_gate(None, None, 1.0, 0.01, 0.99)[0] is True  # no gold: agreement alone decides
+
+
+def test_of_two_int8_variants_the_default_is_the_one_that_passes_and_agrees_most():
+    from llkd_edge.config import ExportConfig
+    from llkd_edge.export import _choose_default
+
+    def report(dynamic, static):
+        return {"variants": {"fp32": {"quality": {"accuracy": 0.9}},
+                             "int8": {"quality": {"accuracy": 0.9}, "argmax_agreement_with_fp32": dynamic},
+                             "int8-static": {"quality": {"accuracy": 0.9}, "argmax_agreement_with_fp32": static}}}
+
+    config = ExportConfig(run_dir="r", out="o")
+    assert _choose_default(report(0.98, 0.995), config)[0] == "int8-static"  # the demo's case: dynamic misses
+    assert _choose_default(report(0.995, 0.995), config)[0] == "int8"  # a tie: no calibration data needed
+    r = report(0.97, 0.98)
+    which, why = _choose_default(r, config)
+    assert which == "fp32" and "int8 gives" in why and "int8-static gives" in why
+    assert r["variants"]["int8-static"]["gate"]["passed"] is False
 
 
 def test_softmax_rows_sum_to_one_and_keep_order():

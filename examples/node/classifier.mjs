@@ -1,0 +1,1 @@
+../../llkd_edge/web/classifier.mjs
