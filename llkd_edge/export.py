@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import ExportConfig, identity
 from .errors import MissingDependencyError, ModelError, UserError
-from .files import atomic_path, sha256_file, write_json
+from .files import atomic_path, read_json, sha256_file, write_json
 from .metrics import classification_scores
 from .runs import Run, open_run, versions
 from .model_card import CARD, model_card
@@ -59,6 +59,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         work.mkdir()
         note(f"exporting {run.student_dir} to ONNX with Optimum")
         _onnx_export(run.student_dir, work)
+        _set_token_budget(work, run.max_length)
         raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
         shutil.copyfile(work / "model.onnx", raw)
         if config.optimize != "none":
@@ -134,6 +135,15 @@ def _onnx_export(student_dir: Path, work: Path) -> None:
         main_export(str(student_dir), str(work), task="text-classification", do_validation=False)
     if not (work / "model.onnx").is_file():
         raise ModelError(f"Optimum wrote no model.onnx for {student_dir}")
+
+
+def _set_token_budget(work: Path, max_length: int) -> None:
+    """The student's token budget as the tokenizer's own limit, so runtimes that truncate by tokenizer_config.json
+    (transformers.js, AutoTokenizer with truncation=True) cut texts where the Python runtime does."""
+    path = work / "tokenizer_config.json"
+    config = read_json(path)
+    config["model_max_length"] = max_length
+    write_json(path, config)
 
 
 def _optimise(work: Path, level: str) -> None:

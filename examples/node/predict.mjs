@@ -5,6 +5,7 @@
 //   node predict.mjs MODEL_DIR --variant fp32 "some text"
 //
 // Writes one JSON line per text: {"text", "label", "probabilities": {label: p}}, as `llkd-edge predict` does.
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
@@ -22,7 +23,7 @@ async function main(argv) {
     return kind === "json" ? JSON.parse(data.toString("utf8")) : new Uint8Array(data);
   };
   const clf = await loadClassifier({ ort, Tokenizer, read, variant, sessionOptions: { intraOpNumThreads: 1 } });
-  const input = texts.length ? texts : (await readFile(0, "utf8")).split("\n").filter((line) => line.trim());
+  const input = texts.length ? texts : readFileSync(0, "utf8").split("\n").filter((line) => line.trim());
   const results = await clf.predict(input);
   results.forEach((r, i) => process.stdout.write(JSON.stringify({ text: input[i], ...r }) + "\n"));
 }

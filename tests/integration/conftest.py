@@ -26,3 +26,31 @@ def gemma(gemma_file, bbc_test):
     teacher = Teacher(gemma_file, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=64), TeacherConfig())
     yield teacher
     teacher.close()
+
+
+def _invoke(args):
+    from click.testing import CliRunner
+
+    from llkd_edge.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A small real distill run (Gemma labels, MiniLM with 2 layers kept), shared by the export and app tests."""
+    out = tmp_path_factory.mktemp("distill") / "run"
+    _invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
+             "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
+             "--store", str(out.parent / "labels.sqlite"), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(run_dir, tmp_path_factory):
+    """(MODEL_DIR, export's output) for ``run_dir`` with the default export settings."""
+    model_dir = tmp_path_factory.mktemp("export") / "model"
+    result = _invoke(["export", str(run_dir), "--out", str(model_dir)])
+    return model_dir, result.output

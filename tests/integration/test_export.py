@@ -3,10 +3,8 @@
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +14,6 @@ from click.testing import CliRunner
 from llkd_edge.cli import main
 from llkd_edge.runtime import Classifier
 
-pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 BBC = ["business", "entertainment", "politics", "sports", "tech"]
 
 
@@ -27,21 +22,9 @@ def invoke(args):
     assert result.exit_code == 0, result.output
     return result
 
+pytestmark = pytest.mark.integration
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("distill") / "run"
-    invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
-            "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
-            "--store", str(out.parent / "labels.sqlite"), "--out", str(out)])
-    return out
-
-
-@pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("export") / "model"
-    result = invoke(["export", str(run_dir), "--out", str(model_dir)])
-    return model_dir, result.output
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_export_matches_pytorch_and_records_how_it_was_made(exported, run_dir):
@@ -268,24 +251,3 @@ def test_the_device_follows_the_sessions_active_providers(exported, bbc_test):
             Classifier.load(model_dir, device="cuda")
         result = CliRunner().invoke(main, ["bench", str(model_dir), "--teacher", "none", "--device", "cuda"])
         assert result.exit_code == 2 and result.output.startswith("error: --device cuda"), result.output
-
-
-def test_the_example_http_service_answers(exported):
-    model_dir, _ = exported
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "serve.py"), str(model_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert "serving" in proc.stdout.readline()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict",
-                                         data=json.dumps({"texts": ["Oil prices hit a record", "New film wins award"]}).encode())
-        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
-        assert len(answer["labels"]) == 2 and set(answer["labels"]) <= set(BBC)
-        assert answer["labels"] == Classifier.load(model_dir).predict(["Oil prices hit a record", "New film wins award"])
-        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).read())
-        assert health["labels"] == BBC
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
