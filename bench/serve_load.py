@@ -86,16 +86,16 @@ def load(port: int, batches: list[list[str]], expected: list[np.ndarray], labels
     return row
 
 
-def run(model_dir: str, clients: list[int], requests: int, per_request: int, threads: int) -> dict:
+def run(model_dir: str, clients: list[int], requests: int, per_request: int, threads: int, variant: str) -> dict:
     texts = load_builtin("bbc-news:test").texts
     batches = [[texts[(i * per_request + j) % len(texts)] for j in range(per_request)] for i in range(requests)]
-    clf = Classifier.load(model_dir, threads=threads)
+    clf = Classifier.load(model_dir, variant=variant, threads=threads)
     clf.predict_proba(batches[0])  # warm-up
     expected = [clf.predict_proba(b) for b in batches]
     rows = [direct(clf, batches)]
 
     port = _free_port()
-    cli = [sys.executable, "-m", "llkd_edge.cli", "serve", model_dir, "--port", str(port), "--threads", str(threads)]
+    cli = [sys.executable, "-m", "llkd_edge.cli", "serve", model_dir, "--port", str(port), "--threads", str(threads), "--variant", variant]
     service = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         service.stdout.readline()
@@ -137,9 +137,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument("--variant", default="fp32",
+                        help="fp32 (default) answers exactly alike in any batch; dynamic int8 scales each batch's "
+                             "activations together, so its answers move by ~1e-3 with the texts batched beside them")
     parser.add_argument("--out", default=str(RESULTS / "serve_load.json"))
     args = parser.parse_args()
-    report = run(args.model_dir, args.clients, args.requests, args.texts_per_request, args.threads)
+    report = run(args.model_dir, args.clients, args.requests, args.texts_per_request, args.threads, args.variant)
     report.update(record(args.threads, "fastapi", "uvicorn", "onnxruntime"))
     write_report(Path(args.out), report, markdown(report))
     print(markdown(report))

@@ -96,13 +96,15 @@ def test_transformers_js_loads_the_folder_unchanged(exported, bbc_test, tmp_path
 
 @pytest.fixture(scope="module")
 def service(exported):
-    """`llkd-edge serve MODEL_DIR` on a free loopback port, as a user starts it."""
+    """`llkd-edge serve MODEL_DIR` on a free loopback port, as a user starts it. The fp32 model: dynamic int8
+    quantises each batch's activations with one scale, so its answers shift (~1e-3) with the texts that share
+    a batch, and the service batches concurrent requests; fp32 answers must equal the runtime's exactly."""
     model_dir, _ = exported
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = [sys.executable, "-m", "llkd_edge.cli", "serve", str(model_dir), "--port", str(port), "--max-texts", "64",
-           "--max-body", "200000", "--threads", "1"]
+           "--max-body", "200000", "--threads", "1", "--variant", "fp32"]
     proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -132,7 +134,7 @@ def _post(url, body: bytes, headers=None):
 
 def test_serve_answers_like_the_runtime_and_batches_concurrent_requests(service, bbc_test):
     url, model_dir = service
-    clf = Classifier.load(model_dir)
+    clf = Classifier.load(model_dir, variant="fp32")
     texts = bbc_test.texts[:40]
     expected = clf.predict_proba(texts)
 
@@ -164,12 +166,12 @@ def test_serve_answers_like_the_runtime_and_batches_concurrent_requests(service,
     (b'{"texts": []}', 422),
     (json.dumps({"texts": ["a"] * 65}).encode(), 422),  # over --max-texts 64
     (json.dumps({"texts": ["x" * 250_000]}).encode(), 413),  # over --max-body
-    (b"\xff\xfe\x00garbage", 400),
+    (b"\xff\xfe\x00garbage", (400, 422)),  # undecodable bytes
 ])
 def test_serve_refuses_bad_requests_with_a_4xx_and_a_json_body(service, body, status):
     url, _ = service
     got, answer = _post(url, body)
-    assert got == status and isinstance(answer, dict), (got, answer)
+    assert got in (status if isinstance(status, tuple) else (status,)) and isinstance(answer, dict), (got, answer)
 
 
 def test_serve_holds_its_body_limit_without_a_content_length(service):
@@ -193,10 +195,10 @@ def test_the_page_classifies_in_a_real_browser_like_the_runtime(service, bbc_tes
     if not (ROOT / "examples" / "web" / "node_modules" / "onnxruntime-web").is_dir():
         pytest.skip("examples/web has no node_modules: `make setup` could not run npm ci there, and there is no CDN here")
     url, model_dir = service
-    clf = Classifier.load(model_dir)
+    clf = Classifier.load(model_dir)  # the folder's default, as the page loads it
     texts = [bbc_test.texts[0][:400], "The striker scored twice as the champions won the derby.",
              "MPs voted on the new budget bill in parliament."]
-    expected = clf.predict_proba(texts)
+    expected = np.concatenate([clf.predict_proba([t]) for t in texts])  # one text per call, as the page runs
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 900, "height": 640})
