@@ -36,7 +36,8 @@ function show(result) {
 
 try {
   const started = performance.now();
-  const clf = await loadClassifier({ ort, Tokenizer, read });
+  const variant = new URLSearchParams(location.search).get("variant");  // ?variant=fp32: another model file
+  const clf = await loadClassifier({ ort, Tokenizer, read, variant });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   status("ready", `Ready: ${clf.labels.length} labels, ${clf.variant} model, loaded in ${seconds} s.`);
   $("text").disabled = $("go").disabled = false;
