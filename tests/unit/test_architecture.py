@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "llkd_edge"
 HEAVY = {"torch", "transformers", "llama_cpp", "optimum", "ray"}
-LIGHT = ("store", "config", "runtime", "selection", "files", "registry", "errors", "metrics", "distributions", "gold")
+LIGHT = ("store", "config", "runtime", "selection", "files", "registry", "errors", "metrics", "distributions", "gold",
+         "model_card")
 
 
 def _imports(module: str) -> tuple[set[str], set[str]]:
