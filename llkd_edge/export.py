@@ -32,8 +32,8 @@ from .config import ExportConfig, identity
 from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, read_json, sha256_file, write_json
 from .metrics import classification_scores
-from .runs import Run, open_run, versions
 from .model_card import CARD, model_card
+from .runs import Run, open_run, versions
 from .runtime import MANIFEST, Classifier
 
 REPORT = "export_report.json"
@@ -60,15 +60,17 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         note(f"exporting {run.student_dir} to ONNX with Optimum")
         _onnx_export(run.student_dir, work)
         _set_token_budget(work, run.max_length)
+        quantised = QUANTISED[config.quantize]
         raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
-        shutil.copyfile(work / "model.onnx", raw)
+        if "int8-static" in quantised:
+            shutil.copyfile(work / "model.onnx", raw)
         if config.optimize != "none":
             note(f"optimising the graph ({config.optimize})")
             _optimise(work, config.optimize)
         (work / "onnx").mkdir()
         os.replace(work / "model.onnx", work / VARIANT_FILES["fp32"])
         variants = {"fp32": VARIANT_FILES["fp32"]}
-        for variant in QUANTISED[config.quantize]:
+        for variant in quantised:
             if variant == "int8":
                 note("quantising to int8 (dynamic, signed int8 weights)")
                 _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
@@ -77,7 +79,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
                 note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts)")
                 _quantise_static(raw, work / VARIANT_FILES[variant], work, calibration, run.max_length)
             variants[variant] = VARIANT_FILES[variant]
-        raw.unlink()
+        raw.unlink(missing_ok=True)
         manifest = _manifest(run, config, variants, default="fp32")
         write_json(work / MANIFEST, manifest)
 

@@ -117,7 +117,6 @@ def create_app(config: ServeConfig, clf: Classifier | None = None):
         worker.cancel()
 
     app = FastAPI(title="llkd-edge", summary=f"Text classification: {', '.join(clf.labels)}", lifespan=lifespan)
-    app.state.batcher = batcher
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(request: PredictRequest):
@@ -159,9 +158,6 @@ class BodyLimit:
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
-
-    def __getattr__(self, name):  # app.state and friends stay reachable
-        return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
