@@ -226,7 +226,7 @@ class LabelRunConfig:
 
 
 SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
-POOL_CALIBRATIONS = ("none", "batch")
+POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) restores the bias: RESULTS.md
 PROMPT_MODES = ("auto", "fixed")
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")

@@ -19,7 +19,7 @@ from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError
 from .files import rounded, sha256_file, write_json
 from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
-from .distributions import pool_prior
+from .distributions import pool_divisor
 from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
 from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
@@ -193,7 +193,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         pool, gold_overlap = _without(pool, gold.texts)
     health, warnings = teacher_health(pool.rows, labels.names)  # the labels as the teacher gave them
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
-    prior = pool_prior([r.probs for r in pool.rows]) if config.pool_calibration == "batch" and pool.rows else None
+    prior = pool_divisor(np.array([r.probs for r in pool.rows]), config.pool_calibration) if pool.rows else None
     pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
     if not gold:  # with gold texts, the labels the student learns from are checked once they are known
         _check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time

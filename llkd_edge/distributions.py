@@ -111,6 +111,43 @@ def batch_calibrated(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return out / out.sum(axis=-1, keepdims=True)
 
 
+def em_prior(probs: np.ndarray, iterations: int = 200, tol: float = 1e-6) -> np.ndarray:
+    """Shape (N, K) -> (K,): the class prior of a pool estimated by EM (Saerens et al., 2002) from rows that
+    assume a uniform prior (batch-calibrated ones): reweight each row by the current prior, renormalise, and
+    take the new prior as the mean row, until it stops moving. Needs no gold label."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError("em_prior needs a non-empty (N, K) array")
+    prior = np.full(probs.shape[1], 1.0 / probs.shape[1])
+    for _ in range(iterations):
+        weighted = probs * prior
+        weighted /= weighted.sum(axis=1, keepdims=True)
+        new = weighted.mean(axis=0)
+        if np.abs(new - prior).max() < tol:
+            return new
+        prior = new
+    return prior
+
+
+def pool_divisor(probs: np.ndarray, method: str) -> np.ndarray | None:
+    """What a pool calibration divides every teacher row by (``batch_calibrated``), fitted on the pool's rows
+    ``probs`` (N, K); None for ``none``. ``batch``: the mean row, so no label is favoured over the pool.
+    ``em``: the mean row over the EM estimate of the pool's class prior (``em_prior``), meant to divide the
+    bias out but keep a class that is common in the pool common. Measured only (bench/calibration.py), not
+    offered: the teacher's own mean row is a fixed point of that EM (rows weighted by it give back the
+    stored rows, whose mean it is), so it converges to the teacher's bias and restores it."""
+    if method == "none":
+        return None
+    prior = pool_prior(probs)
+    if method == "batch":
+        return prior
+    if method == "em":
+        divisor = np.maximum(prior, CALIBRATION_FLOOR) / np.maximum(em_prior(batch_calibrated(probs, prior)),
+                                                                   CALIBRATION_FLOOR)
+        return divisor / divisor.sum()
+    raise ValueError(f"unknown pool calibration {method!r}")
+
+
 def mutual_information(probs: np.ndarray) -> float:
     """I(text; answer) over rows of answer distributions: H(mean row) - mean H(row), in nats (Sorensen et al.,
     2022). 0 when every text gets the same answer distribution; at most log K."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llkd_edge.config import DistillConfig, LabelSet, ScoringConfig
-from llkd_edge.distributions import batch_calibrated, pool_prior
+from llkd_edge.distributions import batch_calibrated, em_prior, pool_divisor, pool_prior
 from llkd_edge.errors import UserError
 from llkd_edge.labelling import recalibrated
 from llkd_edge.store import LabelRow
@@ -46,4 +46,27 @@ def test_recalibrated_rows_follow_their_new_distribution_and_keep_the_rest():
 
 def test_an_unknown_pool_calibration_is_one_line():
     with pytest.raises(UserError, match="--pool-calibration"):
-        DistillConfig(data="d", out="o", scoring=ScoringConfig(labels=LabelSet.parse("a,b")), pool_calibration="em")
+        DistillConfig(data="d", out="o", scoring=ScoringConfig(labels=LabelSet.parse("a,b")), pool_calibration="vector")
+
+
+def test_em_recovers_a_skewed_class_prior_from_rows_calibrated_for_a_uniform_one():
+    # Three kinds of text; p(kind | class) is M[class]. A pool of 1000 with classes 60/30/10 holds each kind
+    # in proportion to sum_c prior_c M[c, kind]; each row is the posterior a uniform prior gives.
+    m = np.array([[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]])
+    true = np.array([0.6, 0.3, 0.1])
+    counts = np.rint(1000 * true @ m).astype(int)
+    rows = np.repeat((m / m.sum(axis=0)).T, counts, axis=0)
+    assert em_prior(rows) == pytest.approx(true, abs=0.01)
+    assert em_prior(np.full((4, 3), 1 / 3)) == pytest.approx(np.full(3, 1 / 3))
+
+
+def test_pool_divisors_none_batch_and_em():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.95, 0.05]])
+    assert pool_divisor(probs, "none") is None
+    assert pool_divisor(probs, "batch") == pytest.approx(pool_prior(probs))
+    em = pool_divisor(probs, "em")
+    # dividing by it is batch calibration times the EM prior: the rows keep the pool's estimated class mix
+    by_hand = batch_calibrated(probs, pool_prior(probs)) * em_prior(batch_calibrated(probs, pool_prior(probs)))
+    assert batch_calibrated(probs, em) == pytest.approx(by_hand / by_hand.sum(axis=1, keepdims=True))
+    with pytest.raises(ValueError):
+        pool_divisor(probs, "vector")
