@@ -20,11 +20,13 @@ from .config import (
     PROMPT_MODES,
     SELECTION_METHODS,
     DistillConfig,
+    LabelBudget,
     LabelRunConfig,
     ScoringConfig,
     TeacherConfig,
     default_threads,
 )
+from .active import STRATEGIES
 from .errors import MissingDependencyError, UserError
 from .files import one_line
 
@@ -209,6 +211,12 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               "the teacher, correct its labels through a gold-only probe, and train the student as trusted samples.")
 @click.option("--gold-weight", default=3.0, show_default=True, help="Loss weight of a --gold text (teacher-labelled "
               "texts average 1).")
+@click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
+              "texts, picked in rounds by what the student's encoder finds unsure and new (default: every text).")
+@click.option("--label-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
+              help="With --label-budget: how each round picks (random: the baseline).")
+@click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
+              "of DATA.")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -217,12 +225,14 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, need_pass, pool_calibration, gold_file, gold_weight, limit, eval_limit,
-            min_per_class, device, resume, as_json, **opts):
+            seed, momentum, topk_ratio, need_pass, pool_calibration, gold_file, gold_weight, label_budget,
+            label_strategy, label_step, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import TrainConfig
     from .distill import distill as run_distill
 
+    if label_budget is None and (label_strategy != "active" or label_step != 0.05):
+        raise UserError("--label-strategy and --label-step take effect with --label-budget only")
     scoring, teacher = _scoring(data, opts)
     config = DistillConfig(
         data=data,
@@ -242,6 +252,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         min_per_class=min_per_class,
         pool_calibration=pool_calibration,
         gold=gold_file,
+        label_budget=None if label_budget is None else LabelBudget(label_budget, label_strategy, label_step),
         **_prompt(data, opts),
     )
     metrics = run_distill(config, resume=resume)
@@ -267,6 +278,11 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
     _print_prompt_choice(m.get("prompt_choice"))
     sel, data = m["selection"], m["data"]
     _print_gold(m.get("gold"))
+    if m.get("label_budget"):
+        b = m["label_budget"]
+        click.echo(f"label budget: the teacher labelled {b['texts_labelled']} of {b['pool_texts']} pool texts in "
+                   f"{len(b['rounds'])} rounds ({b['strategy']}; {b['teacher_calls']} teacher calls this run, the rest "
+                   "from the store)")
     click.echo(f"student {m['student_model']['name']} trained with {sel['method']} selection on {data['pool_size']} "
                f"texts; {sel['fraction_used']:.1%} of the pool used; selected per epoch {sel['selected_per_epoch']}")
     if m["student"]:

@@ -273,6 +273,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LabelBudget:
+    """``--label-budget``: the teacher labels only part of the pool, in rounds chosen by ``active.py``."""
+
+    budget: float  # (0, 1]: a share of the pool; above 1: a count of texts
+    strategy: str = "active"  # or "random", the baseline
+    step: float = 0.05  # texts per round: a share of the pool (at least 2 per label)
+
+    def __post_init__(self) -> None:
+        from .active import STRATEGIES
+
+        _one_of("--label-strategy", self.strategy, STRATEGIES)
+        if not self.budget > 0 or (self.budget > 1 and self.budget != int(self.budget)):
+            raise UserError(f"--label-budget must be a share in (0, 1] or a whole count of texts, got {self.budget}")
+        if not 0 < self.step <= 1:
+            raise UserError(f"--label-step must be a share of the pool in (0, 1], got {self.step}")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """One ``llkd-edge distill`` run: label the pool (through the store), train, evaluate."""
 
@@ -296,6 +314,7 @@ class DistillConfig:
     prompt: str = "fixed"  # auto: choose the prompt on a sample of the pool (prompts.choose)
     prompt_sample: int = 12
     gold: str | None = None  # a few gold-labelled texts (--gold): judge the teacher, correct it, train on them
+    label_budget: LabelBudget | None = None  # None: the teacher labels the whole pool
 
     def __post_init__(self) -> None:
         _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
-from .errors import DataError, StoreError
+from .errors import DataError, StoreError, UserError
 from .files import rounded, sha256_file, write_json
 from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
 from .distributions import pool_divisor
@@ -156,6 +156,9 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
                      store=resolved(run_store(config.data, config.store)))
     labels = config.scoring.labels
     data_is_store = is_store(config.data)
+    if data_is_store and config.label_budget:
+        raise UserError(f"{config.data} is a label store: its rows are labelled already; --label-budget picks which "
+                        "texts of a data file to label")
     if data_is_store:
         check_label_store(Path(config.data))  # another program's sqlite file is refused before anything writes to it
     store_path = config.store
@@ -182,8 +185,15 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         choice = _choose_prompt(config, teacher, source, evalset, progress)
         config = replace(config, scoring=teacher.scoring)  # recorded, and used by export, evolve and bench
     left_out: dict[str, int] = {}
+    budget_record = None
     if data_is_store:
         pool, left_out = _pool_from_store(config, teacher, progress)
+    elif config.label_budget:  # the rounds never spend a teacher call on an eval or gold text
+        from .budget import label_within_budget, without
+
+        held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
+        pool, budget_record = label_within_budget(without(source, held), teacher, store_path, config.label_budget,
+                                                  config.train.seed, run_dir, progress)
     else:
         pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
     overlap = gold_overlap = 0
@@ -286,6 +296,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "teacher_as_stored": rounded(gold_scores(stored_eval, labels.names)) if stored_eval else None,
         },
         "prompt_choice": choice.record() if choice else None,
+        "label_budget": budget_record,  # --label-budget: the rounds, what each cost, the teacher calls
         # --gold: the teacher, the gold-only probe and their product judged on the gold texts, and the choice
         "gold": None if judgement is None else {
             "file": config.gold, "sha256": sha256_file(config.gold), **judgement.record(),

@@ -132,8 +132,8 @@ def prepare_run_folder(out: Path, identity: dict, resume: bool, key: tuple[str, 
         except (OSError, ValueError, KeyError, TypeError):
             raise UserError(f"{out}: not empty and not an llkd-edge {what}; choose another --out") from None
         current = json.loads(json.dumps(identity))
-        if saved != current:
-            changed = sorted(_diff(saved, current))
+        # an option added after the run was made counts as unchanged while it is off (None): _diff
+        if saved != current and (changed := sorted(_diff(saved, current))):
             raise UserError(f"{out} holds a different {what} ({', '.join(changed[:4])} differ); choose another --out")
         if (out / "metrics.json").exists():
             raise UserError(f"{out} already holds this finished {what}; choose another --out")

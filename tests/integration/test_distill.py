@@ -256,3 +256,35 @@ def test_gold_texts_judge_the_teacher_correct_its_labels_and_train_as_trusted_sa
     assert selected_mask(out)[-20:].all()  # the gold samples, last in the training pool, always trained
     run = open_run(out)  # export/evolve read back the teacher-labelled pool alone
     assert len(run.pool()) == 238
+
+
+def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_for_the_rest(tmp_path):
+    # A fresh store, so every teacher call is counted: 120 pool texts, rounds of 30 (0.25), budget 60 then 90.
+    store = str(tmp_path / "labels.sqlite")
+    small = ["--limit", "120", "--eval-limit", "20", "--max-text-tokens", "64", "--student", "minilm-l2",
+             "--max-length", "48", "--batch-size", "16", "--epochs", "1", "--min-per-class", "1",
+             "--label-step", "0.25", "--store", store]
+    first = distill([*small, "--label-budget", "0.5", "--out", str(tmp_path / "half")])
+    m = json.loads((tmp_path / "half" / "metrics.json").read_text())
+    b = m["label_budget"]
+    assert (b["pool_texts"], b["texts_labelled"], b["step_texts"], b["strategy"]) == (120, 60, 30, "active")
+    assert [r["picked"] for r in b["rounds"]] == [30, 30] and b["teacher_calls"] == 60
+    assert m["data"]["pool_size"] == 60 and m["labelled_now"]["pool"] == 60
+    assert (tmp_path / "half" / "embeddings.npz").exists()
+    assert "label budget: the teacher labelled 60 of 120 pool texts in 2 rounds" in first.output
+
+    from llkd_edge.store import LabelStore
+
+    with LabelStore(store, existing=True) as s:
+        roles = list(s.roles().values())
+    assert sum("pool" in r for r in roles) == 60  # the other 60 texts never reached the teacher, nor the store
+
+    # the same rounds first, from the store; only the third round costs teacher calls
+    distill([*small, "--label-budget", "90", "--out", str(tmp_path / "more")])
+    b2 = json.loads((tmp_path / "more" / "metrics.json").read_text())["label_budget"]
+    assert [r["teacher_calls"] for r in b2["rounds"]] == [0, 0, 30] and b2["texts_labelled"] == 90
+
+    # an option that needs the budget is refused without it, before any teacher time
+    bad = CliRunner().invoke(main, ["distill", "bbc-news", *small, "--label-strategy", "random", "--out",
+                                    str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--label-budget" in bad.output and "Traceback" not in bad.output

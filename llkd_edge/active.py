@@ -1,0 +1,108 @@
+"""Which texts are worth the teacher's time (``distill --label-budget``): pure numpy and scikit-learn over
+the student encoder's sentence embeddings (``train.embed``); no teacher, no torch.
+
+The teacher labels the pool in rounds of ``step`` texts until the budget is spent:
+
+- **Round 0, coverage.** k-means with ``step`` centroids over the embeddings of the whole pool; the text
+  nearest each centroid is picked, so the first labels spread over what the pool holds, not its first rows.
+- **Later rounds, ``active``.** A probe (``gold.Probe``: logistic regression on the same embeddings, the
+  cheap stand-in for the student: seconds, not an epoch) is fitted on the teacher's labels so far and scores
+  every text not yet labelled. The ``CANDIDATES * step`` texts with the smallest margin (top-1 minus top-2
+  probability) are the candidates; k-means groups them into ``step`` clusters and the least certain text
+  of each is picked: uncertainty, with diversity among the picks, so a round is not spent on ten copies of
+  one confusing story.
+- **``random``** (the baseline): each round ``step`` texts at random from those not yet labelled.
+
+Picks come ordered (most informative first) and every round is a pure function of the pool, the labels so
+far and the seed, so a run with a larger budget makes the same rounds first: the labels an earlier run paid
+for are in the store and cost nothing again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STRATEGIES = ("active", "random")
+CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
+
+
+def budget_count(budget: float, n: int) -> int:
+    """How many pool texts the teacher labels: ``budget`` in (0, 1] is a share of ``n``, above 1 a count
+    (capped at ``n``)."""
+    if not budget > 0:
+        raise ValueError(f"a label budget must be positive, got {budget}")
+    count = round(budget * n) if budget <= 1 else int(budget)
+    return max(1, min(n, count))
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Shape (N, K) -> (N,): top-1 minus top-2 probability; small is unsure."""
+    top = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
+    return top[:, -1] - top[:, -2] if top.shape[1] > 1 else top[:, -1]
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int):
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x)
+
+
+def coverage_picks(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` rows of ``x`` (N, D), the nearest to each of ``n`` k-means centroids; in order of
+    cluster size, largest first (ties: by index)."""
+    n = min(n, len(x))
+    if n == len(x):
+        return np.arange(len(x))
+    fit = _kmeans(x, n, seed)
+    dist = ((x[:, None, :] - fit.cluster_centers_[None, :, :]) ** 2).sum(-1) if len(x) * n <= 4_000_000 else None
+    picks = []
+    for c in np.argsort(-np.bincount(fit.labels_, minlength=n), kind="stable"):
+        members = np.flatnonzero(fit.labels_ == c)
+        if not len(members):
+            continue
+        d = dist[members, c] if dist is not None else ((x[members] - fit.cluster_centers_[c]) ** 2).sum(-1)
+        picks.append(members[np.argmin(d)])
+    return _fill(np.array(picks, dtype=int), n, len(x))
+
+
+def _fill(picks: np.ndarray, n: int, total: int) -> np.ndarray:
+    """``picks`` made up to ``n`` distinct indices with the lowest ones not picked (k-means can leave a
+    cluster empty on duplicate texts)."""
+    picks = list(dict.fromkeys(picks.tolist()))
+    taken = set(picks)
+    rest = (i for i in range(total) if i not in taken)
+    while len(picks) < n:
+        picks.append(next(rest))
+    return np.array(picks[:n], dtype=int)
+
+
+def next_picks(strategy: str, probs: np.ndarray, x: np.ndarray, unlabelled: np.ndarray, n: int, seed: int,
+               round_: int) -> np.ndarray:
+    """Indices (into the pool) of the next ``n`` texts for the teacher, most informative first.
+
+    ``probs``: shape (N, K), the probe's distributions for the whole pool; ``x``: (N, D) embeddings;
+    ``unlabelled``: indices not labelled yet. A partial round (the budget's last) takes the first picks of a
+    full one (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
+    """
+    unlabelled = np.asarray(unlabelled, dtype=int)
+    n = min(n, len(unlabelled))
+    if strategy == "random":
+        return np.random.default_rng([seed, round_]).permutation(unlabelled)[:n]
+    if strategy != "active":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    m = margin(probs[unlabelled])
+    candidates = unlabelled[np.argsort(m, kind="stable")[: CANDIDATES * n]]
+    if len(candidates) <= n:
+        return candidates
+    fit = _kmeans(x[candidates], n, seed + round_)
+    m_of = dict(zip(candidates.tolist(), margin(probs[candidates]).tolist()))
+    picks = [min(candidates[fit.labels_ == c], key=lambda i: (m_of[int(i)], int(i)))
+             for c in range(n) if (fit.labels_ == c).any()]
+    picks = sorted(picks, key=lambda i: (m_of[int(i)], int(i)))
+    chosen = list(dict.fromkeys(int(i) for i in picks))
+    for i in candidates.tolist():  # an empty cluster: the next most unsure candidate
+        if len(chosen) >= n:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return np.array(chosen[:n], dtype=int)

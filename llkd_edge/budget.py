@@ -1,0 +1,119 @@
+"""``--label-budget``: the teacher labels the part of a pool that ``active.py`` picks, in rounds, through the
+label store. Every label goes into the store as it comes, so a killed run resumes without asking the teacher
+again, and a later run with a larger budget (same pool, strategy, step and seed) re-makes the same first
+rounds from stored labels and pays only for the new ones.
+
+The pool's embeddings (the packaged sentence encoder, ``train.embed``) are computed once per run folder and
+kept in ``WORK/embeddings.npz`` with the hash of the texts they belong to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .active import budget_count, coverage_picks, next_picks
+from .config import LabelBudget
+from .data import Dataset
+from .distributions import batch_calibrated, pool_prior
+from .files import atomic_path
+from .labelling import Labelled, label_dataset, unique_texts
+
+
+def _embeddings(texts: list[str], work: Path, progress: bool) -> np.ndarray:
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+    path = work / "embeddings.npz"
+    if path.exists():
+        try:
+            with np.load(path) as saved:
+                if str(saved["texts_sha256"]) == digest:
+                    return saved["x"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or another pool: made again
+    from .train import embed
+
+    x = embed(texts, progress=progress)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, x=x, texts_sha256=digest)
+    return x
+
+
+def _probe_probs(x: np.ndarray, labelled: np.ndarray, rows, k: int) -> np.ndarray:
+    """Shape (N, K): a probe fitted on the teacher's labels so far (batch-calibrated over them, as distill
+    reads them), scoring every text of the pool."""
+    from .gold import Probe
+
+    probs = np.array([r.probs for r in rows])
+    y = batch_calibrated(probs, pool_prior(probs)).argmax(axis=1)
+    return Probe.fit(x[labelled], y, k).predict(x)
+
+
+def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: LabelBudget, seed: int, work: Path,
+                        progress: bool = True) -> tuple[Labelled, dict]:
+    """Label the texts of ``dataset`` (a pool, eval and gold texts already taken out) that the rounds pick,
+    up to the budget. Returns the picked texts as one ``Labelled`` (in the order they were picked) and a
+    record for metrics.json: the budget, each round's picks, teacher calls and seconds."""
+    from tqdm.auto import tqdm
+
+    first, _ = unique_texts(dataset.texts)
+    where = list(first.values())
+    texts = [dataset.texts[i] for i in where]
+    n, k = len(texts), len(teacher.scoring.labels.names)
+    total = budget_count(budget.budget, n)
+    step = max(2 * k, round(budget.step * n))
+    started = time.perf_counter()
+    x = _embeddings(texts, work, progress)
+    embed_seconds = time.perf_counter() - started
+    picked: list[int] = []
+    rows: list = []
+    rounds: list[dict] = []
+    bar = tqdm(total=total, unit="text", desc=f"labelling {dataset.name} within budget", disable=not progress,
+               dynamic_ncols=True)
+    while len(picked) < total:
+        tick = time.perf_counter()
+        size = min(step, total - len(picked))
+        if not picked:
+            chosen = coverage_picks(x, step, seed)[:size]
+        else:
+            probs = _probe_probs(x, np.array(picked), rows, k)
+            unlabelled = np.setdiff1d(np.arange(n), picked)
+            chosen = next_picks(budget.strategy, probs, x, unlabelled, step, seed, len(rounds))[:size]
+        select_seconds = time.perf_counter() - tick
+        got = label_dataset(Dataset(dataset.name, [texts[i] for i in chosen]), teacher, store_path,
+                            progress=False, role="pool")
+        picked.extend(int(i) for i in chosen)
+        rows.extend(got.rows)
+        rounds.append({"round": len(rounds), "picked": len(chosen), "labelled_total": len(picked),
+                       "teacher_calls": got.labelled, "select_seconds": round(select_seconds, 2),
+                       "label_seconds": round(got.seconds, 2)})
+        bar.update(len(chosen))
+        bar.set_postfix(round=len(rounds), asked=sum(r["teacher_calls"] for r in rounds))
+    bar.close()
+    calls = sum(r["teacher_calls"] for r in rounds)
+    if progress:
+        print(f"{dataset.name}: the teacher labelled {len(picked)} of {n} texts ({calls} asked now, "
+              f"{len(picked) - calls} already stored) in {len(rounds)} rounds; {n - len(picked)} left unlabelled",
+              file=sys.stderr)
+    labelled = Labelled([texts[i] for i in picked], rows, None if dataset.gold is None else
+                        [dataset.gold[where[i]] for i in picked], len(dataset.texts), calls,
+                        len(picked) - calls, 0, 0, sum(r["label_seconds"] for r in rounds))
+    record = {**{f: getattr(budget, f) for f in ("budget", "strategy", "step")}, "pool_texts": n,
+              "texts_labelled": len(picked), "step_texts": step, "teacher_calls": calls,
+              "embed_seconds": round(embed_seconds, 2), "rounds": rounds}
+    return labelled, record
+
+
+def without(dataset: Dataset, held: set[str]) -> Dataset:
+    """``dataset`` without the texts whose ``data.text_key`` is in ``held`` (eval and gold texts: never
+    worth a teacher call in the pool)."""
+    from .data import text_key
+
+    keep = [i for i, t in enumerate(dataset.texts) if text_key(t) not in held]
+    return replace(dataset, texts=[dataset.texts[i] for i in keep],
+                   gold=None if dataset.gold is None else [dataset.gold[i] for i in keep])

@@ -1,0 +1,72 @@
+"""active.py: which texts the teacher labels under --label-budget. Pure numpy and scikit-learn, by hand."""
+
+import numpy as np
+import pytest
+
+from llkd_edge.active import budget_count, coverage_picks, margin, next_picks
+from llkd_edge.config import LabelBudget
+from llkd_edge.errors import UserError
+
+
+def _blobs(sizes, seed=0, spread=0.05):
+    """Points around well-separated centres (one per size), and which centre each belongs to."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(len(sizes), 8) * 3
+    x = np.vstack([c + spread * rng.standard_normal((n, 8)) for c, n in zip(centres, sizes)])
+    return x, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_a_budget_is_a_share_or_a_count():
+    assert budget_count(0.25, 1000) == 250
+    assert budget_count(1, 1000) == 1000
+    assert budget_count(300, 1000) == 300
+    assert budget_count(5000, 1000) == 1000
+    assert budget_count(0.0001, 1000) == 1
+    with pytest.raises(ValueError):
+        budget_count(0, 10)
+    for bad in (dict(budget=0), dict(budget=2.5), dict(budget=0.5, step=0), dict(budget=0.5, strategy="greedy")):
+        with pytest.raises(UserError):
+            LabelBudget(**bad)
+
+
+def test_the_seed_round_covers_every_cluster_the_first_rows_would_miss():
+    # 200 texts of one kind first, then 4 small kinds: the first 5 rows are all kind 0, k-means picks one of each.
+    x, kind = _blobs([200, 10, 10, 10, 10])
+    picks = coverage_picks(x, 5, seed=0)
+    assert sorted(kind[picks].tolist()) == [0, 1, 2, 3, 4]
+    assert kind[picks[0]] == 0  # the largest cluster's text first
+    assert len(set(picks.tolist())) == 5
+    assert coverage_picks(x[:3], 5, seed=0).tolist() == [0, 1, 2]
+
+
+def test_margin():
+    assert margin(np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])) == pytest.approx([0.5, 0.05])
+
+
+def test_active_rounds_pick_the_unsure_and_spread_them_over_clusters():
+    # Three kinds; the probe is sure about kind 0 and unsure about kinds 1 and 2 (a margin that grows with
+    # the index inside each kind). Three picks: the least sure of kinds 1 and 2 and never a sure one; the
+    # diversity step keeps them from all coming from one kind.
+    x, kind = _blobs([40, 40, 40])
+    probs = np.tile([0.98, 0.01, 0.01], (120, 1))
+    for j in range(40, 120):
+        d = 0.01 * (j % 40) / 40
+        probs[j] = [0.0, 0.5 + d, 0.5 - d]
+    unlabelled = np.arange(120)
+    picks = next_picks("active", probs, x, unlabelled, 2, seed=0, round_=1)
+    assert sorted(kind[picks].tolist()) == [1, 2]
+    assert set(picks.tolist()) <= {40, 41, 42, 80, 81, 82}
+    assert margin(probs[picks[:1]])[0] <= margin(probs[picks[1:]])[0]  # most informative first
+    # only unlabelled texts are picked
+    rest = np.setdiff1d(unlabelled, [40, 80])
+    assert not {40, 80} & set(next_picks("active", probs, x, rest, 2, seed=0, round_=1).tolist())
+
+
+def test_random_rounds_are_seeded_and_draw_from_the_unlabelled_only():
+    x, _ = _blobs([30, 30])
+    probs = np.full((60, 2), 0.5)
+    unlabelled = np.arange(10, 60)
+    a = next_picks("random", probs, x, unlabelled, 8, seed=3, round_=2)
+    assert a.tolist() == next_picks("random", probs, x, unlabelled, 8, seed=3, round_=2).tolist()
+    assert a.tolist() != next_picks("random", probs, x, unlabelled, 8, seed=3, round_=3).tolist()
+    assert set(a.tolist()) <= set(unlabelled.tolist()) and len(set(a.tolist())) == 8
