@@ -20,6 +20,9 @@ for are in the store and cost nothing again.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 STRATEGIES = ("active", "random")
@@ -106,3 +109,32 @@ def next_picks(strategy: str, probs: np.ndarray, x: np.ndarray, unlabelled: np.n
         if i not in chosen:
             chosen.append(i)
     return np.array(chosen[:n], dtype=int)
+
+
+def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
+               ask: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Pick ``total`` of the N texts embedded in ``x`` (N, D), ``step`` per round, asking the teacher for
+    each round's picks: ``ask(indices) -> (M, K)`` distributions. The probe of a round learns the labels so
+    far, batch-calibrated over them (as distill reads them). Returns the picks in order, their
+    distributions, and each round's selection seconds (the teacher's time is the caller's to measure)."""
+    from .distributions import batch_calibrated, pool_prior
+    from .gold import Probe
+
+    picked: list[int] = []
+    probs: list[np.ndarray] = []
+    seconds: list[float] = []
+    while len(picked) < total:
+        tick = time.perf_counter()
+        size = min(step, total - len(picked))
+        if not picked:
+            chosen = coverage_picks(x, step, seed)[:size]
+        else:
+            so_far = np.vstack(probs)
+            y = batch_calibrated(so_far, pool_prior(so_far)).argmax(axis=1)
+            scores = Probe.fit(x[picked], y, so_far.shape[1]).predict(x)
+            chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
+                                len(seconds))[:size]
+        seconds.append(time.perf_counter() - tick)
+        probs.append(np.asarray(ask(chosen), dtype=np.float64))
+        picked.extend(int(i) for i in chosen)
+    return np.array(picked, dtype=int), np.vstack(probs), seconds

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .active import budget_count, coverage_picks, next_picks
+from .active import budget_count, run_rounds
 from .config import LabelBudget
 from .data import Dataset
-from .distributions import batch_calibrated, pool_prior
 from .files import atomic_path
 from .labelling import Labelled, label_dataset, unique_texts
 
@@ -44,16 +43,6 @@ def _embeddings(texts: list[str], work: Path, progress: bool) -> np.ndarray:
     return x
 
 
-def _probe_probs(x: np.ndarray, labelled: np.ndarray, rows, k: int) -> np.ndarray:
-    """Shape (N, K): a probe fitted on the teacher's labels so far (batch-calibrated over them, as distill
-    reads them), scoring every text of the pool."""
-    from .gold import Probe
-
-    probs = np.array([r.probs for r in rows])
-    y = batch_calibrated(probs, pool_prior(probs)).argmax(axis=1)
-    return Probe.fit(x[labelled], y, k).predict(x)
-
-
 def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: LabelBudget, seed: int, work: Path,
                         progress: bool = True) -> tuple[Labelled, dict]:
     """Label the texts of ``dataset`` (a pool, eval and gold texts already taken out) that the rounds pick,
@@ -70,31 +59,25 @@ def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: Labe
     started = time.perf_counter()
     x = _embeddings(texts, work, progress)
     embed_seconds = time.perf_counter() - started
-    picked: list[int] = []
     rows: list = []
     rounds: list[dict] = []
     bar = tqdm(total=total, unit="text", desc=f"labelling {dataset.name} within budget", disable=not progress,
                dynamic_ncols=True)
-    while len(picked) < total:
-        tick = time.perf_counter()
-        size = min(step, total - len(picked))
-        if not picked:
-            chosen = coverage_picks(x, step, seed)[:size]
-        else:
-            probs = _probe_probs(x, np.array(picked), rows, k)
-            unlabelled = np.setdiff1d(np.arange(n), picked)
-            chosen = next_picks(budget.strategy, probs, x, unlabelled, step, seed, len(rounds))[:size]
-        select_seconds = time.perf_counter() - tick
+
+    def ask(chosen: np.ndarray) -> np.ndarray:
         got = label_dataset(Dataset(dataset.name, [texts[i] for i in chosen]), teacher, store_path,
                             progress=False, role="pool")
-        picked.extend(int(i) for i in chosen)
         rows.extend(got.rows)
-        rounds.append({"round": len(rounds), "picked": len(chosen), "labelled_total": len(picked),
-                       "teacher_calls": got.labelled, "select_seconds": round(select_seconds, 2),
-                       "label_seconds": round(got.seconds, 2)})
+        rounds.append({"round": len(rounds), "picked": len(chosen), "labelled_total": len(rows),
+                       "teacher_calls": got.labelled, "label_seconds": round(got.seconds, 2)})
         bar.update(len(chosen))
         bar.set_postfix(round=len(rounds), asked=sum(r["teacher_calls"] for r in rounds))
+        return np.array([r.probs for r in got.rows])
+
+    picked, _, select_seconds = run_rounds(x, total, step, budget.strategy, seed, ask)
     bar.close()
+    for r, s in zip(rounds, select_seconds):
+        r["select_seconds"] = round(s, 2)
     calls = sum(r["teacher_calls"] for r in rounds)
     if progress:
         print(f"{dataset.name}: the teacher labelled {len(picked)} of {n} texts ({calls} asked now, "

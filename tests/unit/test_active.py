@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.active import budget_count, coverage_picks, margin, next_picks
+from llkd_edge.active import budget_count, coverage_picks, margin, next_picks, run_rounds
 from llkd_edge.config import LabelBudget
 from llkd_edge.errors import UserError
 
@@ -70,3 +70,22 @@ def test_random_rounds_are_seeded_and_draw_from_the_unlabelled_only():
     assert a.tolist() == next_picks("random", probs, x, unlabelled, 8, seed=3, round_=2).tolist()
     assert a.tolist() != next_picks("random", probs, x, unlabelled, 8, seed=3, round_=3).tolist()
     assert set(a.tolist()) <= set(unlabelled.tolist()) and len(set(a.tolist())) == 8
+
+
+def test_rounds_ask_only_for_their_picks_and_a_larger_budget_makes_the_same_rounds_first():
+    # The teacher's answers are a fixed table here (the part under test is the rounds, not the teacher).
+    x, kind = _blobs([30, 30, 30], spread=0.6)
+    answers = np.eye(3)[kind] * 0.7 + 0.1
+    asked = []
+
+    def ask(idx):
+        asked.append(idx.tolist())
+        return answers[idx]
+
+    picks, probs, seconds = run_rounds(x, 25, 10, "active", 0, ask)
+    assert [len(a) for a in asked] == [10, 10, 5] and len(seconds) == 3
+    assert len(set(picks.tolist())) == 25 and probs == pytest.approx(answers[picks])
+    more, _, _ = run_rounds(x, 40, 10, "active", 0, lambda idx: answers[idx])
+    assert more[:20].tolist() == picks[:20].tolist()  # whole rounds repeat; the partial one starts the same
+    assert set(picks[20:].tolist()) <= set(more[20:30].tolist())
+    assert set(kind[picks[:10]].tolist()) == {0, 1, 2}

@@ -1,0 +1,184 @@
+"""Fewer teacher calls (`distill --label-budget`): the student taught on the share of the pool that active
+rounds pick, against random rounds of the same size and against the whole pool labelled.
+
+    python -m bench.active                       # 3 datasets x 3 budgets x 2 strategies x 3 seeds; resumes
+    python -m bench.active --datasets bbc-news --seeds 0
+
+Data and student as in bench/study.py and bench/calibration.py: the study's 1000-text pools with their
+stored teacher labels (gemma3-270m), so a round "asks" the store, not the teacher; the first 500 test texts;
+`minilm-l2` at 64 tokens, 4 epochs, LLKD, the study's tuned learning rate, labels batch-calibrated over the
+texts labelled (as distill reads them). The full-pool point is calibration.py's `batch` / `llkd` cell, reused.
+The rounds are `active.run_rounds` itself, with the step distill uses by default (5% of the pool).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, arguments, markdown_table, record, save_plot, write_report
+from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, run_cell
+from llkd_edge.active import budget_count, run_rounds
+from llkd_edge.config import LabelBudget
+from llkd_edge.distributions import pool_prior
+from llkd_edge.files import read_json, write_json
+from llkd_edge.labelling import Labelled, recalibrated
+from llkd_edge.metrics import classification_scores
+
+DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
+BUDGETS = (0.1, 0.2, 0.4)
+STRATEGIES = ("active", "random")
+PLAN = replace(FULL, pool_calibration="batch")
+STUDY = RESULTS / "study" / "study.json"
+
+
+def subset(split, picked: np.ndarray):
+    """``split`` with its pool cut to ``picked`` (in pick order), the rows batch-calibrated over those."""
+    rows = [split.pool.rows[i] for i in picked]
+    rows = recalibrated(rows, split.labels.names, pool_prior([r.probs for r in rows]))
+    pool = Labelled([split.pool.texts[i] for i in picked], rows, [split.pool.gold[i] for i in picked],
+                    len(picked), 0, len(picked), 0, 0, 0.0)
+    return replace(split, pool=pool)
+
+
+def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
+    """The probe the rounds use, fitted on the picked texts' calibrated labels, scored on the test texts."""
+    from llkd_edge.gold import Probe
+
+    names = split.labels.names
+    y = np.array([names.index(r.label) for r in rows])
+    p = Probe.fit(x[picked], y, len(names)).predict(test_x)
+    return classification_scores(split.test.gold, [names[j] for j in p.argmax(1)], names)
+
+
+def run(work: Path, threads: int, datasets, seeds, store: str) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from llkd_edge.train import embed
+
+    tuned = read_json(STUDY)["tuned_learning_rate"]
+    (work / "cells").mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(BUDGETS) * len(STRATEGIES)), unit="cell", desc="active")
+    cells = []
+    for dataset in datasets:
+        split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
+        names, n, lr = split.labels.names, len(split.pool.texts), tuned[dataset]
+        cache = work / f"{dataset}.npz"
+        if cache.exists():
+            with np.load(cache) as saved:
+                x, test_x = saved["x"], saved["test_x"]
+        else:
+            x, test_x = embed(split.pool.texts), embed(split.test.texts)
+            np.savez(cache, x=x, test_x=test_x)
+        raw = np.array([r.probs for r in split.pool.rows])
+        step = max(2 * len(names), round(LabelBudget(1.0).step * n))
+        full = Cells(Path("runs/study/cells"), PLAN, threads, bar)  # calibration.py's cells: no training if there
+        prior = pool_prior(raw)
+        whole = replace(split, pool=replace(split.pool, rows=recalibrated(split.pool.rows, names, prior)),
+                        test=replace(split.test, rows=recalibrated(split.test.rows, names, prior)))
+        for seed in seeds:
+            cell = full.get(whole, n, "llkd", seed, lr)
+            cells.append({"dataset": dataset, "strategy": "full", "budget": 1.0, "seed": seed, "teacher_calls": n,
+                          "test": cell["test"], "train_seconds": cell["train_seconds"],
+                          "probe": probe_scores(x, test_x, split, np.arange(n), whole.pool.rows)})
+            for budget in BUDGETS:
+                for strategy in STRATEGIES:
+                    path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}.json"
+                    if path.exists():
+                        cells.append(read_json(path))
+                        bar.update(1)
+                        continue
+                    bar.set_description(f"{dataset} {strategy} {budget:.0%} seed {seed}")
+                    started = time.perf_counter()
+                    picked, _, select = run_rounds(x, budget_count(budget, n), step, strategy, seed, lambda i: raw[i])
+                    select_seconds = time.perf_counter() - started
+                    sub = subset(split, picked)
+                    got = run_cell(sub, PLAN, len(picked), "llkd", seed, lr, PLAN.epochs, threads)
+                    gold = np.array(sub.pool.gold)
+                    out = {"dataset": dataset, "strategy": strategy, "budget": budget, "seed": seed,
+                           "teacher_calls": len(picked), "rounds": len(select), "select_seconds": round(select_seconds, 2),
+                           "test": got["test"], "train_seconds": got["train_seconds"],
+                           "probe": probe_scores(x, test_x, split, picked, sub.pool.rows),
+                           "label_accuracy": float(np.mean([r.label == g for r, g in zip(sub.pool.rows, gold)])),
+                           "gold_classes_covered": int(len(set(gold.tolist())))}
+                    write_json(path, out)
+                    cells.append(out)
+                    bar.update(1)
+    bar.close()
+    return cells
+
+
+def summary(cells: list[dict]) -> list[dict]:
+    rows = []
+    for key in sorted({(c["dataset"], c["strategy"], c["budget"]) for c in cells}, key=lambda k: (k[0], k[2], k[1])):
+        got = [c for c in cells if (c["dataset"], c["strategy"], c["budget"]) == key]
+        rows.append({"dataset": key[0], "strategy": key[1], "budget": key[2], "seeds": len(got),
+                     "teacher_calls": got[0]["teacher_calls"],
+                     "macro_f1": mean_std([c["test"]["macro_f1"] for c in got]),
+                     "per_seed": [round(c["test"]["macro_f1"], 3) for c in got],
+                     "probe_macro_f1": mean_std([c["probe"]["macro_f1"] for c in got]),
+                     "label_accuracy": mean_std([c["label_accuracy"] for c in got]) if "label_accuracy" in got[0] else None,
+                     "train_seconds": mean_std([c["train_seconds"] for c in got]),
+                     "select_seconds": mean_std([c.get("select_seconds", 0.0) for c in got])})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def pm(s):
+        return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+    return markdown_table(
+        ["dataset", "teacher calls (share)", "strategy", "student macro-F1", "per seed", "probe macro-F1",
+         "labels right", "train s", "select s"],
+        [[r["dataset"], f"{r['teacher_calls']} ({r['budget']:.0%})", r["strategy"], pm(r["macro_f1"]),
+          ", ".join(map(str, r["per_seed"])), pm(r["probe_macro_f1"]),
+          f"{r['label_accuracy']['mean']:.3f}" if r["label_accuracy"] else "-",
+          f"{r['train_seconds']['mean']:.0f}", f"{r['select_seconds']['mean']:.1f}"] for r in rows])
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        full = [r for r in rows if r["dataset"] == dataset and r["strategy"] == "full"]
+        for strategy, style in (("active", "o-"), ("random", "s--")):
+            got = sorted([r for r in rows if r["dataset"] == dataset and r["strategy"] == strategy] + full,
+                         key=lambda r: r["budget"])
+            ax.errorbar([r["budget"] * 100 for r in got], [r["macro_f1"]["mean"] for r in got],
+                        yerr=[r["macro_f1"]["std"] for r in got], fmt=style, capsize=3, label=strategy)
+        ax.set_title(dataset)
+        ax.set_xlabel("teacher calls, % of the pool")
+        ax.set_ylabel("student macro-F1 (test)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_plot(fig, path)
+
+
+def main() -> None:
+    parser = arguments(__doc__)
+    parser.add_argument("--work", default="runs/active")
+    parser.add_argument("--store", default="runs/study/labels.sqlite")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=str(RESULTS / "active.json"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store)
+    rows = summary(cells)
+    report = {**record(args.threads, "torch", "scikit-learn"), "cells": cells, "summary": rows,
+              "student": {"name": PLAN.student, "max_length": PLAN.max_length, "epochs": PLAN.epochs},
+              "budgets": BUDGETS, "seconds": round(time.perf_counter() - started, 1)}
+    out = Path(args.out)
+    write_report(out, report, markdown(rows))
+    plot(rows, out.with_suffix(".png"))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
