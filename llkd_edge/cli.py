@@ -211,6 +211,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               "the teacher, correct its labels through a gold-only probe, and train the student as trusted samples.")
 @click.option("--gold-weight", default=3.0, show_default=True, help="Loss weight of a --gold text (teacher-labelled "
               "texts average 1).")
+@click.option("--relabel", type=click.Choice(("none", "probe")), default="none", show_default=True,
+              help="probe: check the teacher's labels against a probe on the pool's sentence embeddings, cross-fitted, "
+              "and train on the product of the two (overrules labels that similar texts contradict).")
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
               "texts, picked in rounds by what the student's encoder finds unsure and new (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
@@ -225,7 +228,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, need_pass, pool_calibration, gold_file, gold_weight, label_budget,
+            seed, momentum, topk_ratio, need_pass, pool_calibration, relabel, gold_file, gold_weight, label_budget,
             label_strategy, label_step, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import TrainConfig
@@ -252,6 +255,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         min_per_class=min_per_class,
         pool_calibration=pool_calibration,
         gold=gold_file,
+        relabel=None if relabel == "none" else relabel,
         label_budget=None if label_budget is None else LabelBudget(label_budget, label_strategy, label_step),
         **_prompt(data, opts),
     )
@@ -278,6 +282,11 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
     _print_prompt_choice(m.get("prompt_choice"))
     sel, data = m["selection"], m["data"]
     _print_gold(m.get("gold"))
+    if m.get("relabel"):
+        r = m["relabel"]
+        right = r.get("pool_accuracy")
+        click.echo(f"relabel: the probe changed {r['changed']:.1%} of the pool's labels" + (
+            f" (pool labels right: teacher {right['teacher']:.3f}, relabelled {right['relabelled']:.3f})" if right else ""))
     if m.get("label_budget"):
         b = m["label_budget"]
         click.echo(f"label budget: the teacher labelled {b['texts_labelled']} of {b['pool_texts']} pool texts in "

@@ -126,6 +126,22 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
     return pool, judgement
 
 
+def _relabelled(pool: Labelled, probs: np.ndarray, labels: tuple[str, ...], seed: int, progress: bool):
+    """--relabel probe: the pool's distributions times a cross-fitted probe's (relabel.py), and a record."""
+    from .relabel import PROBE_C, relabelled
+    from .train import embed
+
+    started = time.perf_counter()
+    out = relabelled(probs, embed(pool.texts, progress=progress), seed)
+    record = {"method": "probe", "probe_c": PROBE_C, "changed": round(float(np.mean(out.argmax(1) != probs.argmax(1))), 4),
+              "seconds": round(time.perf_counter() - started, 2)}
+    if pool.gold and all(pool.gold):  # a built-in pool: how right the labels are, before and after
+        y = np.array([labels.index(g) if g in labels else -1 for g in pool.gold])
+        record["pool_accuracy"] = {"teacher": round(float(np.mean(probs.argmax(1) == y)), 4),
+                                   "relabelled": round(float(np.mean(out.argmax(1) == y)), 4)}
+    return out, record
+
+
 def _check_taught(training, labels: LabelSet, minimum: int) -> None:
     """With --gold: enough texts per class among the labels the student learns from (gold texts included)."""
     counts = Counter(training.probs.argmax(axis=1).tolist())
@@ -226,7 +242,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     # 2. The student, with --gold on the labels the gold texts judge best, and on the gold texts themselves.
     train_started = time.perf_counter()
     probs = np.array([r.probs for r in pool.rows], dtype=np.float64)
-    judgement = None
+    judgement = relabel_record = None
     if gold:
         gold_probs = np.array([r.probs for r in recalibrated(judged.rows, labels.names, prior)])
         training, judgement = learn_from_gold(pool.texts, probs, Dataset(gold.name, judged.texts, judged.gold),
@@ -238,6 +254,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
                             f"those texts alone ({g:.3f}): its labels count for less here (try another --task or "
                             "teacher, or more gold texts)")
     else:
+        if config.relabel:
+            probs, relabel_record = _relabelled(pool, probs, labels.names, config.train.seed, progress)
         training = Pool(pool.texts, probs)
     student = build_student(config.train.student, labels.names, config.train.seed)
     stats = train(student, training, config.train, run_dir, resume=resume, progress=progress)
@@ -296,6 +314,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "teacher_as_stored": rounded(gold_scores(stored_eval, labels.names)) if stored_eval else None,
         },
         "prompt_choice": choice.record() if choice else None,
+        "relabel": relabel_record,  # --relabel probe: how many pool labels the probe changed, how many are right
         "label_budget": budget_record,  # --label-budget: the rounds, what each cost, the teacher calls
         # --gold: the teacher, the gold-only probe and their product judged on the gold texts, and the choice
         "gold": None if judgement is None else {

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "llkd_edge"
 HEAVY = {"torch", "transformers", "llama_cpp", "optimum", "ray"}
 LIGHT = ("store", "config", "runtime", "selection", "files", "registry", "errors", "metrics", "distributions", "gold",
-         "model_card", "active")
+         "model_card", "active", "relabel")
 
 
 def _imports(module: str) -> tuple[set[str], set[str]]:

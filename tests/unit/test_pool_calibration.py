@@ -70,3 +70,22 @@ def test_pool_divisors_none_batch_and_em():
     assert batch_calibrated(probs, em) == pytest.approx(by_hand / by_hand.sum(axis=1, keepdims=True))
     with pytest.raises(ValueError):
         pool_divisor(probs, "vector")
+
+
+def test_a_cross_fitted_probe_overrules_teacher_labels_that_similar_texts_contradict():
+    from llkd_edge.relabel import cross_fitted, relabelled
+
+    # two tight clusters of 20 texts; the teacher says "a" for cluster 0 and "b" for cluster 1, except for
+    # three texts of cluster 0 that it calls "b" at 0.6: the probe, fitted without them, sides with their cluster.
+    rng = np.random.default_rng(0)
+    x = np.vstack([np.eye(2, 16)[0] + 0.05 * rng.standard_normal((20, 16)),
+                   np.eye(2, 16)[1] + 0.05 * rng.standard_normal((20, 16))])
+    teacher = np.array([[0.9, 0.1]] * 20 + [[0.1, 0.9]] * 20)
+    teacher[[3, 7, 11]] = [0.4, 0.6]
+    oof = cross_fitted(x, teacher.argmax(1), 2, seed=0)
+    assert oof[[3, 7, 11]].argmax(1).tolist() == [0, 0, 0]
+    out = relabelled(teacher, x, seed=0)
+    assert out.sum(1) == pytest.approx(np.ones(40))
+    assert out.argmax(1).tolist() == [0] * 20 + [1] * 20  # the three fixed, every other label kept
+    with pytest.raises(UserError, match="--relabel"):
+        DistillConfig(data="d", out="o", scoring=ScoringConfig(labels=LabelSet.parse("a,b")), relabel="kmeans")
