@@ -148,11 +148,14 @@ def test_training_from_an_existing_store(tmp_path, store):
 
     # The same store as DATA with no eval set at all: its eval texts still stay out of training.
     bare = tmp_path / "bare"
-    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--out", str(bare)])
+    # (and with --relabel probe: the pool's labels checked against a cross-fitted probe before training)
+    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--relabel", "probe", "--out", str(bare)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((bare / "metrics.json").read_text())
     assert metrics["data"]["pool_size"] == 240 and metrics["data"]["store_rows_left_out"]["eval"] == 100
     assert "left out 100 eval texts" in result.output
+    assert metrics["relabel"]["method"] == "probe" and 0 < metrics["relabel"]["changed"] < 0.5
+    assert "relabel: the probe changed" in result.output
 
 
 def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_resolved(tmp_path, store, monkeypatch):
