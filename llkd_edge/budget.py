@@ -3,8 +3,10 @@ label store. Every label goes into the store as it comes, so a killed run resume
 again, and a later run with a larger budget (same pool, strategy, step and seed) re-makes the same first
 rounds from stored labels and pays only for the new ones.
 
-The pool's embeddings (the packaged sentence encoder, ``train.embed``) are computed once per run folder and
-kept in ``WORK/embeddings.npz`` with the hash of the texts they belong to.
+The pool's embeddings (the packaged sentence encoder, ``train.embed``) are kept beside the label store
+(``labels.sqlite`` -> ``labels.embeddings.npz``) with the hash of the texts they belong to: a resumed or
+larger-budget run on the same pool reads them back, and the run folder stays empty until labelling is
+done (so a run killed in its rounds is started again like any other).
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from .files import atomic_path
 from .labelling import Labelled, label_dataset, unique_texts
 
 
-def _embeddings(texts: list[str], work: Path, progress: bool) -> np.ndarray:
+def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
     digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
-    path = work / "embeddings.npz"
     if path.exists():
         try:
             with np.load(path) as saved:
@@ -43,7 +44,7 @@ def _embeddings(texts: list[str], work: Path, progress: bool) -> np.ndarray:
     return x
 
 
-def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: LabelBudget, seed: int, work: Path,
+def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: LabelBudget, seed: int,
                         progress: bool = True) -> tuple[Labelled, dict]:
     """Label the texts of ``dataset`` (a pool, eval and gold texts already taken out) that the rounds pick,
     up to the budget. Returns the picked texts as one ``Labelled`` (in the order they were picked) and a
@@ -57,7 +58,7 @@ def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: Labe
     total = budget_count(budget.budget, n)
     step = max(2 * k, round(budget.step * n))
     started = time.perf_counter()
-    x = _embeddings(texts, work, progress)
+    x = _embeddings(texts, Path(store_path).with_suffix(".embeddings.npz"), progress)
     embed_seconds = time.perf_counter() - started
     rows: list = []
     rounds: list[dict] = []

@@ -209,7 +209,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
 
         held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
         pool, budget_record = label_within_budget(without(source, held), teacher, store_path, config.label_budget,
-                                                  config.train.seed, run_dir, progress)
+                                                  config.train.seed, progress)
     else:
         pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
     overlap = gold_overlap = 0

@@ -273,7 +273,7 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     assert (b["pool_texts"], b["texts_labelled"], b["step_texts"], b["strategy"]) == (120, 60, 30, "active")
     assert [r["picked"] for r in b["rounds"]] == [30, 30] and b["teacher_calls"] == 60
     assert m["data"]["pool_size"] == 60 and m["labelled_now"]["pool"] == 60
-    assert (tmp_path / "half" / "embeddings.npz").exists()
+    assert (tmp_path / "labels.embeddings.npz").exists()  # beside the store, read again by the next run
     assert "label budget: the teacher labelled 60 of 120 pool texts in 2 rounds" in first.output
 
     from llkd_edge.store import LabelStore
