@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, arguments, markdown_table, record, save_plot, write_report
-from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, run_cell
+from bench.common import RESULTS, markdown_table, record, save_plot, write_report
+from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
+                         run_cell)
 from llkd_edge.active import budget_count, run_rounds
 from llkd_edge.config import LabelBudget
 from llkd_edge.distributions import pool_prior
@@ -57,8 +58,6 @@ def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
 def run(work: Path, threads: int, datasets, seeds, store: str) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from llkd_edge.train import embed
-
     tuned = read_json(STUDY)["tuned_learning_rate"]
     (work / "cells").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(BUDGETS) * len(STRATEGIES)), unit="cell", desc="active")
@@ -66,13 +65,7 @@ def run(work: Path, threads: int, datasets, seeds, store: str) -> list[dict]:
     for dataset in datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
         names, n, lr = split.labels.names, len(split.pool.texts), tuned[dataset]
-        cache = work / f"{dataset}.npz"
-        if cache.exists():
-            with np.load(cache) as saved:
-                x, test_x = saved["x"], saved["test_x"]
-        else:
-            x, test_x = embed(split.pool.texts), embed(split.test.texts)
-            np.savez(cache, x=x, test_x=test_x)
+        x, test_x = pool_embeddings(dataset, split, work)
         raw = np.array([r.probs for r in split.pool.rows])
         step = max(2 * len(names), round(LabelBudget(1.0).step * n))
         full = Cells(Path("runs/study/cells"), PLAN, threads, bar)  # calibration.py's cells: no training if there
@@ -161,13 +154,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--work", default="runs/active")
-    parser.add_argument("--store", default="runs/study/labels.sqlite")
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(RESULTS / "active.json"))
-    args = parser.parse_args()
+    args = pool_arguments(__doc__, "active", DATASETS).parse_args()
     started = time.perf_counter()
     cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store)
     rows = summary(cells)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, arguments, markdown_table, record, write_report
-from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, run_cell
+from bench.common import RESULTS, markdown_table, record, write_report
+from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
+                         run_cell)
 from llkd_edge.distributions import entropy, pool_prior
 from llkd_edge.files import read_json, write_json
 from llkd_edge.gold import Probe
@@ -39,19 +40,6 @@ def with_probs(rows, probs: np.ndarray, names):
                     confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
 
 
-def embeddings(work: Path, dataset: str, split):
-    from llkd_edge.train import embed
-
-    cache = work / f"{dataset}.npz"
-    if cache.exists():
-        with np.load(cache) as saved:
-            return saved["x"], saved["test_x"]
-    x, test_x = embed(split.pool.texts), embed(split.test.texts)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, x=x, test_x=test_x)
-    return x, test_x
-
-
 def run(work: Path, threads: int, datasets, seeds, store: str) -> dict:
     from tqdm.auto import tqdm
 
@@ -62,7 +50,7 @@ def run(work: Path, threads: int, datasets, seeds, store: str) -> dict:
     for dataset in datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
         names = split.labels.names
-        x, test_x = embeddings(Path("runs/active"), dataset, split)  # shared with bench/active.py
+        x, test_x = pool_embeddings(dataset, split)  # the cache bench/active.py fills
         prior = pool_prior([r.probs for r in split.pool.rows])
         pool_rows, test_rows = recalibrated(split.pool.rows, names, prior), recalibrated(split.test.rows, names, prior)
         teacher = np.array([r.probs for r in pool_rows])
@@ -128,13 +116,7 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--work", default="runs/relabel")
-    parser.add_argument("--store", default="runs/study/labels.sqlite")
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default=str(RESULTS / "relabel.json"))
-    args = parser.parse_args()
+    args = pool_arguments(__doc__, "relabel", DATASETS).parse_args()
     started = time.perf_counter()
     report = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store)
     report.update(record(args.threads, "torch", "scikit-learn"), probe_c=PROBE_C,

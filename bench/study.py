@@ -143,6 +143,33 @@ def labelled_split(teacher_name: str, dataset: str, plan: Plan, pool_size: int, 
                  time.perf_counter() - started, pool.labelled + tested.labelled)
 
 
+def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active")) -> tuple[np.ndarray, np.ndarray]:
+    """The study split's pool and test texts embedded as distill embeds them (packaged MiniLM-L6, mean-pooled),
+    cached in CACHE/DATASET.npz; bench/active.py and bench/relabel.py share the cache."""
+    from llkd_edge.train import embed
+
+    path = cache / f"{dataset}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return saved["x"], saved["test_x"]
+    x, test_x = embed(split.pool.texts), embed(split.test.texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, test_x=test_x)
+    return x, test_x
+
+
+def pool_arguments(doc: str, name: str, datasets: tuple[str, ...]):
+    """The parser of a bench on the study's pools: --work runs/NAME, --store (the study's), --datasets, --seeds,
+    --out bench/results/NAME.json, and --threads."""
+    parser = arguments(doc)
+    parser.add_argument("--work", default=f"runs/{name}")
+    parser.add_argument("--store", default="runs/study/labels.sqlite")
+    parser.add_argument("--datasets", nargs="+", choices=datasets, default=list(datasets))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default=str(HERE / "results" / f"{name}.json"))
+    return parser
+
+
 def _correct(part: Labelled) -> np.ndarray:
     return np.array([r.label == g for r, g in zip(part.rows, part.gold)], dtype=bool)
 
