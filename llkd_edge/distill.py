@@ -59,11 +59,12 @@ def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[La
     return Labelled([r.text for r in rows], rows, None, len(rows), 0, len(rows), 0, 0, 0.0), left_out
 
 
-def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evalset: Dataset | None, progress: bool):
+def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evalset: Dataset | None,
+                   gold: Dataset | None, progress: bool):
     """--prompt auto: leave ``teacher`` asking with the best candidate prompt. From a label store, that is the
     prompt of its rows for this teacher, labels and settings with the most pool rows (a prompt chosen when
     the store was filled; its texts are not read again); else ``prompts.choose`` on a sample of the pool,
-    eval texts excluded."""
+    eval and gold texts excluded, ranked on the gold texts where there are some."""
     from .prompts import choose
 
     if source is None:
@@ -81,10 +82,11 @@ def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evals
                     best, most = teacher.scoring, len(rows)
         teacher.use(best)
         return None
-    held = {text_key(t) for t in evalset.texts} if evalset else set()
+    held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
     texts = [t for t in source.texts if text_key(t) not in held]
     return choose(teacher, texts, lambda d: label_dataset(d, teacher, config.store, progress=False, role="pool"),
-                  config.prompt_sample, progress)
+                  config.prompt_sample, progress, gold,
+                  lambda d: label_dataset(d, teacher, config.store, progress=False, role="validation"))
 
 
 def _left_out_text(left_out: dict[str, int]) -> str:
@@ -198,7 +200,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     label_started = time.perf_counter()
     choice = None
     if config.prompt == "auto":
-        choice = _choose_prompt(config, teacher, source, evalset, progress)
+        choice = _choose_prompt(config, teacher, source, evalset, gold, progress)
         config = replace(config, scoring=teacher.scoring)  # recorded, and used by export, evolve and bench
     left_out: dict[str, int] = {}
     budget_record = None

@@ -203,8 +203,11 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         from .prompts import choose
 
         try:
-            choice = choose(teacher, dataset.texts, lambda d: label_dataset(d, teacher, config.store, progress=False,
-                                                                            role=role), config.prompt_sample, progress)
+            held = {text_key(t) for t in gold.texts} if gold else set()
+            choice = choose(teacher, [t for t in dataset.texts if text_key(t) not in held] or dataset.texts,
+                            lambda d: label_dataset(d, teacher, config.store, progress=False, role=role),
+                            config.prompt_sample, progress, gold,
+                            lambda d: label_dataset(d, teacher, config.store, progress=False, role="validation"))
         except BaseException:
             if owned:
                 teacher.close()

@@ -8,6 +8,10 @@ one whose answers tell the texts apart best: the mutual information between inpu
 (Sorensen et al., 2022), read after batch calibration, as the student will read the labels
 (bench/prompt_choice.py measured the alternatives). No gold label is used.
 
+With gold texts (``--gold``), the candidates are ranked by their accuracy on (up to GOLD_FOR_CHOICE of) those
+texts instead, batch-calibrated with the prior of the pool sample and the gold texts together; answer
+information breaks ties (bench/gold_prompt.py measured the choosers).
+
 The sample's rows go through the label store under each candidate's key, so a re-run or a resumed run
 chooses again at no teacher cost, and the winner's rows are reused when the pool is labelled. Cost: 12
 candidates x 12 texts = 144 teacher calls, 14% of labelling a 1000-text pool.
@@ -24,10 +28,10 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_ANSWER_CUE, DEFAULT_TASK, ScoringConfig
 from .data import Dataset, text_key
-from .distributions import answer_information
+from .distributions import answer_information, batch_calibrated, pool_prior
 
 CUES = (DEFAULT_ANSWER_CUE, "Label:", "Topic:")  # "Answer:" was tried and lost on every built-in set
-
+GOLD_FOR_CHOICE = 48  # gold texts each candidate is tried on, at most (spread over the classes, seeded)
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,12 @@ class Choice:
     evaluations: int = 0  # texts the teacher evaluated for the choice (cached rows cost nothing)
     seconds: float = 0.0
 
+    gold: int = 0  # gold texts the candidates were ranked on (0: answer information alone)
+
     def record(self) -> dict:
-        return {"method": "auto", "criterion": "answer information (mutual information after batch calibration, share of log K)", "sample": self.sample,
+        criterion = (f"accuracy on {self.gold} gold texts (ties: answer information)" if self.gold else
+                     "answer information (mutual information after batch calibration, share of log K)")
+        return {"method": "auto", "criterion": criterion, "sample": self.sample, "gold": self.gold,
                 "evaluations": self.evaluations, "seconds": round(self.seconds, 2),
                 "chosen": self.ranking[0]["name"] if self.ranking else None, "ranking": self.ranking}
 
@@ -83,30 +91,73 @@ def sample_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
     return [unique[i] for i in keep]
 
 
-def choose(teacher, texts: list[str], label, sample: int, progress: bool = True) -> Choice:
+def gold_sample(gold: Dataset, n: int = GOLD_FOR_CHOICE, seed: int = 0) -> Dataset:
+    """At most ``n`` of the gold texts, taken a class at a time in turn (each class's texts in a seeded order),
+    so every class is tried before any class twice."""
+    if len(gold.texts) <= n:
+        return gold
+    rng = random.Random(seed)
+    queues = {}
+    for i, label in enumerate(gold.gold):
+        queues.setdefault(label, []).append(i)
+    for q in queues.values():
+        rng.shuffle(q)
+    keep = []
+    while len(keep) < n:
+        for q in queues.values():
+            if q and len(keep) < n:
+                keep.append(q.pop())
+    keep.sort()
+    return Dataset(gold.name, [gold.texts[i] for i in keep], [gold.gold[i] for i in keep])
+
+
+def gold_accuracy(sample_probs: np.ndarray, gold_probs: np.ndarray, gold_y: np.ndarray) -> float:
+    """A candidate's accuracy on the gold texts, its rows batch-calibrated as the pool's will be, with the prior
+    of everything it labelled for the choice (pool sample and gold texts: a few texts of every class)."""
+    q = batch_calibrated(gold_probs, pool_prior(np.vstack([sample_probs, gold_probs])))
+    return float(np.mean(q.argmax(axis=1) == gold_y))
+
+
+def choose(teacher, texts: list[str], label, sample: int, progress: bool = True, gold: Dataset | None = None,
+           label_gold=None) -> Choice:
     """Try every candidate on a sample of ``texts``; leave ``teacher`` asking with the winner.
 
     ``label(dataset) -> labelling.Labelled`` labels a dataset with the teacher as it stands, through the label
-    store (``labelling.label_dataset``), so rows already paid for are read back, not asked for again.
+    store (``labelling.label_dataset``), so rows already paid for are read back, not asked for again. With
+    ``gold`` (a Dataset with gold labels) the candidates are ranked by ``gold_accuracy`` on ``gold_sample(gold)``,
+    labelled by ``label_gold`` (the store marks those texts as held out, not as pool).
     """
     started = time.perf_counter()
     chosen_from = sample_texts(texts, sample)
     data = Dataset("prompt choice sample", chosen_from, None)
+    tried = gold_sample(gold) if gold is not None else None
     ranking, scorings = [], []
     evaluations = 0
     options = candidates(teacher.scoring, chat=teacher.prompt_style == "chat")
-    for candidate in tqdm(options, desc=f"choosing a prompt ({len(options)} on {len(chosen_from)} texts)",
+    size = f"{len(chosen_from)} texts" + (f" + {len(tried.texts)} gold" if tried else "")
+    for candidate in tqdm(options, desc=f"choosing a prompt ({len(options)} on {size})",
                           unit="prompt", dynamic_ncols=True, disable=not progress, leave=False):
         teacher.use(candidate.scoring)
         got = label(data)
         evaluations += got.labelled
         probs = np.array([r.probs for r in got.rows])
-        ranking.append({"name": candidate.name, "task": candidate.scoring.task, "cue": candidate.scoring.answer_cue,
-                        "score": round(answer_information(probs), 4),
-                        "label_mass": round(float(np.mean([r.label_mass for r in got.rows])), 4)})
+        info = round(answer_information(probs), 4)
+        entry = {"name": candidate.name, "task": candidate.scoring.task, "cue": candidate.scoring.answer_cue,
+                 "score": info, "answer_information": info,
+                 "label_mass": round(float(np.mean([r.label_mass for r in got.rows])), 4)}
+        if tried:
+            judged = label_gold(tried)
+            evaluations += judged.labelled
+            names = list(candidate.scoring.labels.names)
+            y = np.array([names.index(g) for g in judged.gold])
+            entry["score"] = entry["gold_accuracy"] = round(
+                gold_accuracy(probs, np.array([r.probs for r in judged.rows]), y), 4)
+        ranking.append(entry)
         scorings.append(candidate.scoring)
-    order = sorted(range(len(ranking)), key=lambda i: -ranking[i]["score"])  # stable: ties keep the earlier one
+    # stable: exact ties keep the earlier candidate (the given prompt first)
+    order = sorted(range(len(ranking)), key=lambda i: (-ranking[i]["score"], -ranking[i]["answer_information"]))
     best = scorings[order[0]]
     ranking = [ranking[i] for i in order]
     teacher.use(best)
-    return Choice(best, ranking, len(chosen_from), evaluations, time.perf_counter() - started)
+    return Choice(best, ranking, len(chosen_from), evaluations, time.perf_counter() - started,
+                  len(tried.texts) if tried else 0)

@@ -1,10 +1,11 @@
-"""The label-free prompt choice's pure parts: candidates, the criterion, the sample."""
+"""The prompt choice's pure parts: candidates, the label-free criterion, the sample, and the gold ranking."""
 
 import numpy as np
 
 from llkd_edge.config import DEFAULT_TASK, LabelSet, ScoringConfig
 from llkd_edge.distributions import answer_information as criterion, mutual_information
-from llkd_edge.prompts import CUES, candidates, sample_texts
+from llkd_edge.data import Dataset
+from llkd_edge.prompts import CUES, candidates, gold_accuracy, gold_sample, sample_texts
 
 LABELS = LabelSet.parse("business,sports=sport,tech=technology")
 
@@ -51,3 +52,27 @@ def test_the_sample_is_seeded_distinct_non_empty_and_in_input_order():
     assert a == sorted(a, key=texts.index)
     assert sample_texts(texts, 10, seed=1) != a
     assert sample_texts(["x", "x", "y"], 10) == ["x", "y"]
+
+
+def test_the_gold_sample_tries_every_class_before_any_class_twice():
+    labels = ["a"] * 30 + ["b"] * 3 + ["c"] * 12
+    gold = Dataset("gold", [f"t{i}" for i in range(len(labels))], labels)
+    got = gold_sample(gold, 10)
+    assert len(got.texts) == 10 and got.gold.count("b") == 3  # the rare class whole, the rest shared out
+    assert sorted(got.gold.count(k) for k in "ac") == [3, 4]
+    assert all(gold.gold[gold.texts.index(t)] == g for t, g in zip(got.texts, got.gold))  # pairs kept, input order
+    assert got.texts == sorted(got.texts, key=gold.texts.index)
+    assert gold_sample(gold, 10).texts == got.texts and gold_sample(gold, 10, seed=1).texts != got.texts
+    assert gold_sample(gold, 100) is gold
+
+
+def test_gold_accuracy_reads_the_rows_as_the_pool_will_be_read_with_the_bias_divided_out():
+    y = np.repeat([0, 1, 2], 4)
+    right = np.full((12, 3), 0.2) + 0.4 * np.eye(3)[y]
+    leaning = right * np.array([6.0, 1.0, 1.0])  # the same signal, every raw argmax on the first label
+    leaning /= leaning.sum(axis=1, keepdims=True)
+    sample = np.full((8, 3), 1 / 3)
+    assert np.mean(leaning.argmax(1) == y) == 1 / 3
+    assert gold_accuracy(sample, leaning, y) == 1.0  # calibrated: all right
+    wrong = np.roll(right, 1, axis=1)  # confidently the next class
+    assert gold_accuracy(sample, wrong, y) == 0.0
