@@ -1,5 +1,5 @@
-"""``--label-budget``: the teacher labels the part of a pool that ``active.py`` picks, in rounds, through the
-label store. Every label goes into the store as it comes, so a killed run resumes without asking the teacher
+"""``distill --label-budget`` and ``label --budget``: the teacher labels the part of a pool that ``active.py``
+picks, in rounds, through the label store (``labelling.label_within_budget`` is the entry point). Every label goes into the store as it comes, so a killed run resumes without asking the teacher
 again, and a later run with a larger budget (same pool, strategy, step and seed) re-makes the same first
 rounds from stored labels and pays only for the new ones.
 
@@ -23,7 +23,7 @@ from .active import budget_count, run_rounds
 from .config import LabelBudget
 from .data import Dataset
 from .files import atomic_path
-from .labelling import Labelled, label_dataset, unique_texts
+from .store import unique_texts
 
 
 def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
@@ -44,17 +44,18 @@ def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
     return x
 
 
-def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: LabelBudget, seed: int,
-                        progress: bool = True) -> tuple[Labelled, dict]:
-    """Label the texts of ``dataset`` (a pool, eval and gold texts already taken out) that the rounds pick,
-    up to the budget. Returns the picked texts as one ``Labelled`` (in the order they were picked) and a
-    record for metrics.json: the budget, each round's picks, teacher calls and seconds."""
+def pick_and_label(dataset: Dataset, k: int, label, store_path: str, budget: LabelBudget, seed: int,
+                   progress: bool = True) -> tuple[list[int], list, dict]:
+    """Label the texts of ``dataset`` (eval and gold texts already taken out) that the rounds pick, up to the
+    budget; ``k`` labels; ``label(Dataset) -> labelling.Labelled`` asks the teacher through the store. Returns
+    the picked texts' indices into ``dataset.texts`` (in the order they were picked), their rows, and a record
+    for the summary: the budget, each round's picks, teacher calls and seconds."""
     from tqdm.auto import tqdm
 
     first, _ = unique_texts(dataset.texts)
     where = list(first.values())
     texts = [dataset.texts[i] for i in where]
-    n, k = len(texts), len(teacher.scoring.labels.names)
+    n = len(texts)
     total = budget_count(budget.budget, n)
     step = max(2 * k, round(budget.step * n))
     started = time.perf_counter()
@@ -66,8 +67,7 @@ def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: Labe
                dynamic_ncols=True)
 
     def ask(chosen: np.ndarray) -> np.ndarray:
-        got = label_dataset(Dataset(dataset.name, [texts[i] for i in chosen]), teacher, store_path,
-                            progress=False, role="pool")
+        got = label(Dataset(dataset.name, [texts[i] for i in chosen]))
         rows.extend(got.rows)
         rounds.append({"round": len(rounds), "picked": len(chosen), "labelled_total": len(rows),
                        "teacher_calls": got.labelled, "label_seconds": round(got.seconds, 2)})
@@ -84,13 +84,11 @@ def label_within_budget(dataset: Dataset, teacher, store_path: str, budget: Labe
         print(f"{dataset.name}: the teacher labelled {len(picked)} of {n} texts ({calls} asked now, "
               f"{len(picked) - calls} already stored) in {len(rounds)} rounds; {n - len(picked)} left unlabelled",
               file=sys.stderr)
-    labelled = Labelled([texts[i] for i in picked], rows, None if dataset.gold is None else
-                        [dataset.gold[where[i]] for i in picked], len(dataset.texts), calls,
-                        len(picked) - calls, 0, 0, sum(r["label_seconds"] for r in rounds))
     record = {**{f: getattr(budget, f) for f in ("budget", "strategy", "step")}, "pool_texts": n,
               "texts_labelled": len(picked), "step_texts": step, "teacher_calls": calls,
+              "label_seconds": round(sum(r["label_seconds"] for r in rounds), 2),
               "embed_seconds": round(embed_seconds, 2), "rounds": rounds}
-    return labelled, record
+    return [where[i] for i in picked], rows, record
 
 
 def without(dataset: Dataset, held: set[str]) -> Dataset:

@@ -148,9 +148,15 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
               "used as distill DATA never trains on them); auto: eval for a built-in test split, else pool.")
 @click.option("--gold", "gold_file", help="A few gold-labelled texts (same format as DATA): the teacher's accuracy on "
               "them, with a 95% interval, is reported (they are labelled too, and marked as held out).")
+@click.option("--budget", type=float, help="Label only this share of DATA (0-1) or this many texts, picked in rounds "
+              "by what the student's encoder finds unsure and new (as distill --label-budget; default: every text).")
+@click.option("--budget-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
+              help="With --budget: how each round picks (random: the baseline).")
+@click.option("--budget-step", default=0.05, show_default=True, help="With --budget: texts per round, as a share of DATA.")
+@click.option("--seed", default=0, show_default=True, help="With --budget: the rounds' seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def label(data, limit, out, batch_size, backend, address, workers, cpus_per_worker, gpus_per_worker, role, gold_file,
-          as_json, **opts):
+          budget, budget_strategy, budget_step, seed, as_json, **opts):
     """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
     from .config import RayConfig
     from .labelling import label_texts
@@ -160,6 +166,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
     if backend != "ray" and any(v is not None for v in given.values()):
         raise UserError(f"{', '.join(k for k, v in given.items() if v is not None)}: only with --backend ray")
     ray_config = RayConfig(**{k.lstrip("-").replace("-", "_"): v for k, v in given.items() if v is not None})
+    if budget is None and (budget_strategy != "active" or budget_step != 0.05 or seed != 0):
+        raise UserError("--budget-strategy, --budget-step and --seed take effect with --budget only")
     scoring, teacher = _scoring(data, opts)
     config = LabelRunConfig(
         data=data,
@@ -175,6 +183,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         ray=ray_config,
         role=role,
         gold=gold_file,
+        budget=None if budget is None else LabelBudget(budget, budget_strategy, budget_step),
+        seed=seed,
         **_prompt(data, opts),
     )
     summary = label_texts(config)
@@ -356,6 +366,11 @@ def _print_label_summary(s) -> None:
         click.echo(f"on your {g['n']} gold texts: accuracy {g['accuracy']:.3f} (95% interval {g['interval'][0]:.2f}-"
                    f"{g['interval'][1]:.2f}), macro-F1 {g['macro_f1']:.3f}; weakest class {weakest} "
                    f"(recall {g['recall'][weakest]:.2f})")
+    if s.budget:
+        b = s.budget
+        click.echo(f"budget: the teacher labelled {b['texts_labelled']} of {b['pool_texts']} texts in {len(b['rounds'])} "
+                   f"rounds ({b['strategy']}), {b['teacher_calls']} asked now; {b['left_unlabelled']} left unlabelled"
+                   + (f", listed in {b['unlabelled_file']}" if b.get("unlabelled_file") else ""))
     if s.out:
         click.echo(f"wrote {s.out}")
     for warning in s.warnings:

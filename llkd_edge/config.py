@@ -210,9 +210,13 @@ class LabelRunConfig:
     prompt: str = "fixed"  # auto: choose the prompt on a sample (prompts.choose); fixed: ask with scoring as given
     prompt_sample: int = 12  # texts each candidate prompt is tried on (12 x 12 candidates: 14% of labelling 1000)
     gold: str | None = None  # a few gold-labelled texts (--gold): the teacher's accuracy on them is reported
+    budget: LabelBudget | None = None  # --budget: label only the part of DATA that active rounds pick
+    seed: int = 0  # the rounds' seed (with --budget)
 
     def __post_init__(self) -> None:
         _one_of("--role", self.role, LABEL_ROLES)
+        if self.budget is not None and self.role not in ("auto", "pool"):
+            raise UserError("--budget picks training texts: it labels a pool, not held-out texts (--role)")
         _one_of("--prompt", self.prompt, PROMPT_MODES)
         _at_least_one(self, "prompt_sample")
         if self.limit is not None and self.limit < 1:

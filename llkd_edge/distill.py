@@ -20,7 +20,8 @@ from .errors import DataError, StoreError, UserError
 from .files import rounded, sha256_file, write_json
 from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
 from .distributions import pool_divisor
-from .labelling import Labelled, check_gold, gold_scores, label_dataset, recalibrated, teacher_health
+from .labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
+                        teacher_health)
 from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (
@@ -207,7 +208,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if data_is_store:
         pool, left_out = _pool_from_store(config, teacher, progress)
     elif config.label_budget:  # the rounds never spend a teacher call on an eval or gold text
-        from .budget import label_within_budget, without
+        from .budget import without
 
         held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
         pool, budget_record = label_within_budget(without(source, held), teacher, store_path, config.label_budget,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
@@ -20,8 +21,9 @@ from .config import LabelRunConfig, LabelSet
 from .data import Dataset, builtin_spec, read_dataset, text_key
 from .distributions import answer_information
 from .errors import LabelSpecError, UserError
+from .files import write_text
 from .metrics import classification_scores
-from .store import LabelRow, LabelStore, export_rows, text_hash
+from .store import LabelRow, LabelStore, export_rows, unique_texts
 
 
 @dataclass
@@ -56,6 +58,7 @@ class LabelSummary:
     out: str | None = None
     prompt: str | None = None  # the prompt the texts were asked with ({text} where each text goes)
     prompt_choice: dict | None = None  # --prompt auto: every candidate's score, the winner first
+    budget: dict | None = None  # --budget: the rounds, teacher calls, and how many texts were left unlabelled
     health: dict = field(default_factory=dict)  # teacher_health: how far the labels can be trusted, without gold
     gold: dict | None = None  # --gold: the teacher's accuracy on those texts, with its 95% interval (gold_judgement)
     warnings: list[str] = field(default_factory=list)
@@ -111,23 +114,6 @@ def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
                     confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
 
 
-def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
-    """Text hash -> index, for the first occurrence of each non-empty text in input order (texts that differ
-    only in whitespace or case count as one: ``data.text_key``); and how many texts were empty."""
-    first: dict[str, int] = {}
-    seen: set[str] = set()
-    skipped = 0
-    for i, text in enumerate(texts):
-        if not text.strip():
-            skipped += 1
-            continue
-        key = text_key(text)
-        if key not in seen:
-            seen.add(key)
-            first[text_hash(text)] = i
-    return first, skipped
-
-
 def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, commit_every: int = 16, progress: bool = True,
                   role: str = "pool") -> Labelled:
     """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows.
@@ -177,6 +163,24 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     )
 
 
+def label_within_budget(dataset: Dataset, teacher: TeacherBackend, store_path: str, budget, seed: int,
+                        progress: bool = True) -> tuple[Labelled, dict]:
+    """``--label-budget``/``--budget``: only the part of ``dataset`` that active rounds pick is labelled
+    (``budget.pick_and_label``). Returns the picked texts as one ``Labelled``, in pick order, and the rounds'
+    record."""
+    from .budget import pick_and_label
+
+    picked, rows, record = pick_and_label(
+        dataset, len(teacher.scoring.labels.names),
+        lambda d: label_dataset(d, teacher, store_path, progress=False, role="pool"), store_path, budget, seed,
+        progress)
+    calls = record["teacher_calls"]
+    labelled = Labelled([dataset.texts[i] for i in picked], rows,
+                        None if dataset.gold is None else [dataset.gold[i] for i in picked], len(dataset.texts),
+                        calls, len(picked) - calls, 0, 0, record["label_seconds"])
+    return labelled, record
+
+
 def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = True) -> LabelSummary:
     """Run the label stage described by ``config`` and return its summary.
 
@@ -189,6 +193,8 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     if not any(t.strip() for t in dataset.texts):
         raise UserError(f"{dataset.name}: no non-empty texts to label ({len(dataset.texts)} empty)")
     role = label_role(config)
+    if config.budget and role != "pool":
+        raise UserError(f"--budget picks training texts: {config.data} is labelled as {role} texts")
     gold = None
     if config.gold:  # checked before any teacher time is spent
         from .gold import check_gold_set
@@ -214,8 +220,18 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
             raise
         config = replace(config, scoring=choice.scoring)
     prompt = teacher.prompt
+    budget = None
     try:
-        result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, role)
+        if config.budget:  # only the part the rounds pick; gold texts are never a pool text
+            from .budget import without
+
+            pool = without(dataset, {text_key(t) for t in gold.texts} if gold else set())
+            result, budget = label_within_budget(pool, teacher, config.store, config.budget, config.seed, progress)
+            chosen = {text_key(t) for t in result.texts}
+            left = [pool.texts[i] for i in unique_texts(pool.texts)[0].values() if text_key(pool.texts[i]) not in chosen]
+            budget["left_unlabelled"] = len(left)
+        else:
+            result = label_dataset(dataset, teacher, config.store, config.commit_every, progress, role)
         judged = label_dataset(gold, teacher, config.store, progress=progress, role="validation") if gold else None
     finally:
         if owned:
@@ -223,12 +239,17 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     summary = _summarise(config, dataset.name, teacher, result)
     summary.prompt = prompt
     summary.prompt_choice = choice.record() if choice else None
+    summary.budget = budget
     summary.gold = gold_judgement(judged, config.scoring.labels.names) if judged else None
     summary.seconds = round(time.perf_counter() - started, 3)
     if result.labelled and result.seconds > 0:
         summary.texts_per_second = round(result.labelled / result.seconds, 2)
     if config.out:
         summary.out = str(export_rows(result.rows, config.scoring.labels.names, config.out, result.gold))
+        if budget:  # the texts the teacher was not asked about, one a line, for whoever wants them
+            out = Path(config.out)
+            budget["unlabelled_file"] = str(write_text(out.with_name(out.stem + ".unlabelled.txt"),
+                                                       "".join(" ".join(t.split()) + "\n" for t in left)))
     return summary
 
 

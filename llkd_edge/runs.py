@@ -29,8 +29,8 @@ import numpy as np
 from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .files import read_json
-from .labelling import recalibrated, unique_texts
-from .store import LabelRow, LabelStore, ScoringKey
+from .labelling import recalibrated
+from .store import LabelRow, LabelStore, ScoringKey, unique_texts
 
 
 class TeacherRecord(TypedDict):

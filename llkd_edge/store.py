@@ -104,6 +104,23 @@ def key_hash(text: str) -> str:
     return text_hash(text_key(text))
 
 
+def unique_texts(texts: list[str]) -> tuple[dict[str, int], int]:
+    """Text hash -> index, for the first occurrence of each non-empty text in input order (texts that differ
+    only in whitespace or case count as one: ``data.text_key``); and how many texts were empty."""
+    first: dict[str, int] = {}
+    seen: set[str] = set()
+    skipped = 0
+    for i, text in enumerate(texts):
+        if not text.strip():
+            skipped += 1
+            continue
+        key = text_key(text)
+        if key not in seen:
+            seen.add(key)
+            first[text_hash(text)] = i
+    return first, skipped
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

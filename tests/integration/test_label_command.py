@@ -221,3 +221,24 @@ def test_gold_texts_give_the_teachers_accuracy_with_an_interval_and_are_held_out
     bad.write_text("text,label\nsome text,zebra\n", encoding="utf-8")
     result = invoke([*args[:-1], str(bad)])
     assert result.exit_code == 2 and "not in the label set" in result.output
+
+
+def test_a_budget_labels_the_picked_share_lists_the_rest_and_a_larger_budget_pays_only_for_new_rounds(tmp_path):
+    store, out = tmp_path / "labels.sqlite", tmp_path / "labels.csv"
+    args = ["label", "bbc-news:train", "--limit", "60", "--max-text-tokens", "32", "--store", str(store),
+            "--budget-step", "0.25", "--out", str(out), "--json"]  # rounds of 15 texts
+    first = json.loads(invoke([*args, "--budget", "0.5"]).stdout)
+    b = first["budget"]
+    assert (first["labelled"], b["texts_labelled"], b["teacher_calls"], b["left_unlabelled"]) == (30, 30, 30, 30)
+    assert [r["teacher_calls"] for r in b["rounds"]] == [15, 15] and b["strategy"] == "active"
+    labelled = pd.read_csv(out)["text"].tolist()
+    unlabelled = (tmp_path / "labels.unlabelled.txt").read_text(encoding="utf-8").splitlines()
+    assert len(labelled) == 30 and len(unlabelled) == 30
+    everything = {" ".join(t.split()) for t in labelled} | set(unlabelled)
+    assert len(everything) == 60  # every text either labelled or listed, none both
+    assert store_counts(store) == (30, 30)
+    more = json.loads(invoke([*args, "--budget", "45"]).stdout)["budget"]  # the same two rounds from the store
+    assert [r["teacher_calls"] for r in more["rounds"]] == [0, 0, 15] and more["left_unlabelled"] == 15
+    assert store_counts(store) == (45, 45)
+    wrong = invoke(["label", "bbc-news:test", "--budget", "0.5", "--store", str(store)])
+    assert wrong.exit_code == 2 and "labelled as eval texts" in wrong.output

@@ -12,7 +12,8 @@ from llkd_edge.data import eval_dataset, iter_texts, read_dataset, text_key, Dat
 from llkd_edge.distill import _without
 from llkd_edge.runs import default_eval, resolved
 from llkd_edge.errors import DataError
-from llkd_edge.labelling import Labelled, unique_texts
+from llkd_edge.labelling import Labelled
+from llkd_edge.store import unique_texts
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelRow, LabelStore, ScoringKey, text_hash
 from llkd_edge.distributions import LabelClash, calibrated_distribution, label_token_ids
