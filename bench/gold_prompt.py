@@ -7,12 +7,13 @@ The setting is a user's own data with a gold file and no written task (`--prompt
 are exactly prompts.candidates' (3 wordings x 3 answer cues). Every candidate labels the first N test texts
 of each built-in set with the default teacher (gemma3-270m, 128 text tokens); rows are cached per candidate.
 Then, for each of DRAWS seeded draws of G gold texts per class from those N texts, each chooser picks a
-candidate and is scored by the chosen candidate's batch-calibrated macro-F1 on the texts outside the draw:
+candidate and is scored by the chosen candidate's batch-calibrated macro-F1 on the texts outside the draw (the
+choosers that read gold see at most prompts.GOLD_FOR_CHOICE of the drawn texts, as `--gold` does):
 
 - `answer information`: the label-free criterion `--prompt auto` uses today, on 12 texts outside the draw;
 - `gold accuracy`, `gold macro-F1`, `gold log-likelihood`: the candidate's labels on the drawn gold texts,
-  batch-calibrated with the prior of the texts outside the draw (as the pool's prior would be);
-- `gold accuracy, then information`: accuracy, ties broken by answer information.
+  batch-calibrated with the prior of the 12 sample texts and the gold texts together (prompts.gold_accuracy);
+- `gold accuracy, then information`: accuracy, ties broken by answer information (what `--gold` does).
 
 Few-shot: the generic prompt / `Category:` with one demonstration per class in the prompt, the demonstrations
 drawn (seeded) from the train split, scored on the same N test texts; built-in task / `Category:` is the
@@ -29,12 +30,12 @@ import numpy as np
 
 from bench.common import RESULTS, arguments, markdown_table, record, write_report
 from llkd_edge.config import ScoringConfig, TeacherConfig
-from llkd_edge.data import builtin_spec, load_builtin
+from llkd_edge.data import Dataset, builtin_spec, load_builtin
 from llkd_edge.distributions import answer_information, batch_calibrated, pool_prior
 from llkd_edge.files import read_json, write_json
 from llkd_edge.labelling import resolve_labels
 from llkd_edge.metrics import classification_scores
-from llkd_edge.prompts import candidates
+from llkd_edge.prompts import candidates, gold_accuracy, gold_sample
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 DRAWS = 200
@@ -91,19 +92,20 @@ def draw(y: np.ndarray, k: int, per: int, rng) -> np.ndarray:
 
 
 def choose(chooser: str, probs: dict[str, np.ndarray], gold_idx, rest_idx, y, rng) -> str:
-    """The candidate ``chooser`` picks, seeing only the gold draw and (for information) 12 texts outside it."""
+    """The candidate ``chooser`` picks, seeing only the gold draw and 12 texts outside it (the pool sample),
+    calibrated as prompts.choose calibrates them (the prior of sample and gold rows together)."""
     scores = {}
     sample = rng.choice(rest_idx, min(12, len(rest_idx)), replace=False)
     for name, p in probs.items():
-        q = batch_calibrated(p[gold_idx], pool_prior(p[rest_idx]))
+        q = batch_calibrated(p[gold_idx], pool_prior(np.vstack([p[sample], p[gold_idx]])))
         yg, pred = y[gold_idx], q.argmax(1)
         info = answer_information(p[sample])
-        acc = float(np.mean(pred == yg))
+        acc = gold_accuracy(p[sample], p[gold_idx], yg)  # the product's rule
         scores[name] = {"answer information": info, "gold accuracy": acc,
                         "gold macro-F1": classification_scores(yg.tolist(), pred.tolist(), list(range(p.shape[1])))["macro_f1"],
                         "gold log-likelihood": float(np.mean(np.log(np.clip(q[np.arange(len(yg)), yg], 1e-9, 1)))),
                         "gold accuracy, then information": acc + 1e-3 * info}[chooser]
-    return max(scores, key=lambda name: scores[name])  # insertion order breaks exact ties: the first candidate
+    return max(scores, key=lambda name: scores[name])  # exact ties: the first candidate, as prompts.choose
 
 
 def summarise(cache: dict, datasets, n: int, max_text_tokens: int, per_class: tuple[int, ...]) -> list[dict]:
@@ -135,8 +137,10 @@ def summarise(cache: dict, datasets, n: int, max_text_tokens: int, per_class: tu
                 gold_idx = draw(y, len(names), per, rng)
                 rest = np.setdiff1d(everything, gold_idx)
                 scored = {name: f1(p, rest) for name, p in auto.items()}
+                tried = gold_sample(Dataset("draw", [str(i) for i in gold_idx], [str(y[i]) for i in gold_idx]))
+                tried = np.array([int(t) for t in tried.texts])  # at most GOLD_FOR_CHOICE, as --gold tries
                 for chooser in CHOOSERS:
-                    results[chooser].append(scored[choose(chooser, auto, gold_idx, rest, y, rng)])
+                    results[chooser].append(scored[choose(chooser, auto, tried, rest, y, rng)])
                 results["best candidate (oracle)"].append(max(scored.values()))
                 results["generic / Category:"].append(scored["generic / Category:"])
             entry["choosers"][per] = {c: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4)}
