@@ -192,7 +192,13 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if config.gold:  # checked before any teacher time is spent
         config = replace(config, gold=resolved(config.gold))
         gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column), labels.names,
-                              evalset.texts if evalset else None)
+                              evalset.texts if evalset else None, config.scoring.few_shot)
+    shown = [t for t, _ in config.scoring.few_shot]
+    if evalset and shown:  # a demonstration's answer is in the prompt: scored on it, the teacher would look better
+        shared = len({text_key(t) for t in shown} & {text_key(t) for t in evalset.texts})
+        if shared:
+            raise DataError(f"{evalset.name}: {shared} of its texts are also --few-shot examples; the teacher would be "
+                            "scored on texts it was shown with their answers (remove them from one of the two files)")
     run_identity = identity(config)  # as asked: with --prompt auto, before a prompt is chosen
     run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
 
@@ -220,6 +226,9 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         pool, overlap = _without(pool, evalset.texts)
     if gold:  # a gold text trains once, as a gold sample, never also with the teacher's label
         pool, gold_overlap = _without(pool, gold.texts)
+    demo_overlap = 0
+    if shown:  # a demonstration's teacher label only echoes the prompt: it is not trained on as if it were learnt
+        pool, demo_overlap = _without(pool, shown)
     health, warnings = teacher_health(pool.rows, labels.names)  # the labels as the teacher gave them
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_divisor(np.array([r.probs for r in pool.rows]), config.pool_calibration) if pool.rows else None
@@ -304,6 +313,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "pool_size": n,
             "pool_texts_dropped_as_eval_overlap": overlap,
             "pool_texts_dropped_as_gold": gold_overlap,
+            "pool_texts_dropped_as_few_shot": demo_overlap,
             "gold_size": len(training.texts) - n,  # --gold texts trained on beside the pool
             "store_rows_left_out": left_out,  # DATA a store: rows not trained on, by reason (eval, validation, ...)
             "eval": evalset.name if evalset else None,

@@ -34,9 +34,12 @@ TEACHER_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 PROBE_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
-def check_gold_set(gold: Dataset, labels: tuple[str, ...], eval_texts: list[str] | None) -> Dataset:
+def check_gold_set(gold: Dataset, labels: tuple[str, ...], eval_texts: list[str] | None,
+                   demonstrations: tuple[tuple[str, str], ...] = ()) -> Dataset:
     """``gold`` as used for training and judging: each text once, every label known, every class present,
-    no text shared with the eval set. Anything else is one ``DataError`` line."""
+    no text shared with the eval set or with the prompt's few-shot ``demonstrations`` ((text, label) pairs:
+    the teacher would be judged on texts it was shown with their answers). Anything else is one
+    ``DataError`` line."""
     from .data import eval_dataset
 
     if gold.gold is None:
@@ -56,6 +59,11 @@ def check_gold_set(gold: Dataset, labels: tuple[str, ...], eval_texts: list[str]
         if shared:
             raise DataError(f"{gold.name}: {shared} of its texts are also in the eval set; a gold text used for "
                             "training would be scored as unseen (remove them from one of the two files)")
+    shown = {text_key(t) for t, _ in demonstrations}
+    shared = sum(text_key(t) in shown for t in gold.texts)
+    if shared:
+        raise DataError(f"{gold.name}: {shared} of its texts are also --few-shot examples; the teacher would be "
+                        "judged on texts it was shown with their answers (give each text to one of the two options)")
     return gold
 
 

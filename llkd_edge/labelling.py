@@ -200,7 +200,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         from .gold import check_gold_set
 
         gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column),
-                              config.scoring.labels.names, None)
+                              config.scoring.labels.names, None, config.scoring.few_shot)
     owned = teacher_factory is None  # a factory's teacher belongs to its caller
     teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory
                else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))

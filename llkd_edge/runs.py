@@ -211,6 +211,8 @@ class Run:
             order = list(unique_texts(source.texts)[0])
             with LabelStore(self.store) as store:
                 found = store.rows(self.key, order)
+            if self.metrics.get("label_budget"):  # the teacher labelled only the part the rounds picked
+                order = [h for h in order if h in found]
             missing = sum(h not in found for h in order)
             if missing:
                 raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
@@ -221,6 +223,7 @@ class Run:
         if config.get("gold"):  # --gold texts trained as gold samples, not with the teacher's labels
             held_out |= {text_key(t) for t in read_dataset(config["gold"], config["text_column"],
                                                            config["label_column"]).texts}
+        held_out |= {text_key(t) for t, _ in config["scoring"]["few_shot"]}  # demonstrations: not trained on
         rows = [r for r in rows if text_key(r.text) not in held_out]
         prior = (self.metrics.get("pool_calibration") or {}).get("prior")
         rows = recalibrated(rows, self.labels, None if prior is None else np.asarray(prior))  # as the student saw them

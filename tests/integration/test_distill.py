@@ -291,3 +291,22 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     bad = CliRunner().invoke(main, ["distill", "bbc-news", *small, "--label-strategy", "random", "--out",
                                     str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--label-budget" in bad.output and "Traceback" not in bad.output
+
+
+def test_few_shot_demonstrations_never_train_with_the_label_their_own_prompt_gave_them(tmp_path):
+    """A pool text that is also a --few-shot example (in any case/whitespace variant) leaves the pool: the
+    teacher saw its answer in the prompt. Reading the run back drops it the same way."""
+    import pandas as pd
+
+    from llkd_edge.data import load_builtin
+    from llkd_edge.runs import open_run
+
+    train = load_builtin("bbc-news:train").head(60)
+    shots = tmp_path / "shots.csv"
+    pd.DataFrame({"text": [" " + t.upper() for t in train.texts[:3]], "label": train.gold[:3]}).to_csv(shots, index=False)
+    distill(["--limit", "60", "--eval-limit", "20", "--max-text-tokens", "32", "--student", "minilm-l2",
+             "--max-length", "64", "--epochs", "1", "--selection", "all", "--min-per-class", "1",
+             "--few-shot", str(shots), "--store", str(tmp_path / "labels.sqlite"), "--out", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["pool_texts_dropped_as_few_shot"] == 3 and metrics["data"]["pool_size"] == 57
+    assert len(open_run(tmp_path / "run").pool()) == 57

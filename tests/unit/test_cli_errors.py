@@ -92,6 +92,22 @@ CASES = {
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--n-gpu-layers", "-5"],
         "--n-gpu-layers must be -1 (all), 0 or more",
     ),
+    "gold texts shown as few-shot examples": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--gold",
+                   write(p, "g.csv", b"text,label\nfirst,a\nsecond,b\n"),
+                   "--few-shot", write(p, "f.csv", b"text,label\nFirst ,a\n")],
+        "1 of its texts are also --few-shot examples",
+    ),
+    "eval texts shown as few-shot examples": (
+        lambda p: ["distill", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--out", str(p / "run"), "--eval",
+                   write(p, "e.csv", b"text,label\nfirst,a\nsecond,b\n"),
+                   "--few-shot", write(p, "f.csv", b"text,label\nsecond,b\n")],
+        "1 of its texts are also --few-shot examples",
+    ),
+    "budget options without a budget": (
+        lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--budget-strategy", "random"],
+        "take effect with --budget only",
+    ),
     "bad max tokens": (
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--max-text-tokens", "0"],
         "max-text-tokens",

@@ -110,6 +110,8 @@ def test_check_gold_set_refuses_bad_files():
         check_gold_set(gold_set(good[:2]), LABELS, None)
     with pytest.raises(DataError, match="1 of its texts are also in the eval set"):
         check_gold_set(gold_set(good), LABELS, ["TWO", "other"])
+    with pytest.raises(DataError, match="1 of its texts are also --few-shot examples"):
+        check_gold_set(gold_set(good), LABELS, None, (("One", "a"), ("elsewhere", "b")))
     with pytest.raises(DataError, match="needs gold labels"):
         check_gold_set(Dataset("gold.csv", ["one"], None), LABELS, None)
 
