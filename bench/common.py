@@ -12,7 +12,7 @@ from llkd_edge.files import save_figure, write_json, write_text
 from llkd_edge.report import cpu_model, machine, markdown_table
 from llkd_edge.runs import versions
 
-__all__ = ["RESULTS", "arguments", "command", "cpu_model", "machine", "markdown_table", "record", "save_plot",
+__all__ = ["RESULTS", "arguments", "cache_options", "command", "cpu_model", "machine", "markdown_table", "record", "save_plot",
            "write_report"]
 
 RESULTS = Path(__file__).parent / "results"
@@ -23,6 +23,15 @@ def arguments(doc: str, threads: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     if threads:
         parser.add_argument("--threads", type=int, default=default_threads())
+    return parser
+
+
+def cache_options(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """--report-only, --cache (runs/NAME/scores.json) and --out (bench/results/NAME.json): for a bench that caches
+    the teacher's rows and can re-render its report from them alone."""
+    parser.add_argument("--report-only", action="store_true", help="re-render the report from the cache")
+    parser.add_argument("--cache", default=f"runs/{name}/scores.json")
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.json"))
     return parser
 
 

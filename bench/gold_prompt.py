@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, arguments, markdown_table, record, write_report
+from bench.common import arguments, cache_options, markdown_table, record, write_report
 from llkd_edge.config import ScoringConfig, TeacherConfig
 from llkd_edge.data import Dataset, builtin_spec, load_builtin
 from llkd_edge.distributions import answer_information, batch_calibrated, pool_prior
@@ -171,10 +171,7 @@ def main() -> int:
     parser.add_argument("--max-text-tokens", type=int, default=128)
     parser.add_argument("--per-class", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--cache", default="runs/gold_prompt/scores.json")
-    parser.add_argument("--out", default=str(RESULTS / "gold_prompt.json"))
-    args = parser.parse_args()
+    args = cache_options(parser, "gold_prompt").parse_args()
     cache_path = Path(args.cache)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, arguments, markdown_table, record, write_report
+from bench.common import arguments, cache_options, markdown_table, record, write_report
 from llkd_edge.config import DEFAULT_TASK, ScoringConfig, TeacherConfig
 from llkd_edge.data import builtin_spec, load_builtin
 from llkd_edge.distributions import batch_calibrated, entropy, pool_prior
@@ -51,10 +51,7 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=120)
     parser.add_argument("--sample", type=int, default=32, help="texts the label-free criteria see")
     parser.add_argument("--max-text-tokens", type=int, default=128)
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--cache", default="runs/prompt_choice/scores.json")
-    parser.add_argument("--out", default=str(RESULTS / "prompt_choice.json"))
-    args = parser.parse_args()
+    args = cache_options(parser, "prompt_choice").parse_args()
     cache_path = Path(args.cache)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache = read_json(cache_path) if cache_path.exists() else {}
