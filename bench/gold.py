@@ -175,11 +175,11 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(4 * len(DATASETS), 3.4), sharey=False)
-    for ax, dataset in zip(axes, DATASETS):
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]  # those run: no empty panels
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.4), sharey=False, squeeze=False)
+    axes = axes[0]
+    for ax, dataset in zip(axes, datasets):
         mine = sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: r["per_class"])
-        if not mine:
-            continue
         x = [r["per_class"] for r in mine]
         for key, label, style in (("student_combined", "student, teacher + gold", "o-"),
                                   ("gold_only", "gold-only probe", "s--"),
