@@ -72,6 +72,9 @@ def label_all(datasets, n: int, max_text_tokens: int, threads: int, cache_path: 
                 key = f"{dataset}|{name}|{n}|{max_text_tokens}"
                 if key in cache:
                     continue
+                if teacher is not None and scoring.few_shot:  # a context sized for the demonstrations
+                    teacher.close()
+                    teacher = None
                 if teacher is None:
                     teacher = load_teacher(scoring, TeacherConfig(n_threads=threads))
                 else:
