@@ -201,6 +201,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
 
         gold = check_gold_set(read_dataset(config.gold, config.text_column, config.label_column),
                               config.scoring.labels.names, None, config.scoring.few_shot)
+    held = {text_key(t) for t in gold.texts} if gold else set()  # gold texts are never sampled or picked as pool
     owned = teacher_factory is None  # a factory's teacher belongs to its caller
     teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory
                else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
@@ -209,7 +210,6 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         from .prompts import choose
 
         try:
-            held = {text_key(t) for t in gold.texts} if gold else set()
             choice = choose(teacher, [t for t in dataset.texts if text_key(t) not in held] or dataset.texts,
                             lambda d: label_dataset(d, teacher, config.store, progress=False, role=role),
                             config.prompt_sample, progress, gold,
@@ -225,7 +225,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
         if config.budget:  # only the part the rounds pick; gold texts are never a pool text
             from .budget import without
 
-            pool = without(dataset, {text_key(t) for t in gold.texts} if gold else set())
+            pool = without(dataset, held)
             result, budget = label_within_budget(pool, teacher, config.store, config.budget, config.seed, progress)
             chosen = {text_key(t) for t in result.texts}
             left = [pool.texts[i] for i in unique_texts(pool.texts)[0].values() if text_key(pool.texts[i]) not in chosen]
