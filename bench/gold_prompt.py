@@ -12,8 +12,9 @@ choosers that read gold see at most prompts.GOLD_FOR_CHOICE of the drawn texts, 
 
 - `answer information`: the label-free criterion `--prompt auto` uses today, on 12 texts outside the draw;
 - `gold accuracy`, `gold macro-F1`, `gold log-likelihood`: the candidate's labels on the drawn gold texts,
-  batch-calibrated with the prior of the 12 sample texts and the gold texts together (prompts.gold_accuracy);
-- `gold accuracy, then information`: accuracy, ties broken by answer information (what `--gold` does).
+  batch-calibrated with the prior of the 12 sample texts and the gold texts together (prompts.gold_accuracy,
+  prompts.gold_log_likelihood: the latter is what `--gold` ranks by since it won here);
+- `gold accuracy, then information`: accuracy, ties broken by answer information (what `--gold` did first).
 
 Few-shot: the generic prompt / `Category:` with one demonstration per class in the prompt, the demonstrations
 drawn (seeded) from the train split, scored on the same N test texts; built-in task / `Category:` is the
@@ -35,7 +36,7 @@ from llkd_edge.distributions import answer_information, batch_calibrated, pool_p
 from llkd_edge.files import read_json, write_json
 from llkd_edge.labelling import resolve_labels
 from llkd_edge.metrics import classification_scores
-from llkd_edge.prompts import candidates, gold_accuracy, gold_sample
+from llkd_edge.prompts import candidates, gold_accuracy, gold_log_likelihood, gold_sample
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 DRAWS = 200
@@ -100,13 +101,13 @@ def choose(chooser: str, probs: dict[str, np.ndarray], gold_idx, rest_idx, y, rn
     scores = {}
     sample = rng.choice(rest_idx, min(12, len(rest_idx)), replace=False)
     for name, p in probs.items():
-        q = batch_calibrated(p[gold_idx], pool_prior(np.vstack([p[sample], p[gold_idx]])))
-        yg, pred = y[gold_idx], q.argmax(1)
+        yg = y[gold_idx]
+        pred = batch_calibrated(p[gold_idx], pool_prior(np.vstack([p[sample], p[gold_idx]]))).argmax(1)
         info = answer_information(p[sample])
-        acc = gold_accuracy(p[sample], p[gold_idx], yg)  # the product's rule
+        acc = gold_accuracy(p[sample], p[gold_idx], yg)
         scores[name] = {"answer information": info, "gold accuracy": acc,
                         "gold macro-F1": classification_scores(yg.tolist(), pred.tolist(), list(range(p.shape[1])))["macro_f1"],
-                        "gold log-likelihood": float(np.mean(np.log(np.clip(q[np.arange(len(yg)), yg], 1e-9, 1)))),
+                        "gold log-likelihood": gold_log_likelihood(p[sample], p[gold_idx], yg),  # the product's rule
                         "gold accuracy, then information": acc + 1e-3 * info}[chooser]
     return max(scores, key=lambda name: scores[name])  # exact ties: the first candidate, as prompts.choose
 

@@ -283,7 +283,8 @@ def _print_prompt_choice(choice: dict | None) -> None:
     click.echo(f"prompt chosen on {choice['sample']} texts ({choice['evaluations']} teacher calls, "
                f"{choice['seconds']:.0f}s), by {choice['criterion']}:")
     for i, r in enumerate(choice["ranking"][:5]):
-        click.echo(f"  {'*' if i == 0 else ' '} {r['score']:.3f}  {r['name']}: {r['task']!r}, cue {r['cue']!r}")
+        right = f" (accuracy {r['gold_accuracy']:.2f})" if "gold_accuracy" in r else ""
+        click.echo(f"  {'*' if i == 0 else ' '} {r['score']:.3f}{right}  {r['name']}: {r['task']!r}, cue {r['cue']!r}")
     if len(choice["ranking"]) > 5:
         click.echo(f"    ... {len(choice['ranking']) - 5} more in the JSON summary")
 

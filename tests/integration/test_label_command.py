@@ -200,19 +200,19 @@ def test_gold_texts_give_the_teachers_accuracy_with_an_interval_and_are_held_out
     with LabelStore(str(store)) as opened:  # held out: a store used as distill DATA never trains on them
         roles = opened.roles()
     assert sum("validation" in r for r in roles.values()) == 10 and len(roles) == 30
-    # --prompt auto with gold texts: the candidates are ranked by their (calibrated) accuracy on them, and the
+    # --prompt auto with gold texts: the candidates are ranked by the (calibrated) log-likelihood of the right labels, the
     # gold texts are labelled as held out under every candidate, never sampled as pool
     chose = tmp_path / "chose.sqlite"
     auto = json.loads(invoke(["label", "bbc-news:train", "--limit", "20", "--max-text-tokens", "48", "--store",
                               str(chose), "--gold", str(gold), "--prompt", "auto", "--prompt-sample", "4",
                               "--json"]).stdout)
     choice = auto["prompt_choice"]
-    print("prompt choice by gold accuracy:", [(r["name"], r["score"], r["answer_information"]) for r in choice["ranking"][:3]])
-    assert choice["gold"] == 10 and "accuracy on 10 gold texts" in choice["criterion"]
+    print("prompt choice by gold log-likelihood:", [(r["name"], r["score"], r["gold_accuracy"]) for r in choice["ranking"][:3]])
+    assert choice["gold"] == 10 and "log-likelihood of the right label on 10 gold texts" in choice["criterion"]
     assert choice["evaluations"] == 12 * (4 + 10)
     keys = [(r["score"], r["answer_information"]) for r in choice["ranking"]]
-    assert keys == sorted(keys, reverse=True) and all(r["score"] == r["gold_accuracy"] for r in choice["ranking"])
-    assert all(round(r["score"] * 10, 6) == round(r["score"] * 10) for r in choice["ranking"])  # k of 10 right
+    assert keys == sorted(keys, reverse=True) and all(r["score"] == r["gold_log_likelihood"] < 0 for r in choice["ranking"])
+    assert all(round(r["gold_accuracy"] * 10, 6) == round(r["gold_accuracy"] * 10) for r in choice["ranking"])  # k of 10
     assert auto["prompt"].endswith(choice["ranking"][0]["cue"])
     with LabelStore(str(chose)) as opened:
         roles = opened.roles()

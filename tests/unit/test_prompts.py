@@ -5,7 +5,7 @@ import numpy as np
 from llkd_edge.config import DEFAULT_TASK, LabelSet, ScoringConfig
 from llkd_edge.distributions import answer_information as criterion, mutual_information
 from llkd_edge.data import Dataset
-from llkd_edge.prompts import CUES, candidates, gold_accuracy, gold_sample, sample_texts
+from llkd_edge.prompts import CUES, candidates, gold_accuracy, gold_log_likelihood, gold_sample, sample_texts
 
 LABELS = LabelSet.parse("business,sports=sport,tech=technology")
 
@@ -76,3 +76,19 @@ def test_gold_accuracy_reads_the_rows_as_the_pool_will_be_read_with_the_bias_div
     assert gold_accuracy(sample, leaning, y) == 1.0  # calibrated: all right
     wrong = np.roll(right, 1, axis=1)  # confidently the next class
     assert gold_accuracy(sample, wrong, y) == 0.0
+
+
+def test_gold_log_likelihood_ranks_a_sure_right_prompt_above_a_barely_right_one_of_equal_accuracy():
+    y = np.repeat([0, 1, 2], 4)
+    sample = np.full((8, 3), 1 / 3)
+    sure = np.full((12, 3), 0.05) + 0.85 * np.eye(3)[y]
+    barely = np.full((12, 3), 0.3) + 0.1 * np.eye(3)[y]
+    assert gold_accuracy(sample, sure, y) == gold_accuracy(sample, barely, y) == 1.0
+    assert gold_log_likelihood(sample, sure, y) > gold_log_likelihood(sample, barely, y) > np.log(1 / 3)
+    # the rows are read calibrated: most of a strong bias toward the first label is divided out
+    leaning = sure * np.array([30.0, 1.0, 1.0])
+    leaning /= leaning.sum(axis=1, keepdims=True)
+    raw = np.mean(np.log(leaning[np.arange(12), y]))
+    assert gold_log_likelihood(sample, leaning, y) > raw + 0.25
+    # a confident mistake costs more than an unsure one
+    assert gold_log_likelihood(sample, np.roll(sure, 1, axis=1), y) < gold_log_likelihood(sample, np.roll(barely, 1, axis=1), y)
