@@ -65,6 +65,7 @@ class Plan:
     batch_size: int = 32
     need_pass: str = "train"  # TrainConfig.need_pass for every cell (bench/need_ablation.py compares both)
     pool_calibration: str = "none"  # how the pool's labels were read (bench/calibration.py compares none and batch)
+    train: tuple[tuple[str, object], ...] = ()  # further TrainConfig fields, e.g. (("llkd_floor", 0.5),)
 
 
 FULL = Plan(
@@ -181,7 +182,8 @@ def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: floa
     student = f"{plan.student}-e{epochs}-t{plan.max_length}-b{plan.batch_size}"
     need = "" if plan.need_pass == "train" else f"__need-{plan.need_pass}"  # earlier cells keep their names
     cal = "" if plan.pool_calibration == "none" else f"__cal-{plan.pool_calibration}"
-    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}{cal}"
+    extra = "".join(f"__{k}-{v}" for k, v in plan.train)
+    return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}{cal}{extra}"
 
 
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
@@ -193,7 +195,7 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
     probs = np.array([r.probs for r in split.pool.rows[:n]], dtype=np.float64)
     config = TrainConfig(student=plan.student, selection=method, epochs=epochs, batch_size=plan.batch_size,
                          max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads,
-                         need_pass=plan.need_pass)
+                         need_pass=plan.need_pass, **dict(plan.train))
     student = build_student(plan.student, names, seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llkd-study-") as tmp:
@@ -211,6 +213,7 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
         **used_vs_skipped(used, _correct(split.pool)[:n]),
         "selected_per_epoch": [s.selected for s in stats], "train_seconds": round(seconds, 2),
         "need_pass": plan.need_pass, "need_seconds": round(sum(s.need_seconds for s in stats), 2),
+        "train": dict(plan.train),
     }
 
 

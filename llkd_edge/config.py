@@ -234,6 +234,10 @@ POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) resto
 PROMPT_MODES = ("auto", "fixed")
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
+# LLKD rule variants (selection.LlkdRule, bench/llkd_rules.py): the first of each is the paper's rule
+LLKD_STUDENT_STATS = ("all", "teacher")
+LLKD_CLASS_TERMS = ("mean", "mass")
+LLKD_WEIGHTS = ("product", "conf", "one")
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,12 @@ class TrainConfig:
     # The student's need for LLKD/uncertainty/random selection: "train" reads it from the training forward pass
     # (dropout on, free); "eval" from an extra no-grad pass in eval mode (no dropout noise, ~1/3 more compute).
     need_pass: str = "train"
+    # LLKD's rule (selection.LlkdRule; bench/llkd_rules.py measures the variants)
+    llkd_student_stats: str = "all"
+    llkd_class_terms: str = "mean"
+    llkd_floor: float = 0.0
+    llkd_weights: str = "product"
+    llkd_warmup: float = 0.0  # share of the training steps before the student gate opens
     seed: int = 0
     threads: int = field(default_factory=default_threads, metadata=RUNTIME)
     # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
@@ -265,6 +275,13 @@ class TrainConfig:
         _one_of("--need-pass", self.need_pass, NEED_PASSES)
         _one_of("--device", self.device, DEVICES)
         _one_of("--selection", self.selection, SELECTION_METHODS)
+        _one_of("llkd_student_stats", self.llkd_student_stats, LLKD_STUDENT_STATS)
+        _one_of("llkd_class_terms", self.llkd_class_terms, LLKD_CLASS_TERMS)
+        _one_of("llkd_weights", self.llkd_weights, LLKD_WEIGHTS)
+        if not 0 <= self.llkd_floor <= 1:
+            raise UserError(f"llkd_floor must be in [0, 1], got {self.llkd_floor}")
+        if not 0 <= self.llkd_warmup < 1:
+            raise UserError(f"llkd_warmup must be in [0, 1), got {self.llkd_warmup}")
         _at_least_one(self, "epochs", "batch_size", "max_length", "threads")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")

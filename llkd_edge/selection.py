@@ -32,6 +32,18 @@ Weights: for a selected sample w_i = conf_i * need_i, rescaled so the selected w
 loss then has the scale of plain cross-entropy). A confident teacher makes a label trustworthy, a
 student in need makes it informative; the product favours samples that are both. If every selected
 sample has conf * need = 0 (a student certain of everything), the selected weights are all 1.
+
+``LlkdRule`` holds the variants issue 16's study measures (bench/llkd_rules.py); its defaults are the rule above:
+
+* ``student_stats="teacher"``: the student EMAs (global and per class) are folded over the teacher-passed
+  samples only, so samples the teacher gate already rejected (often wrong, so high need) do not raise the bar;
+* ``class_terms="mass"``: the teacher's class EMA is FreeMatch's, the batch mean over *all* samples of
+  conf * [pseudo = c], which carries the class's frequency (a class the teacher rarely names gets a low bar);
+* ``floor=f``: of the teacher-passed samples, at least the top share f by need is always kept, so the student
+  gate cannot empty the batch;
+* ``weights``: ``product`` (conf * need), ``conf`` or ``one``;
+* ``warmup_steps=w``: for the first w batches the student gate is open (LLKD keeps what the teacher gate keeps):
+  an untrained student's need says little about what it has still to learn.
 """
 
 from __future__ import annotations
@@ -40,8 +52,35 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .config import LLKD_CLASS_TERMS as CLASS_TERMS
+from .config import LLKD_STUDENT_STATS as STUDENT_STATS
+from .config import LLKD_WEIGHTS as WEIGHTS
 from .config import SELECTION_METHODS as METHODS  # the one list; the CLI offers the same
 
+
+
+@dataclass(frozen=True)
+class LlkdRule:
+    """How LLKD's gates and weights are computed; the defaults are the paper's rule (module docstring)."""
+
+    student_stats: str = "all"
+    class_terms: str = "mean"
+    floor: float = 0.0
+    weights: str = "product"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("student_stats", self.student_stats, STUDENT_STATS),
+                                     ("class_terms", self.class_terms, CLASS_TERMS), ("weights", self.weights, WEIGHTS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not 0.0 <= self.floor <= 1.0:
+            raise ValueError(f"floor must be in [0, 1], got {self.floor}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+PAPER = LlkdRule()
 
 
 @dataclass(frozen=True)
@@ -56,10 +95,12 @@ class ThresholdState:
     steps: int = 0
 
     @classmethod
-    def initial(cls, num_classes: int, momentum: float = 0.9, teacher_prior: float | None = None) -> ThresholdState:
+    def initial(cls, num_classes: int, momentum: float = 0.9, teacher_prior: float | None = None,
+                rule: LlkdRule = PAPER) -> ThresholdState:
         """Start permissive, as FreeMatch does: the student bar at 0, no progress on any class (equal).
 
         ``teacher_prior`` (e.g. the pool's mean teacher confidence) starts the teacher EMA; default 1/K.
+        With ``rule.class_terms == "mass"`` each class's teacher term starts at prior / K (a uniform share).
 
         Why the student EMA starts at 0, not at an untrained student's need (1): need falls fast in the
         first steps, and an EMA that starts above it lags above every sample, so nothing is selected, the
@@ -73,10 +114,11 @@ class ThresholdState:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         prior = 1.0 / num_classes if teacher_prior is None else float(teacher_prior)
+        per_class = prior / num_classes if rule.class_terms == "mass" else prior  # mass: conf x a uniform share
         return cls(
             global_teacher=prior,
             global_student=0.0,
-            class_teacher=np.full(num_classes, prior),
+            class_teacher=np.full(num_classes, per_class),
             class_student=np.full(num_classes, 1.0 / num_classes),
             momentum=momentum,
         )
@@ -137,34 +179,62 @@ def _check(conf, need, pseudo, num_classes: int):
     return conf, np.clip(need, 0.0, 1.0), pseudo
 
 
-def update_state(state: ThresholdState, conf, need, pseudo) -> ThresholdState:
-    """Fold one batch into the EMAs (classes absent from the batch keep their values)."""
+def update_state(state: ThresholdState, conf, need, pseudo, rule: LlkdRule = PAPER) -> ThresholdState:
+    """Fold one batch into the EMAs (with ``class_terms="mean"`` classes absent from the batch keep their values).
+
+    With ``rule.student_stats == "teacher"`` the student EMAs see only the samples that pass the teacher bar
+    (computed with the teacher EMAs already updated); a batch with none leaves them as they were."""
     conf, need, pseudo = _check(conf, need, pseudo, state.num_classes)
     m = state.momentum
     class_teacher = state.class_teacher.copy()
+    if rule.class_terms == "mass":
+        mass = np.bincount(pseudo, weights=conf, minlength=state.num_classes) / len(conf)
+        class_teacher = m * class_teacher + (1 - m) * mass
+    else:
+        for c in np.unique(pseudo):
+            class_teacher[c] = m * class_teacher[c] + (1 - m) * conf[pseudo == c].mean()
+    global_teacher = m * state.global_teacher + (1 - m) * float(conf.mean())
+    rows = np.ones(len(conf), dtype=bool)
+    if rule.student_stats == "teacher":
+        rows = conf >= global_teacher * _max_norm(class_teacher)[pseudo]
     class_student = state.class_student.copy()
-    for c in np.unique(pseudo):
-        rows = pseudo == c
-        class_teacher[c] = m * class_teacher[c] + (1 - m) * conf[rows].mean()
-        class_student[c] = m * class_student[c] + (1 - m) * (1.0 - need[rows]).mean()
+    global_student = state.global_student
+    if rows.any():
+        for c in np.unique(pseudo[rows]):
+            those = rows & (pseudo == c)
+            class_student[c] = m * class_student[c] + (1 - m) * (1.0 - need[those]).mean()
+        global_student = m * global_student + (1 - m) * float(need[rows].mean())
     return replace(
         state,
-        global_teacher=m * state.global_teacher + (1 - m) * float(conf.mean()),
-        global_student=m * state.global_student + (1 - m) * float(need.mean()),
+        global_teacher=global_teacher,
+        global_student=global_student,
         class_teacher=class_teacher,
         class_student=class_student,
         steps=state.steps + 1,
     )
 
 
-def llkd_weights(conf, need, mask) -> np.ndarray:
-    """Shape (N,): conf * need on selected samples, rescaled to mean 1 over them; 0 elsewhere."""
+def llkd_weights(conf, need, mask, kind: str = "product") -> np.ndarray:
+    """Shape (N,): conf * need (or conf, or 1: ``kind``) on selected samples, rescaled to mean 1 over them; 0 elsewhere."""
     conf, need, mask = np.asarray(conf, float), np.asarray(need, float), np.asarray(mask, bool)
-    weights = np.where(mask, conf * need, 0.0)
+    raw = {"product": conf * need, "conf": conf, "one": np.ones_like(conf)}[kind]
+    weights = np.where(mask, raw, 0.0)
     if mask.any():
         total = weights[mask].sum()
         weights = weights * (mask.sum() / total) if total > 0 else mask.astype(float)
     return weights
+
+
+def with_floor(mask, teacher_ok, need, floor: float) -> np.ndarray:
+    """``mask`` plus, when it keeps fewer, the top ``floor`` share of the teacher-passed samples by need."""
+    mask, teacher_ok = np.asarray(mask, bool), np.asarray(teacher_ok, bool)
+    passed = np.flatnonzero(teacher_ok)
+    k = int(np.ceil(floor * len(passed)))
+    if k == 0 or mask.sum() >= k:
+        return mask
+    out = mask.copy()
+    out[passed[np.argsort(-np.asarray(need)[passed], kind="stable")[:k]]] = True
+    return out
 
 
 def select(
@@ -175,6 +245,7 @@ def select(
     state: ThresholdState,
     rng: np.random.Generator | None = None,
     topk_ratio: float = 0.5,
+    rule: LlkdRule = PAPER,
 ) -> tuple[np.ndarray, np.ndarray, ThresholdState]:
     """Select and weight one batch with ``method`` (one of METHODS); see the module docstring.
 
@@ -186,13 +257,14 @@ def select(
     if not 0.0 < topk_ratio <= 1.0:
         raise ValueError(f"topk_ratio must be in (0, 1], got {topk_ratio}")
     conf, need, pseudo = _check(conf, need, pseudo, state.num_classes)
-    state = update_state(state, conf, need, pseudo)
+    state = update_state(state, conf, need, pseudo, rule)
     teacher_ok = conf >= state.teacher_thresholds()[pseudo]
     student_ok = need >= state.student_thresholds()[pseudo]
+    both = teacher_ok & (student_ok | (state.steps <= rule.warmup_steps))  # LLKD's gates (random matches its count)
     n = len(conf)
     if method == "llkd":
-        mask = teacher_ok & student_ok
-        return mask, llkd_weights(conf, need, mask), state
+        mask = with_floor(both, teacher_ok, need, rule.floor)
+        return mask, llkd_weights(conf, need, mask, rule.weights), state
     if method == "all":
         mask = np.ones(n, dtype=bool)
     elif method == "confidence":
@@ -206,7 +278,7 @@ def select(
     else:  # random: as many as LLKD keeps on this batch, drawn uniformly
         if rng is None:
             raise ValueError("random selection needs an rng")
-        k = int((teacher_ok & student_ok).sum())
+        k = int(both.sum())
         mask = np.zeros(n, dtype=bool)
         mask[rng.choice(n, size=k, replace=False)] = True
     return mask, mask.astype(float), state

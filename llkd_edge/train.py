@@ -24,7 +24,7 @@ from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, one_line
 from .registry import package_file, registry
 from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
-from .selection import ThresholdState, select
+from .selection import LlkdRule, ThresholdState, select
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -305,7 +305,10 @@ def train(
     lr = config.learning_rate or student.info["default_learning_rate"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    state = ThresholdState.initial(k, momentum=config.momentum, teacher_prior=float(pool.conf[~pool.trusted].mean()) if (~pool.trusted).any() else None)
+    rule = LlkdRule(config.llkd_student_stats, config.llkd_class_terms, config.llkd_floor, config.llkd_weights,
+                    int(config.llkd_warmup * total_steps))
+    state = ThresholdState.initial(k, momentum=config.momentum, rule=rule,
+                                   teacher_prior=float(pool.conf[~pool.trusted].mean()) if (~pool.trusted).any() else None)
     rng = np.random.default_rng(config.seed)
     ever = np.zeros(n, dtype=bool)
     stats: list[EpochStats] = []
@@ -370,7 +373,8 @@ def train(
             weights = np.where(trusted, config.gold_weight, 0.0)
             if judged.any():
                 picked, picked_w, state = select(config.selection, conf[batch][judged], need[judged],
-                                                 pseudo[batch][judged], state, rng=rng, topk_ratio=config.topk_ratio)
+                                                 pseudo[batch][judged], state, rng=rng, topk_ratio=config.topk_ratio,
+                                                 rule=rule)
                 mask[judged], weights[judged] = picked, picked_w * pool.weights[batch][judged]
             seen += len(batch)
             if mask.any():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.selection import METHODS, ThresholdState, llkd_weights, select, update_state
+from llkd_edge.selection import METHODS, LlkdRule, ThresholdState, llkd_weights, select, update_state, with_floor
 
 
 def batch(seed=0, n=64, k=4):
@@ -144,3 +144,71 @@ def test_a_student_whose_need_falls_fast_is_not_starved():
         kept.append(int(mask.sum()))
     assert min(kept) > 0, kept
     assert sum(kept) >= 0.25 * 12 * 32, kept
+
+
+# ------------------------------------------------------------------ issue 16's rule variants (LlkdRule)
+
+
+def test_student_stats_over_teacher_passed_samples_ignore_the_rejected_ones():
+    # two confident samples the student has nearly learnt, two the teacher doubts (the student is lost on them)
+    conf, need, pseudo = np.array([0.9, 0.9, 0.2, 0.2]), np.array([0.3, 0.4, 1.0, 1.0]), np.zeros(4, dtype=int)
+    start = ThresholdState.initial(2, momentum=0.0, teacher_prior=0.5)
+    over_all = update_state(start, conf, need, pseudo)
+    over_passed = update_state(start, conf, need, pseudo, LlkdRule(student_stats="teacher"))
+    assert over_all.global_student == pytest.approx(0.675) and over_passed.global_student == pytest.approx(0.35)
+    assert over_passed.class_student[0] == pytest.approx(0.65) and over_all.class_student[0] == pytest.approx(0.325)
+    kept = {rule: select("llkd", conf, need, pseudo, start, rule=rule)[0]
+            for rule in (LlkdRule(), LlkdRule(student_stats="teacher"))}
+    assert kept[LlkdRule()].sum() == 0  # the doubted samples' need lifted the bar over both confident ones
+    assert kept[LlkdRule(student_stats="teacher")].tolist() == [False, True, False, False]
+
+
+def test_class_mass_gives_a_class_the_teacher_rarely_names_a_lower_bar():
+    # equally sure of both classes, but class 1 is named for 1 sample in 8
+    conf, need, pseudo = np.full(8, 0.8), np.full(8, 0.5), np.array([0] * 7 + [1])
+    mean = update_state(ThresholdState.initial(2, momentum=0.0), conf, need, pseudo)
+    rule = LlkdRule(class_terms="mass")
+    mass = update_state(ThresholdState.initial(2, momentum=0.0, rule=rule), conf, need, pseudo, rule)
+    assert np.allclose(mean.teacher_thresholds(), [0.8, 0.8])
+    assert mass.class_teacher == pytest.approx([0.7, 0.1]) and mass.teacher_thresholds() == pytest.approx([0.8, 0.8 / 7])
+    assert ThresholdState.initial(4, teacher_prior=0.6, rule=rule).class_teacher == pytest.approx([0.15] * 4)
+
+
+def test_a_floor_keeps_the_neediest_teacher_passed_samples_when_the_gates_keep_fewer():
+    teacher_ok = np.array([True, True, True, True, False])
+    need = np.array([0.1, 0.4, 0.3, 0.2, 0.9])
+    none = np.zeros(5, dtype=bool)
+    assert with_floor(none, teacher_ok, need, 0.5).tolist() == [False, True, True, False, False]
+    assert with_floor(none, teacher_ok, need, 0.0).tolist() == none.tolist()
+    some = np.array([True, False, False, True, False])
+    assert with_floor(some, teacher_ok, need, 0.5).tolist() == some.tolist()  # already 2 of 4: unchanged
+    # through select: a student bar above every sample keeps nothing without the floor, half with it
+    state = ThresholdState(0.0, 2.0, np.ones(2), np.ones(2), 0.99)
+    conf, pseudo = np.full(4, 0.9), np.zeros(4, dtype=int)
+    need4 = np.array([0.1, 0.4, 0.3, 0.2])
+    assert not select("llkd", conf, need4, pseudo, state)[0].any()
+    mask, weights, _ = select("llkd", conf, need4, pseudo, state, rule=LlkdRule(floor=0.5))
+    assert mask.tolist() == [False, True, True, False] and weights[mask].mean() == pytest.approx(1.0)
+
+
+def test_weight_kinds():
+    conf, need, mask = np.array([0.9, 0.5, 0.8]), np.array([0.2, 0.6, 0.9]), np.array([True, True, False])
+    assert llkd_weights(conf, need, mask, "one").tolist() == [1.0, 1.0, 0.0]
+    assert llkd_weights(conf, need, mask, "conf") == pytest.approx([0.9 / 0.7, 0.5 / 0.7, 0.0])
+    assert llkd_weights(conf, need, mask) == pytest.approx([0.18 / 0.24, 0.30 / 0.24, 0.0])
+    with pytest.raises(ValueError, match="weights must be one of"):
+        LlkdRule(weights="square")
+    with pytest.raises(ValueError, match="floor must be in"):
+        LlkdRule(floor=1.5)
+
+
+def test_during_warm_up_llkd_keeps_what_the_teacher_gate_keeps():
+    conf, need, pseudo = np.array([0.9, 0.9, 0.1]), np.array([0.0, 0.0, 1.0]), np.zeros(3, dtype=int)
+    state = ThresholdState(0.5, 0.5, np.ones(1), np.ones(1), 0.99)  # a student bar above the first two samples
+    rule = LlkdRule(warmup_steps=2)
+    masks = []
+    for _ in range(3):
+        mask, _, state = select("llkd", conf, need, pseudo, state, rule=rule)
+        masks.append(mask.tolist())
+    assert masks == [[True, True, False], [True, True, False], [False, False, False]]
+    assert not select("llkd", conf, need, pseudo, ThresholdState(0.5, 0.5, np.ones(1), np.ones(1), 0.99))[0].any()

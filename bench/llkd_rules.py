@@ -1,0 +1,164 @@
+"""LLKD's rule, varied (issue 16): gates that cannot collapse, FreeMatch's class terms, weights, soft targets,
+against the plain baselines, all on batch-calibrated labels (distill's default).
+
+    python -m bench.llkd_rules                          # every rule x 3 datasets x 3 seeds; resumes at its cells
+    python -m bench.llkd_rules --rules paper floor50    # some rules only (two processes can share the cells)
+    python -m bench.llkd_rules --report-only            # re-render from the cells already run
+
+The study's small-pool protocol (bench/study.py): gemma3-270m labels from the study's store, the 1000-text pool
+after the 200-text validation slice, the first 500 test texts, `minilm-l2`, 4 epochs, 64 tokens, batch 32, the
+study's tuned learning rate per dataset, seeds 0, 1, 2. A rule is a selection method plus TrainConfig fields.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import RESULTS, markdown_table, record, save_plot, write_report
+from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments
+from bench.calibration import calibrated_split
+from llkd_edge.distributions import pool_prior
+from llkd_edge.files import read_json
+from llkd_edge.labelling import gold_scores
+
+DATASETS = ("20newsgroups", "reuters-r8", "bbc-news")
+# name -> (method, TrainConfig fields); "paper" is distill's llkd as it ships
+RULES: dict[str, tuple[str, tuple]] = {
+    "paper": ("llkd", ()),
+    "all": ("all", ()),
+    "confidence": ("confidence", ()),
+    "uncertainty": ("uncertainty", ()),
+    "topk": ("topk", ()),
+    "random": ("random", ()),
+    "student-over-passed": ("llkd", (("llkd_student_stats", "teacher"),)),
+    "class-mass": ("llkd", (("llkd_class_terms", "mass"),)),
+    "floor50": ("llkd", (("llkd_floor", 0.5),)),
+    "weights-one": ("llkd", (("llkd_weights", "one"),)),
+    "weights-conf": ("llkd", (("llkd_weights", "conf"),)),
+    "soft": ("llkd", (("soft_labels", True),)),
+    "warmup25": ("llkd", (("llkd_warmup", 0.25),)),
+    "warmup50": ("llkd", (("llkd_warmup", 0.5),)),
+    "passed+mass+floor50": ("llkd", (("llkd_student_stats", "teacher"), ("llkd_class_terms", "mass"),
+                                     ("llkd_floor", 0.5))),
+}
+STUDY = RESULTS / "study" / "study.json"
+
+
+def main() -> int:
+    parser = pool_arguments(__doc__, "llkd_rules", DATASETS)
+    parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
+    parser.add_argument("--report-only", action="store_true", help="only the cells already run; train nothing")
+    args = parser.parse_args()
+    from tqdm.auto import tqdm
+
+    work = Path(args.work)
+    tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() else {}
+    plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch")
+    started = time.perf_counter()
+    rows, teachers = [], {}
+    bar = tqdm(total=len(args.rules) * len(args.datasets) * len(args.seeds), unit="cell", desc="cells")
+    for dataset in args.datasets:
+        split = labelled_split(DEFAULT_TEACHER, dataset, plan, plan.pool, args.store)
+        split = calibrated_split(split, pool_prior([r.probs for r in split.pool.rows]))
+        teachers[dataset] = gold_scores(split.test, split.labels.names)
+        lr = tuned.get(dataset, plan.learning_rates[-1])
+        for name in args.rules:
+            method, fields = RULES[name]
+            cells = Cells(work / "cells", replace(plan, train=fields), args.threads, bar)
+            got = []
+            for seed in args.seeds:
+                if args.report_only:
+                    path = cells.folder / f"{_name(cells, split, method, seed, lr)}.json"
+                    if not path.exists():
+                        bar.update(1)
+                        continue
+                got.append(cells.get(split, plan.pool, method, seed, lr))
+            if got:
+                rows.append(summary(dataset, name, method, fields, got))
+    bar.close()
+    table = markdown(rows, teachers)
+    print(table)
+    report = {**record(args.threads, "scikit-learn"),
+              "plan": {"pool": plan.pool, "test": plan.test, "val": plan.val, "student": plan.student,
+                       "epochs": plan.epochs, "max_length": plan.max_length, "pool_calibration": "batch",
+                       "learning_rate": {d: tuned.get(d) for d in args.datasets}},
+              "teacher": teachers, "rules": rows, "seconds": round(time.perf_counter() - started, 1)}
+    out = Path(args.out)
+    write_report(out, report, table)
+    plot(rows, teachers, out.with_suffix(".png"))
+    print(f"wrote {out}")
+    return 0
+
+
+def _name(cells: Cells, split, method: str, seed: int, lr: float) -> str:
+    from bench.study import cell_name
+
+    return cell_name(split, cells.plan, min(cells.plan.pool, len(split.pool.texts)), method, seed, lr, cells.plan.epochs)
+
+
+def summary(dataset: str, name: str, method: str, fields: tuple, got: list[dict]) -> dict:
+    return {"dataset": dataset, "rule": name, "method": method, "train": dict(fields),
+            "seeds": [c["seed"] for c in got],
+            "macro_f1": mean_std([c["test"]["macro_f1"] for c in got]),
+            "accuracy": mean_std([c["test"]["accuracy"] for c in got]),
+            "per_seed_macro_f1": [round(c["test"]["macro_f1"], 4) for c in got],
+            "fraction_used": mean_std([c["fraction_used"] for c in got]),
+            "accuracy_used": mean_std([c["accuracy_used"] or 0.0 for c in got]),
+            "selected_per_epoch": [c["selected_per_epoch"] for c in got],
+            "train_seconds": mean_std([c["train_seconds"] for c in got])}
+
+
+def markdown(rows: list[dict], teachers: dict) -> str:
+    out = []
+    for dataset, teacher in teachers.items():
+        mine = [r for r in rows if r["dataset"] == dataset]
+        if not mine:
+            continue
+        best = max(r["macro_f1"]["mean"] for r in mine)
+        out += [f"**{dataset}**: teacher (gemma3-270m, batch-calibrated) test macro-F1 {teacher['macro_f1']:.3f}, "
+                f"accuracy {teacher['accuracy']:.3f}.", "",
+                markdown_table(["rule", "test macro-F1", "per seed", "accuracy", "pool used", "labels right (used)",
+                                "selected per epoch (seed 0)", "train s"],
+                               [[f"`{r['rule']}`", ("**" if r["macro_f1"]["mean"] == best else "")
+                                 + f"{r['macro_f1']['mean']:.3f} ± {r['macro_f1']['std']:.3f}"
+                                 + ("**" if r["macro_f1"]["mean"] == best else ""),
+                                 ", ".join(f"{x:.3f}" for x in r["per_seed_macro_f1"]), f"{r['accuracy']['mean']:.3f}",
+                                 f"{r['fraction_used']['mean']:.1%}", f"{r['accuracy_used']['mean']:.1%}",
+                                 ", ".join(map(str, r["selected_per_epoch"][0])), f"{r['train_seconds']['mean']:.0f}"]
+                                for r in mine]), ""]
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], teachers: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in teachers if any(r["dataset"] == d for r in rows)]
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        y = range(len(mine))
+        ax.barh(list(y), [r["macro_f1"]["mean"] for r in mine], xerr=[r["macro_f1"]["std"] for r in mine],
+                color=["tab:orange" if r["method"] == "llkd" else "tab:gray" for r in mine])
+        ax.set_yticks(list(y), [r["rule"] for r in mine], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(teachers[dataset]["macro_f1"], color="k", ls="--", lw=1, label="teacher")
+        ax.set_title(dataset)
+        ax.set_xlabel("test macro-F1 (3 seeds)")
+        lo = min(r["macro_f1"]["mean"] for r in mine)
+        ax.set_xlim(max(0.0, lo - 0.1), None)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("LLKD rules (orange) and baselines (grey)\nbatch-calibrated gemma3-270m labels, minilm-l2, 3 seeds",
+                 fontsize=10)
+    fig.tight_layout()
+    return save_plot(fig, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
