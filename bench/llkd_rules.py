@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common import RESULTS, markdown_table, record, save_plot, write_report
-from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments
+from bench.study import DEFAULT_TEACHER, FULL, Cells, best_learning_rate, labelled_split, mean_std, pool_arguments
 from bench.calibration import calibrated_split
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json
@@ -50,6 +50,9 @@ def main() -> int:
     parser = pool_arguments(__doc__, "llkd_rules", DATASETS)
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
     parser.add_argument("--report-only", action="store_true", help="only the cells already run; train nothing")
+    parser.add_argument("--tune-lr", action="store_true",
+                        help="each rule picks its own learning rate from the study's three by validation macro-F1 of "
+                             "seed 0 (default: every rule gets the rate tuned for `all`)")
     args = parser.parse_args()
     from tqdm.auto import tqdm
 
@@ -58,25 +61,26 @@ def main() -> int:
     plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch")
     started = time.perf_counter()
     rows, teachers = [], {}
-    bar = tqdm(total=len(args.rules) * len(args.datasets) * len(args.seeds), unit="cell", desc="cells")
+    bar = tqdm(total=len(args.rules) * len(args.datasets) * len(args.seeds), unit="cell", desc="cells",
+               disable=args.report_only)
     for dataset in args.datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, plan, plan.pool, args.store)
         split = calibrated_split(split, pool_prior([r.probs for r in split.pool.rows]))
         teachers[dataset] = gold_scores(split.test, split.labels.names)
-        lr = tuned.get(dataset, plan.learning_rates[-1])
+        study_lr = tuned.get(dataset, plan.learning_rates[-1])
         for name in args.rules:
             method, fields = RULES[name]
             cells = Cells(work / "cells", replace(plan, train=fields), args.threads, bar)
-            got = []
-            for seed in args.seeds:
-                if args.report_only:
-                    path = cells.folder / f"{_name(cells, split, method, seed, lr)}.json"
-                    if not path.exists():
-                        bar.update(1)
-                        continue
-                got.append(cells.get(split, plan.pool, method, seed, lr))
-            if got:
-                rows.append(summary(dataset, name, method, fields, got))
+            rates = [study_lr]
+            if args.tune_lr:  # its own rate, if seed 0 has been run at every rate; the study's rate too, for contrast
+                tried = [_cell(cells, split, method, args.seeds[0], r, args.report_only) for r in plan.learning_rates]
+                if all(tried):
+                    rates = sorted({study_lr, best_learning_rate(tried)})
+            for lr in rates:
+                got = [c for c in (_cell(cells, split, method, seed, lr, args.report_only) for seed in args.seeds) if c]
+                if got:
+                    label = name if lr == study_lr else f"{name}, own lr {lr:g}"
+                    rows.append({**summary(dataset, label, method, fields, got), "learning_rate": lr})
     bar.close()
     table = markdown(rows, teachers)
     print(table)
@@ -92,10 +96,15 @@ def main() -> int:
     return 0
 
 
-def _name(cells: Cells, split, method: str, seed: int, lr: float) -> str:
+def _cell(cells: Cells, split, method: str, seed: int, lr: float, report_only: bool) -> dict | None:
+    """The cell, trained now if need be; with ``report_only`` only one already run (else None)."""
     from bench.study import cell_name
 
-    return cell_name(split, cells.plan, min(cells.plan.pool, len(split.pool.texts)), method, seed, lr, cells.plan.epochs)
+    if report_only:
+        n = min(cells.plan.pool, len(split.pool.texts))
+        path = cells.folder / f"{cell_name(split, cells.plan, n, method, seed, lr, cells.plan.epochs)}.json"
+        return read_json(path) if path.exists() else None
+    return cells.get(split, cells.plan.pool, method, seed, lr)
 
 
 def summary(dataset: str, name: str, method: str, fields: tuple, got: list[dict]) -> dict:
