@@ -35,6 +35,7 @@ RULES: dict[str, tuple[str, tuple]] = {
     "student-over-passed": ("llkd", (("llkd_student_stats", "teacher"),)),
     "class-mass": ("llkd", (("llkd_class_terms", "mass"),)),
     "floor50": ("llkd", (("llkd_floor", 0.5),)),
+    "floor100": ("llkd", (("llkd_floor", 1.0),)),  # every teacher-passed sample: the student only weights
     "weights-one": ("llkd", (("llkd_weights", "one"),)),
     "weights-conf": ("llkd", (("llkd_weights", "conf"),)),
     "soft": ("llkd", (("soft_labels", True),)),
