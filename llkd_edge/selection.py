@@ -260,11 +260,11 @@ def select(
     state = update_state(state, conf, need, pseudo, rule)
     teacher_ok = conf >= state.teacher_thresholds()[pseudo]
     student_ok = need >= state.student_thresholds()[pseudo]
-    both = teacher_ok & (student_ok | (state.steps <= rule.warmup_steps))  # LLKD's gates (random matches its count)
+    gates = teacher_ok & (student_ok | (state.steps <= rule.warmup_steps))
+    kept = with_floor(gates, teacher_ok, need, rule.floor)  # what LLKD keeps (random draws as many)
     n = len(conf)
     if method == "llkd":
-        mask = with_floor(both, teacher_ok, need, rule.floor)
-        return mask, llkd_weights(conf, need, mask, rule.weights), state
+        return kept, llkd_weights(conf, need, kept, rule.weights), state
     if method == "all":
         mask = np.ones(n, dtype=bool)
     elif method == "confidence":
@@ -278,7 +278,7 @@ def select(
     else:  # random: as many as LLKD keeps on this batch, drawn uniformly
         if rng is None:
             raise ValueError("random selection needs an rng")
-        k = int(both.sum())
+        k = int(kept.sum())
         mask = np.zeros(n, dtype=bool)
         mask[rng.choice(n, size=k, replace=False)] = True
     return mask, mask.astype(float), state

@@ -212,3 +212,12 @@ def test_during_warm_up_llkd_keeps_what_the_teacher_gate_keeps():
         masks.append(mask.tolist())
     assert masks == [[True, True, False], [True, True, False], [False, False, False]]
     assert not select("llkd", conf, need, pseudo, ThresholdState(0.5, 0.5, np.ones(1), np.ones(1), 0.99))[0].any()
+
+
+def test_random_draws_as_many_as_llkd_keeps_floor_included():
+    conf, need, pseudo = np.full(8, 0.9), np.linspace(0.1, 0.8, 8), np.zeros(8, dtype=int)
+    state = ThresholdState(0.0, 2.0, np.ones(1), np.ones(1), 0.99)  # the student bar above every sample
+    rule = LlkdRule(floor=0.5)
+    llkd = select("llkd", conf, need, pseudo, state, rule=rule)[0]
+    drawn = select("random", conf, need, pseudo, state, rng=np.random.default_rng(0), rule=rule)[0]
+    assert llkd.sum() == drawn.sum() == 4
