@@ -99,11 +99,8 @@ def main() -> int:
 
 def _cell(cells: Cells, split, method: str, seed: int, lr: float, report_only: bool) -> dict | None:
     """The cell, trained now if need be; with ``report_only`` only one already run (else None)."""
-    from bench.study import cell_name
-
     if report_only:
-        n = min(cells.plan.pool, len(split.pool.texts))
-        path = cells.folder / f"{cell_name(split, cells.plan, n, method, seed, lr, cells.plan.epochs)}.json"
+        path = cells.path(split, cells.plan.pool, method, seed, lr)
         return read_json(path) if path.exists() else None
     return cells.get(split, cells.plan.pool, method, seed, lr)
 

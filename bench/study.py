@@ -225,10 +225,15 @@ class Cells:
         self.seen: dict[str, dict] = {}  # every distinct cell handed out, by file name
         folder.mkdir(parents=True, exist_ok=True)
 
+    def path(self, split: Split, n: int, method: str, seed: int, lr: float, epochs: int | None = None) -> Path:
+        """Where the cell is (or will be) kept."""
+        n = min(n, len(split.pool.texts))
+        return self.folder / f"{cell_name(split, self.plan, n, method, seed, lr, epochs or self.plan.epochs)}.json"
+
     def get(self, split: Split, n: int, method: str, seed: int, lr: float, epochs: int | None = None) -> dict:
         n = min(n, len(split.pool.texts))
         epochs = epochs or self.plan.epochs
-        path = self.folder / f"{cell_name(split, self.plan, n, method, seed, lr, epochs)}.json"
+        path = self.path(split, n, method, seed, lr, epochs)
         if path.exists():
             self.bar.update(1)
             self.seen[path.name] = read_json(path)

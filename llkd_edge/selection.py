@@ -217,7 +217,9 @@ def update_state(state: ThresholdState, conf, need, pseudo, rule: LlkdRule = PAP
 def llkd_weights(conf, need, mask, kind: str = "product") -> np.ndarray:
     """Shape (N,): conf * need (or conf, or 1: ``kind``) on selected samples, rescaled to mean 1 over them; 0 elsewhere."""
     conf, need, mask = np.asarray(conf, float), np.asarray(need, float), np.asarray(mask, bool)
-    raw = {"product": conf * need, "conf": conf, "one": np.ones_like(conf)}[kind]
+    if kind not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {kind!r}")
+    raw = conf * need if kind == "product" else conf if kind == "conf" else np.ones_like(conf)
     weights = np.where(mask, raw, 0.0)
     if mask.any():
         total = weights[mask].sum()
