@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
+from .errors import UserError
 
 if TYPE_CHECKING:  # imported for the annotations only: loading them costs nothing at run time
     from .registry import ModelFile
@@ -62,6 +63,10 @@ def open_backend(scoring: ScoringConfig, teacher: TeacherConfig, backend: str = 
         return load_teacher(scoring, teacher)
     if backend == "ray":
         from .ray_pool import RayTeacherPool
+
+        if len(teacher.members) > 1:
+            raise UserError(f"--backend ray runs one teacher per actor; label with the ensemble {teacher.model!r} "
+                            "on --backend local, or with each member on its own Ray run into the same --store")
 
         return RayTeacherPool(scoring, teacher, ray or RayConfig(), progress)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -182,7 +182,11 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
 
     from .teacher import load_teacher
 
-    teacher = load_teacher(scoring, TeacherConfig(model=name, n_threads=config.threads))
+    teacher_config = TeacherConfig(model=name, n_threads=config.threads)
+    if len(teacher_config.members) > 1:
+        raise UserError(f"bench times one teacher; the run was labelled by the ensemble {name}: pass --teacher with "
+                        f"one of {', '.join(teacher_config.members)} (an ensemble costs the sum of its members), or none")
+    teacher = load_teacher(scoring, teacher_config)
     try:
         teacher.predict_proba(texts[:1])  # warm-up: evaluates the shared prompt prefix and the calibration inputs
         rows: list[np.ndarray] = []

@@ -65,7 +65,8 @@ def teacher_options(func):
         click.option("--labels", help='Label set: "a,b,c", "sci_tech=science and technology,...", or a labels file. '
                      "Defaults to the built-in dataset's labels."),
         click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
-                     help="A registered teacher name (see `llkd-edge teachers`) or a .gguf path."),
+                     help="A registered teacher name (see `llkd-edge teachers`) or a .gguf path; several, comma-separated, "
+                          "for an ensemble (each labels into the store, their answers are pooled)."),
         click.option("--store", help="The label store (sqlite) to reuse and fill [default: labels.sqlite; for "
                      "distill from a store: that store]."),
         click.option("--text-column", default="text", show_default=True),

@@ -162,12 +162,21 @@ class TeacherConfig:
     parallel: int = field(default=0, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
+        names = self.members
+        if not all(names) or len(set(names)) < len(names):
+            raise UserError(f"--teacher {self.model!r}: give one teacher, or several distinct ones separated by "
+                            "commas (an ensemble)")
         if self.n_threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.n_threads}")
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
             raise UserError(f"--n-gpu-layers must be -1 (all), 0 or more, got {self.n_gpu_layers}")
         if not 0 <= self.parallel <= MAX_PARALLEL:
             raise UserError(f"--parallel must be between 0 (auto) and {MAX_PARALLEL}, got {self.parallel}")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The teacher names in ``model``: one, or an ensemble's (``a,b,...``; ensemble.py)."""
+        return tuple(name.strip() for name in self.model.split(","))
 
 
 BACKENDS = ("local", "ray")

@@ -40,17 +40,26 @@ from .teacher import load_teacher
 
 
 def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[Labelled, dict[str, int]]:
-    """DATA is an existing label store: its trainable rows made by this teacher with this prompt and labels."""
-    key = teacher.key
+    """DATA is an existing label store: its trainable rows made by this teacher with this prompt and labels (for
+    an ensemble: the texts every member labelled, pooled)."""
+    members = getattr(teacher, "members", None) or [teacher]
     with LabelStore(config.data, existing=True) as store:
         configs = store.configs()
-    if not any(c["config_hash"] == key.config_hash and c["teacher_sha256"] == key.teacher_sha256 for c in configs):
-        made = "; ".join(f"{c['teacher_name']} with labels {','.join(c['labels'])}" for c in configs) or "nothing"
-        raise StoreError(
-            f"{config.data} was made with other labels or another teacher or prompt ({made}); "
-            f"it has no rows for {teacher.model.name} with labels {','.join(teacher.scoring.labels.names)}"
-        )
-    rows, left_out = store_pool(config.data, key, config.limit)
+    for member in members:
+        key = member.key
+        if not any(c["config_hash"] == key.config_hash and c["teacher_sha256"] == key.teacher_sha256 for c in configs):
+            made = "; ".join(f"{c['teacher_name']} with labels {','.join(c['labels'])}" for c in configs) or "nothing"
+            raise StoreError(
+                f"{config.data} was made with other labels or another teacher or prompt ({made}); "
+                f"it has no rows for {member.model.name} with labels {','.join(member.scoring.labels.names)}"
+            )
+    parts = [store_pool(config.data, member.key, None) for member in members]
+    rows, left_out = parts[0]
+    if len(parts) > 1:  # the texts every member labelled, in the first member's order
+        by_text = [{r.text: r for r in member_rows} for member_rows, _ in parts[1:]]
+        rows = [r for r in rows if all(r.text in other for other in by_text)]
+        rows = teacher.pooled([rows] + [[other[r.text] for r in rows] for other in by_text])
+    rows = rows[: config.limit] if config.limit else rows
     if progress and any(left_out.values()):
         print(f"{config.data}: training on {len(rows)} pool rows; left out {_left_out_text(left_out)}", file=sys.stderr)
     if not rows and left_out["no_role"]:
@@ -72,13 +81,14 @@ def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evals
         base, best, most = teacher.scoring, teacher.scoring, 0  # none fits: as given, and _pool_from_store says so
         with LabelStore(config.data, existing=True) as store:
             configs = store.configs()
+        first = (getattr(teacher, "members", None) or [teacher])[0]  # an ensemble's members share one prompt
         for made in configs:
             details = made["details"]
-            if made["teacher_sha256"] != teacher.key.teacher_sha256 or "task" not in details:
+            if made["teacher_sha256"] != first.key.teacher_sha256 or "task" not in details:
                 continue  # another teacher, or rows recorded before prompts were chosen
             teacher.use(replace(base, task=details["task"], answer_cue=details["answer_cue"]))
-            if teacher.key.config_hash == made["config_hash"]:  # same labels, token budget, calibration, examples
-                rows, _ = store_pool(config.data, teacher.key, None)
+            if first.key.config_hash == made["config_hash"]:  # same labels, token budget, calibration, examples
+                rows, _ = store_pool(config.data, first.key, None)
                 if len(rows) > most:
                     best, most = teacher.scoring, len(rows)
         teacher.use(best)
@@ -246,7 +256,10 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         "config": asdict(config),
         "teacher": {"name": teacher.model.name, "sha256": teacher.model.sha256, "licence": teacher.model.licence,
                     "prompt": teacher.prompt, "config_hash": teacher.key.config_hash,
-                    "label_tokens": teacher.label_tokens},
+                    "label_tokens": teacher.label_tokens,
+                    # an ensemble: each member's rows in the store, pooled at read time (Run.pool reads them so)
+                    "members": [{"name": m.model.name, "sha256": m.model.sha256, "config_hash": m.key.config_hash}
+                                for m in getattr(teacher, "members", None) or []] or None},
         "versions": versions(),
     }
     write_json(run_dir / "config.json", provenance)

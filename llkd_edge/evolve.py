@@ -132,6 +132,9 @@ class Evolution:
         self.out = _prepare_out(config, resume)
         teacher_config = TeacherConfig(model=model, n_threads=config.threads, n_gpu_layers=config.n_gpu_layers,
                                        n_ctx=GENERATION_CTX)
+        if len(teacher_config.members) > 1:
+            raise UserError(f"evolve writes and checks texts with one teacher; {self.run.path} was labelled by the "
+                            f"ensemble {model}: pass --teacher with one of {', '.join(teacher_config.members)}")
         self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
         self.warnings: list[str] = []
         if provenance["config"].get("gold"):

@@ -119,8 +119,16 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows.
 
     Every text is marked in the store with ``role`` (pool, eval or validation), cached ones included, so a
-    store later read as training data knows which of its texts were held out.
+    store later read as training data knows which of its texts were held out. An ensemble (``ensemble.py``)
+    labels member by member, and its rows are the members' pooled: ``labelled`` counts the texts that any
+    member had to be asked about.
     """
+    members = getattr(teacher, "members", None)
+    if members:  # an ensemble: each member through the store under its own key; the pooled rows are read-time
+        parts = [label_dataset(dataset, m, store_path, commit_every, progress, role) for m in members]
+        return replace(parts[0], rows=teacher.pooled([p.rows for p in parts]),
+                       labelled=max(p.labelled for p in parts), cached=min(p.cached for p in parts),
+                       seconds=sum(p.seconds for p in parts))
     first, skipped = unique_texts(dataset.texts)
     order = list(first)
     if not order:

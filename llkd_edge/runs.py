@@ -30,7 +30,7 @@ from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .files import read_json
 from .labelling import recalibrated
-from .store import LabelRow, LabelStore, ScoringKey, unique_texts
+from .store import LabelRow, LabelStore, ScoringKey, text_hash, unique_texts
 
 
 class TeacherRecord(TypedDict):
@@ -41,7 +41,8 @@ class TeacherRecord(TypedDict):
     licence: str
     prompt: str
     config_hash: str
-    label_tokens: list[list[int]]
+    label_tokens: list[list[int]] | dict[str, list[list[int]]]  # an ensemble's: by member
+    members: list[dict] | None  # an ensemble's members: name, sha256, config_hash (runs before it: absent)
 
 
 class RunConfigRecord(TypedDict):
@@ -158,6 +159,15 @@ def store_pool(store_path: str, key: ScoringKey, limit: int | None) -> tuple[lis
     return (rows[:limit] if limit else rows), left_out
 
 
+def _pooled(per_key: list[dict[str, LabelRow]], order: list[str], labels) -> list[LabelRow]:
+    """The rows of ``order`` (text hashes): one key's as stored, several keys' (an ensemble's) pooled."""
+    if len(per_key) == 1:
+        return [per_key[0][h] for h in order]
+    from .ensemble import pooled_rows
+
+    return pooled_rows([[rows[h] for h in order] for rows in per_key], labels)
+
+
 @dataclass(frozen=True)
 class Run:
     """A finished distill run, as later stages (export, bench) read it."""
@@ -184,6 +194,13 @@ class Run:
         return ScoringKey(self.provenance["teacher"]["sha256"], self.provenance["teacher"]["config_hash"])
 
     @property
+    def member_keys(self) -> list[ScoringKey]:
+        """The store keys of the rows the student's labels were read from: the teacher's, or each ensemble
+        member's (pooled at read time, ensemble.py)."""
+        members = self.provenance["teacher"].get("members")
+        return [ScoringKey(m["sha256"], m["config_hash"]) for m in members] if members else [self.key]
+
+    @property
     def store(self) -> str:
         config = self.provenance["config"]
         return run_store(config["data"], config.get("store"))
@@ -204,20 +221,24 @@ class Run:
         config = self.provenance["config"]
         if not Path(self.store).is_file():
             raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
+        keys = self.member_keys
         if is_store(config["data"]):
-            rows = store_pool(config["data"], self.key, config["limit"])[0]
+            per_key = [{text_hash(r.text): r for r in store_pool(config["data"], key, None)[0]} for key in keys]
+            order = [h for h in per_key[0] if all(h in found for found in per_key[1:])]
+            rows = _pooled(per_key, order, self.labels)[: config["limit"] or None]
         else:
             source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
             order = list(unique_texts(source.texts)[0])
             with LabelStore(self.store) as store:
-                found = store.rows(self.key, order)
+                per_key = [store.rows(key, order) for key in keys]
+            found = {h for h in order if all(h in rows for rows in per_key)}
             if self.metrics.get("label_budget"):  # the teacher labelled only the part the rounds picked
                 order = [h for h in order if h in found]
             missing = sum(h not in found for h in order)
             if missing:
                 raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
                                 "run distill again")
-            rows = [found[h] for h in order]
+            rows = _pooled(per_key, order, self.labels)
         evalset = self.eval_set()
         held_out = {text_key(t) for t in evalset.texts} if evalset else set()
         if config.get("gold"):  # --gold texts trained as gold samples, not with the teacher's labels

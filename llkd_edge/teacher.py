@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 
 import numpy as np
@@ -436,6 +436,20 @@ class Teacher:
         self._llm.close()
 
 
-def load_teacher(scoring: ScoringConfig, config: TeacherConfig) -> Teacher:
-    """Resolve ``config.model`` (a registry name or a GGUF path), verify it and load it in this process."""
+def load_teacher(scoring: ScoringConfig, config: TeacherConfig):
+    """Resolve ``config.model`` (a registry name or a GGUF path), verify it and load it in this process; for
+    ``a,b,...`` (``TeacherConfig.members``) an ``ensemble.Ensemble`` of them, every file verified first."""
+    if len(config.members) > 1:
+        from .ensemble import Ensemble
+
+        files = [resolve_teacher(name) for name in config.members]  # a bad member fails before any is loaded
+        loaded = []
+        try:
+            for file in files:
+                loaded.append(Teacher(file, scoring, replace(config, model=file.name)))
+        except BaseException:
+            for teacher in loaded:
+                teacher.close()
+            raise
+        return Ensemble(loaded)
     return Teacher(resolve_teacher(config.model), scoring, config)

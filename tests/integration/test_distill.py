@@ -310,3 +310,44 @@ def test_few_shot_demonstrations_never_train_with_the_label_their_own_prompt_gav
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["pool_texts_dropped_as_few_shot"] == 3 and metrics["data"]["pool_size"] == 57
     assert len(open_run(tmp_path / "run").pool()) == 57
+
+
+def test_an_ensemble_teaches_through_the_store_and_its_run_reads_the_pooled_pool_back(tmp_path):
+    """distill --teacher a,b: each member labels into the store; the student learns their pooled (then
+    pool-calibrated) rows; the run reads that pool back from the members' rows (Run.pool, as export and evolve
+    do); and the store alone, as DATA, trains on the same pooled rows without asking any teacher."""
+    from llkd_edge.distributions import batch_calibrated
+    from llkd_edge.ensemble import log_linear_pool
+    from llkd_edge.runs import open_run
+    from llkd_edge.store import LabelStore, ScoringKey
+
+    store, out, again = tmp_path / "labels.sqlite", tmp_path / "run", tmp_path / "again"
+    members = ["gemma3-270m", "smollm2-135m-instruct"]
+    common = ["--teacher", ",".join(members), "--max-text-tokens", "48", "--student", "minilm-l2", "--max-length", "48",
+              "--epochs", "1", "--min-per-class", "1", "--prompt", "fixed", "--store", str(store)]
+    result = CliRunner().invoke(main, ["distill", "election-tweets", "--limit", "40", "--eval-limit", "20", *common,
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    teacher = json.loads((out / "config.json").read_text())["teacher"]
+    assert teacher["name"] == "+".join(members) and [m["name"] for m in teacher["members"]] == members
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher"] is not None and metrics["data"]["pool_size"] > 30
+
+    rows = open_run(out).pool()
+    assert len(rows) == metrics["data"]["pool_size"]
+    with LabelStore(str(store), existing=True) as db:
+        stored = [db.rows(ScoringKey(m["sha256"], m["config_hash"])) for m in teacher["members"]]
+    by_text = [{r.text: np.array(r.probs) for r in part.values()} for part in stored]
+    pooled = log_linear_pool([np.array([part[r.text] for r in rows]) for part in by_text])
+    expected = batch_calibrated(pooled, np.array(metrics["pool_calibration"]["prior"]))
+    assert np.allclose([r.probs for r in rows], expected, atol=1e-5)
+    assert not np.allclose(pooled, np.array([by_text[0][r.text] for r in rows]), atol=1e-3)  # not one member's
+
+    labels = "HillaryClinton=Clinton,realDonaldTrump=Trump"
+    result = CliRunner().invoke(main, ["distill", str(store), "--labels", labels, "--task",
+                                       "Who wrote this 2016 election tweet, Clinton or Trump?", *common, "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    from_store = json.loads((again / "metrics.json").read_text())
+    assert from_store["labelled_now"] == {"pool": 0, "eval": 0}
+    assert from_store["data"]["pool_size"] == metrics["data"]["pool_size"]  # eval texts still left out
+    assert from_store["pool_calibration"]["prior"] == metrics["pool_calibration"]["prior"]

@@ -242,3 +242,47 @@ def test_a_budget_labels_the_picked_share_lists_the_rest_and_a_larger_budget_pay
     assert store_counts(store) == (45, 45)
     wrong = invoke(["label", "bbc-news:test", "--budget", "0.5", "--store", str(store)])
     assert wrong.exit_code == 2 and "labelled as eval texts" in wrong.output
+
+
+def test_an_ensemble_stores_each_members_rows_pools_them_and_each_member_reuses_its_own(tmp_path):
+    """--teacher a,b: every member's rows land in the store under its own key, the summary and --out carry their
+    log-linear pool, a re-run asks nobody, and a member asked alone later finds its rows already paid for."""
+    import numpy as np
+
+    from llkd_edge.ensemble import log_linear_pool
+
+    store, out = tmp_path / "labels.sqlite", tmp_path / "pooled.jsonl"
+    both = ["label", "election-tweets:test", "--limit", "6", "--prompt", "fixed", "--store", str(store), "--json"]
+    result = invoke(both + ["--teacher", "gemma3-270m,smollm2-135m-instruct", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["teacher"] == "gemma3-270m+smollm2-135m-instruct"
+    assert (summary["labelled"], summary["cached"]) == (6, 0)
+    db = sqlite3.connect(store)
+    try:
+        per_member = dict(db.execute("SELECT c.teacher_name, COUNT(*) FROM labels l JOIN configs c "
+                                     "USING (config_hash) GROUP BY c.teacher_name").fetchall())
+        member_probs = {name: {text: json.loads(p) for text, p in db.execute(
+            "SELECT l.text, l.probs FROM labels l JOIN configs c USING (config_hash) WHERE c.teacher_name = ?", (name,))}
+            for name in per_member}
+    finally:
+        db.close()
+    assert per_member == {"gemma3-270m": 6, "smollm2-135m-instruct": 6}
+    pooled = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(pooled) == 6
+    names = list(pooled[0]["probs"])
+    for r in pooled:  # the exported distribution is the members' stored rows, pooled
+        expected = log_linear_pool([np.array([member_probs[m][r["text"]]]) for m in ("gemma3-270m", "smollm2-135m-instruct")])
+        assert np.allclose([r["probs"][n] for n in names], expected[0], atol=1e-6)
+    assert sum(member_probs["gemma3-270m"][r["text"]] != member_probs["smollm2-135m-instruct"][r["text"]]
+               for r in pooled) == 6  # two different teachers, not one row twice
+
+    again = json.loads(invoke(both + ["--teacher", "gemma3-270m,smollm2-135m-instruct"]).stdout)
+    assert (again["labelled"], again["cached"]) == (0, 6)
+    alone = json.loads(invoke(both + ["--teacher", "smollm2-135m-instruct"]).stdout)
+    assert (alone["labelled"], alone["cached"]) == (0, 6)
+
+    bad = invoke(both + ["--teacher", "gemma3-270m,gemma3-270m"])
+    assert bad.exit_code != 0 and "distinct" in bad.output and "Traceback" not in bad.output
+    missing = invoke(both + ["--teacher", "gemma3-270m,no-such-teacher"])
+    assert missing.exit_code != 0 and "unknown teacher 'no-such-teacher'" in missing.output
