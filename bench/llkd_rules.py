@@ -4,6 +4,9 @@ against the plain baselines, all on batch-calibrated labels (distill's default).
     python -m bench.llkd_rules                          # every rule x 3 datasets x 3 seeds; resumes at its cells
     python -m bench.llkd_rules --rules paper floor50    # some rules only (two processes can share the cells)
     python -m bench.llkd_rules --report-only            # re-render from the cells already run
+    python -m bench.llkd_rules --student minilm-l6 --max-length 128 --datasets 20newsgroups --rules paper all
+                                                        # the default student (its registered learning rate);
+                                                        # reported in bench/results/llkd_rules_minilm-l6.json
 
 The study's small-pool protocol (bench/study.py): gemma3-270m labels from the study's store, the 1000-text pool
 after the 200-text validation slice, the first 500 test texts, `minilm-l2`, 4 epochs, 64 tokens, batch 32, the
@@ -54,12 +57,25 @@ def main() -> int:
     parser.add_argument("--tune-lr", action="store_true",
                         help="each rule picks its own learning rate from the study's three by validation macro-F1 of "
                              "seed 0 (default: every rule gets the rate tuned for `all`)")
+    parser.add_argument("--student", default=FULL.student, help="the student (default: the study's minilm-l2)")
+    parser.add_argument("--max-length", type=int, default=FULL.max_length, help="student tokens per text")
+    parser.add_argument("--learning-rate", type=float, help="for every rule (default: the study's tuned rate per "
+                        "dataset for minilm-l2, else the student's registered default)")
     args = parser.parse_args()
+    if args.student != FULL.student and args.out == parser.get_default("out"):  # the L2 report stays as it is
+        args.out = str(Path(args.out).with_name(f"llkd_rules_{args.student}.json"))
     from tqdm.auto import tqdm
 
     work = Path(args.work)
-    tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() else {}
-    plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch")
+    tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() and args.student == FULL.student else {}
+    plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch",
+                   student=args.student, max_length=args.max_length)
+    default_lr = plan.learning_rates[-1]
+    if args.student != FULL.student:  # its registered rate, halved and doubled for --tune-lr
+        from llkd_edge.registry import registry
+
+        default_lr = registry("students")[args.student]["learning_rate"]
+        plan = replace(plan, learning_rates=(default_lr / 2, default_lr, default_lr * 2))
     started = time.perf_counter()
     rows, teachers = [], {}
     bar = tqdm(total=len(args.rules) * len(args.datasets) * len(args.seeds), unit="cell", desc="cells",
@@ -68,7 +84,7 @@ def main() -> int:
         split = labelled_split(DEFAULT_TEACHER, dataset, plan, plan.pool, args.store)
         split = calibrated_split(split, pool_prior([r.probs for r in split.pool.rows]))
         teachers[dataset] = gold_scores(split.test, split.labels.names)
-        study_lr = tuned.get(dataset, plan.learning_rates[-1])
+        study_lr = args.learning_rate or tuned.get(dataset, default_lr)
         for name in args.rules:
             method, fields = RULES[name]
             cells = Cells(work / "cells", replace(plan, train=fields), args.threads, bar)
@@ -92,7 +108,7 @@ def main() -> int:
               "teacher": teachers, "rules": rows, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)
     write_report(out, report, table)
-    plot(rows, teachers, out.with_suffix(".png"))
+    plot(rows, teachers, out.with_suffix(".png"), plan.student)
     print(f"wrote {out}")
     return 0
 
@@ -138,7 +154,7 @@ def markdown(rows: list[dict], teachers: dict) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], teachers: dict, path: Path) -> Path | None:
+def plot(rows: list[dict], teachers: dict, path: Path, student: str) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +177,8 @@ def plot(rows: list[dict], teachers: dict, path: Path) -> Path | None:
         lo = min(r["macro_f1"]["mean"] for r in mine)
         ax.set_xlim(max(0.0, lo - 0.1), None)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("LLKD rules (orange) and baselines (grey)\nbatch-calibrated gemma3-270m labels, minilm-l2, 3 seeds",
+    fig.suptitle(f"LLKD rules (orange) and baselines (grey)\nbatch-calibrated gemma3-270m labels, "
+                 f"{student}, 3 seeds",
                  fontsize=10)
     fig.tight_layout()
     return save_plot(fig, path)
