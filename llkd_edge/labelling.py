@@ -115,7 +115,7 @@ def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
 
 
 def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, commit_every: int = 16, progress: bool = True,
-                  role: str = "pool") -> Labelled:
+                  role: str = "pool", member: bool = False) -> Labelled:
     """Label every unique non-empty text of ``dataset`` that the store lacks, then return all their rows.
 
     Every text is marked in the store with ``role`` (pool, eval or validation), cached ones included, so a
@@ -125,7 +125,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     """
     members = getattr(teacher, "members", None)
     if members:  # an ensemble: each member through the store under its own key; the pooled rows are read-time
-        parts = [label_dataset(dataset, m, store_path, commit_every, progress, role) for m in members]
+        parts = [label_dataset(dataset, m, store_path, commit_every, progress, role, member=True) for m in members]
         return replace(parts[0], rows=teacher.pooled([p.rows for p in parts]),
                        labelled=max(p.labelled for p in parts), cached=min(p.cached for p in parts),
                        seconds=sum(p.seconds for p in parts))
@@ -134,6 +134,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     if not order:
         raise UserError(f"{dataset.name}: no non-empty texts to label ({skipped} empty)")
     key = teacher.key
+    who = f" with {teacher.model.name}" if member else ""  # an ensemble's members: each says which it is
     with LabelStore(store_path) as store:
         store.mark((dataset.texts[i] for i in first.values()), role, dataset.name)  # before any teacher time
         cached = store.cached(key, order)
@@ -141,10 +142,10 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
         if todo:
             store.register(key, teacher.model.name, teacher.scoring.labels.names, teacher.details)
         if cached and progress:
-            tqdm.write(f"{dataset.name}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}",
+            tqdm.write(f"{dataset.name}{who}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}",
                        file=sys.stderr)
         started = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="text", desc=f"labelling {dataset.name}", disable=not progress or not todo,
+        bar = tqdm(total=len(todo), unit="text", desc=f"labelling {dataset.name}{who}", disable=not progress or not todo,
                    dynamic_ncols=True)
         batches = ([dataset.texts[first[h]] for h in todo[start : start + commit_every]]
                    for start in range(0, len(todo), commit_every))
