@@ -32,6 +32,7 @@ from .runs import (
     read_eval,
     resolved,
     run_store,
+    members_pool,
     store_pool,
     versions,
 )
@@ -53,13 +54,7 @@ def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[La
                 f"{config.data} was made with other labels or another teacher or prompt ({made}); "
                 f"it has no rows for {member.model.name} with labels {','.join(member.scoring.labels.names)}"
             )
-    parts = [store_pool(config.data, member.key, None) for member in members]
-    rows, left_out = parts[0]
-    if len(parts) > 1:  # the texts every member labelled, in the first member's order
-        by_text = [{r.text: r for r in member_rows} for member_rows, _ in parts[1:]]
-        rows = [r for r in rows if all(r.text in other for other in by_text)]
-        rows = teacher.pooled([rows] + [[other[r.text] for r in rows] for other in by_text])
-    rows = rows[: config.limit] if config.limit else rows
+    rows, left_out = members_pool(config.data, [m.key for m in members], teacher.scoring.labels.names, config.limit)
     if progress and any(left_out.values()):
         print(f"{config.data}: training on {len(rows)} pool rows; left out {_left_out_text(left_out)}", file=sys.stderr)
     if not rows and left_out["no_role"]:

@@ -159,6 +159,17 @@ def store_pool(store_path: str, key: ScoringKey, limit: int | None) -> tuple[lis
     return (rows[:limit] if limit else rows), left_out
 
 
+def members_pool(store_path: str, keys: list[ScoringKey], labels, limit: int | None) -> tuple[list[LabelRow], dict[str, int]]:
+    """``store_pool`` for one key, or for an ensemble's member keys: the trainable texts every member has a row
+    for (in the first member's order), their rows pooled (``ensemble.pooled_rows``); the first ``limit`` of them.
+    Left-out counts: the first member's."""
+    parts = [store_pool(store_path, key, None) for key in keys]
+    per_key = [{text_hash(r.text): r for r in rows} for rows, _ in parts]
+    order = [h for h in per_key[0] if all(h in rows for rows in per_key[1:])]
+    rows = _pooled(per_key, order, labels)
+    return (rows[:limit] if limit else rows), parts[0][1]
+
+
 def _pooled(per_key: list[dict[str, LabelRow]], order: list[str], labels) -> list[LabelRow]:
     """The rows of ``order`` (text hashes): one key's as stored, several keys' (an ensemble's) pooled."""
     if len(per_key) == 1:
@@ -223,9 +234,7 @@ class Run:
             raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
         keys = self.member_keys
         if is_store(config["data"]):
-            per_key = [{text_hash(r.text): r for r in store_pool(config["data"], key, None)[0]} for key in keys]
-            order = [h for h in per_key[0] if all(h in found for found in per_key[1:])]
-            rows = _pooled(per_key, order, self.labels)[: config["limit"] or None]
+            rows = members_pool(config["data"], keys, self.labels, config["limit"])[0]
         else:
             source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
             order = list(unique_texts(source.texts)[0])
