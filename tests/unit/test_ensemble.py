@@ -112,3 +112,10 @@ def test_distilling_from_a_store_pools_the_texts_every_member_labelled(tmp_path)
     assert limited.texts == ["x"]
     with pytest.raises(StoreError, match="no rows for c"):
         _pool_from_store(SimpleNamespace(data=path, limit=None), Ensemble([a, Member("c")]), progress=False)
+
+
+def test_a_ray_pool_refuses_an_ensemble_before_starting_anything():
+    from llkd_edge.backend import open_backend
+
+    with pytest.raises(UserError, match="one teacher per actor"):
+        open_backend(ScoringConfig(labels=LABELS), TeacherConfig(model="gemma3-270m,smollm2-135m-instruct"), "ray")
