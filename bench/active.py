@@ -22,7 +22,7 @@ import numpy as np
 from bench.common import RESULTS, markdown_table, record, save_plot, write_report
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
                          run_cell)
-from llkd_edge.active import budget_count, run_rounds
+from llkd_edge.active import STRATEGIES, budget_count, fill_rest, run_rounds
 from llkd_edge.config import LabelBudget
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
@@ -31,17 +31,25 @@ from llkd_edge.metrics import classification_scores
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
 BUDGETS = (0.1, 0.2, 0.4)
-STRATEGIES = ("active", "random")
 PLAN = replace(FULL, pool_calibration="batch")
 STUDY = RESULTS / "study" / "study.json"
 
 
-def subset(split, picked: np.ndarray):
-    """``split`` with its pool cut to ``picked`` (in pick order), the rows batch-calibrated over those."""
+def subset(split, picked: np.ndarray, x: np.ndarray | None = None):
+    """``split`` with its pool cut to ``picked`` (in pick order), the rows batch-calibrated over those; with the
+    pool's embeddings ``x``, the rest follows, each text with the distribution of the probe fitted on the picks
+    (``active.fill_rest``, ``--label-fill``)."""
     rows = [split.pool.rows[i] for i in picked]
     rows = recalibrated(rows, split.labels.names, pool_prior([r.probs for r in rows]))
-    pool = Labelled([split.pool.texts[i] for i in picked], rows, [split.pool.gold[i] for i in picked],
-                    len(picked), 0, len(picked), 0, 0, 0.0)
+    order = list(picked)
+    if x is not None:
+        rest, probs = fill_rest(x, picked, np.array([split.pool.rows[i].probs for i in picked]))
+        names = split.labels.names
+        rows += [replace(split.pool.rows[i], probs=tuple(map(float, p)), label=names[int(p.argmax())],
+                         confidence=float(p.max())) for i, p in zip(rest, probs)]
+        order += rest.tolist()
+    pool = Labelled([split.pool.texts[i] for i in order], rows, [split.pool.gold[i] for i in order],
+                    len(order), 0, len(order), 0, 0, 0.0)
     return replace(split, pool=pool)
 
 
@@ -55,12 +63,13 @@ def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
     return classification_scores(split.test.gold, [names[j] for j in p.argmax(1)], names)
 
 
-def run(work: Path, threads: int, datasets, seeds, store: str) -> list[dict]:
+def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, strategies=("active", "random"),
+        fills=(False,)) -> list[dict]:
     from tqdm.auto import tqdm
 
     tuned = read_json(STUDY)["tuned_learning_rate"]
     (work / "cells").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(BUDGETS) * len(STRATEGIES)), unit="cell", desc="active")
+    bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(budgets) * len(strategies) * len(fills)), unit="cell", desc="active")
     cells = []
     for dataset in datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
@@ -77,29 +86,33 @@ def run(work: Path, threads: int, datasets, seeds, store: str) -> list[dict]:
             cells.append({"dataset": dataset, "strategy": "full", "budget": 1.0, "seed": seed, "teacher_calls": n,
                           "test": cell["test"], "train_seconds": cell["train_seconds"],
                           "probe": probe_scores(x, test_x, split, np.arange(n), whole.pool.rows)})
-            for budget in BUDGETS:
-                for strategy in STRATEGIES:
-                    path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}.json"
-                    if path.exists():
-                        cells.append(read_json(path))
-                        bar.update(1)
-                        continue
-                    bar.set_description(f"{dataset} {strategy} {budget:.0%} seed {seed}")
-                    started = time.perf_counter()
-                    picked, _, select = run_rounds(x, budget_count(budget, n), step, strategy, seed, lambda i: raw[i])
-                    select_seconds = time.perf_counter() - started
-                    sub = subset(split, picked)
-                    got = run_cell(sub, PLAN, len(picked), "llkd", seed, lr, PLAN.epochs, threads)
-                    gold = np.array(sub.pool.gold)
-                    out = {"dataset": dataset, "strategy": strategy, "budget": budget, "seed": seed,
-                           "teacher_calls": len(picked), "rounds": len(select), "select_seconds": round(select_seconds, 2),
-                           "test": got["test"], "train_seconds": got["train_seconds"],
-                           "probe": probe_scores(x, test_x, split, picked, sub.pool.rows),
-                           "label_accuracy": float(np.mean([r.label == g for r, g in zip(sub.pool.rows, gold)])),
-                           "gold_classes_covered": int(len(set(gold.tolist())))}
-                    write_json(path, out)
-                    cells.append(out)
+            for budget, strategy, fill in ((b, s, f) for b in budgets for s in strategies for f in fills):
+                tail = "__fill" if fill else ""
+                path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}{tail}.json"
+                if path.exists():
+                    cells.append(read_json(path))
                     bar.update(1)
+                    continue
+                bar.set_description(f"{dataset} {strategy} {budget:.0%} seed {seed}")
+                started = time.perf_counter()
+                picked, _, select = run_rounds(x, budget_count(budget, n), step, strategy, seed, lambda i: raw[i])
+                select_seconds = time.perf_counter() - started
+                sub = subset(split, picked, x if fill else None)
+                got = run_cell(sub, PLAN, len(sub.pool.texts), "llkd", seed, lr, PLAN.epochs, threads)
+                gold = np.array(sub.pool.gold)
+                m = len(picked)
+                out = {"dataset": dataset, "strategy": strategy + ("+fill" if fill else ""), "budget": budget,
+                       "seed": seed, "filled": len(gold) - m,
+                       "filled_labels_right": float(np.mean([r.label == g for r, g in zip(sub.pool.rows[m:], gold[m:])]))
+                       if fill and len(gold) > m else None,
+                       "teacher_calls": len(picked), "rounds": len(select), "select_seconds": round(select_seconds, 2),
+                       "test": got["test"], "train_seconds": got["train_seconds"],
+                       "probe": probe_scores(x, test_x, split, picked, sub.pool.rows[:m]),
+                       "label_accuracy": float(np.mean([r.label == g for r, g in zip(sub.pool.rows[:m], gold[:m])])),
+                       "gold_classes_covered": int(len(set(gold[:m].tolist())))}
+                write_json(path, out)
+                cells.append(out)
+                bar.update(1)
     bar.close()
     return cells
 
@@ -154,9 +167,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    args = pool_arguments(__doc__, "active", DATASETS).parse_args()
+    parser = pool_arguments(__doc__, "active", DATASETS)
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["active", "random"])
+    parser.add_argument("--fill", nargs="+", choices=("none", "probe"), default=["none"],
+                        help="probe: the student also learns the rest, labelled by the probe (--label-fill)")
+    args = parser.parse_args()
     started = time.perf_counter()
-    cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store)
+    cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store,
+                tuple(args.budgets), tuple(args.strategies), tuple(f == "probe" for f in args.fill))
     rows = summary(cells)
     report = {**record(args.threads, "torch", "scikit-learn"), "cells": cells, "summary": rows,
               "student": {"name": PLAN.student, "max_length": PLAN.max_length, "epochs": PLAN.epochs},

@@ -11,7 +11,15 @@ The teacher labels the pool in rounds of ``step`` texts until the budget is spen
   probability) are the candidates; k-means groups them into ``step`` clusters and the least certain text
   of each is picked: uncertainty, with diversity among the picks, so a round is not spent on ten copies of
   one confusing story.
+- **``coverage``**: every round as round 0, over the texts not labelled yet: k-means with ``step`` centroids,
+  the text nearest each. Typical texts, spread out; a noisy teacher labels them right more often than the
+  ones a probe finds confusing (bench/RESULTS.md "Fewer teacher calls").
 - **``random``** (the baseline): each round ``step`` texts at random from those not yet labelled.
+
+**The rest, filled** (``fill_rest``): once the budget is spent, the probe fitted on every teacher label
+gives its distribution for each text the teacher never saw; distill can train on those too (``--label-fill``),
+kept apart from the teacher's labels in every record. The selection method then weighs them as it weighs the
+teacher's: by their confidence.
 
 Picks come ordered (most informative first) and every round is a pure function of the pool, the labels so
 far and the seed, so a run with a larger budget makes the same rounds first: the labels an earlier run paid
@@ -25,7 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-STRATEGIES = ("active", "random")
+STRATEGIES = ("active", "coverage", "random")
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
 
 
@@ -91,6 +99,8 @@ def next_picks(strategy: str, probs: np.ndarray, x: np.ndarray, unlabelled: np.n
     n = min(n, len(unlabelled))
     if strategy == "random":
         return np.random.default_rng([seed, round_]).permutation(unlabelled)[:n]
+    if strategy == "coverage":
+        return unlabelled[coverage_picks(x[unlabelled], n, seed + round_)]
     if strategy != "active":
         raise ValueError(f"unknown strategy {strategy!r}")
     m = margin(probs[unlabelled])
@@ -111,15 +121,31 @@ def next_picks(strategy: str, probs: np.ndarray, x: np.ndarray, unlabelled: np.n
     return np.array(chosen[:n], dtype=int)
 
 
+def _probe(x: np.ndarray, probs: np.ndarray):
+    """The rounds' probe: fitted on the teacher's labels so far (``probs``, rows of ``x``), batch-calibrated
+    over them as distill reads them."""
+    from .distributions import batch_calibrated, pool_prior
+    from .gold import Probe
+
+    y = batch_calibrated(probs, pool_prior(probs)).argmax(axis=1)
+    return Probe.fit(x, y, probs.shape[1])
+
+
+def fill_rest(x: np.ndarray, picked: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The texts the teacher never labelled, with the distribution of a probe fitted on the ``picked`` rows'
+    teacher distributions ``probs`` (M, K): their indices into ``x`` (N, D), ascending, and (N - M, K)."""
+    rest = np.setdiff1d(np.arange(len(x)), picked)
+    if not len(rest):
+        return rest, np.zeros((0, probs.shape[1]))
+    return rest, _probe(x[picked], np.asarray(probs, dtype=np.float64)).predict(x[rest])
+
+
 def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
                ask: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Pick ``total`` of the N texts embedded in ``x`` (N, D), ``step`` per round, asking the teacher for
     each round's picks: ``ask(indices) -> (M, K)`` distributions. The probe of a round learns the labels so
     far, batch-calibrated over them (as distill reads them). Returns the picks in order, their
     distributions, and each round's selection seconds (the teacher's time is the caller's to measure)."""
-    from .distributions import batch_calibrated, pool_prior
-    from .gold import Probe
-
     picked: list[int] = []
     probs: list[np.ndarray] = []
     seconds: list[float] = []
@@ -129,9 +155,7 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         if not picked:
             chosen = coverage_picks(x, step, seed)[:size]
         else:
-            so_far = np.vstack(probs)
-            y = batch_calibrated(so_far, pool_prior(so_far)).argmax(axis=1)
-            scores = Probe.fit(x[picked], y, so_far.shape[1]).predict(x)
+            scores = _probe(x[picked], np.vstack(probs)).predict(x)
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds))[:size]
         seconds.append(time.perf_counter() - tick)

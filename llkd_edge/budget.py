@@ -14,16 +14,26 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .active import budget_count, run_rounds
+from .active import budget_count, fill_rest, run_rounds
 from .config import LabelBudget
 from .data import Dataset
 from .files import atomic_path
 from .store import unique_texts
+
+
+@dataclass(frozen=True)
+class Filled:
+    """``--fill-rest``: the pool texts the teacher never labelled, each with the distribution of the probe fitted
+    on the teacher's labels (``active.fill_rest``). Trained on beside the teacher's rows, never stored or counted
+    as teacher labels."""
+
+    texts: list[str]
+    probs: np.ndarray  # (M, K)
 
 
 def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
@@ -44,12 +54,13 @@ def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
     return x
 
 
-def pick_and_label(dataset: Dataset, k: int, label, store_path: str, budget: LabelBudget, seed: int,
-                   progress: bool = True) -> tuple[list[int], list, dict]:
+def pick_and_label(dataset: Dataset, labels: tuple[str, ...], label, store_path: str, budget: LabelBudget, seed: int,
+                   progress: bool = True) -> tuple[list[int], list, dict, Filled | None]:
     """Label the texts of ``dataset`` (eval and gold texts already taken out) that the rounds pick, up to the
-    budget; ``k`` labels; ``label(Dataset) -> labelling.Labelled`` asks the teacher through the store. Returns
-    the picked texts' indices into ``dataset.texts`` (in the order they were picked), their rows, and a record
-    for the summary: the budget, each round's picks, teacher calls and seconds."""
+    budget; ``labels``: the label names; ``label(Dataset) -> labelling.Labelled`` asks the teacher through the store. Returns
+    the picked texts' indices into ``dataset.texts`` (in the order they were picked), their rows, a record
+    for the summary (the budget, each round's picks, teacher calls and seconds), and with ``budget.fill_rest``
+    the rest of the pool labelled by the probe (else None)."""
     from tqdm.auto import tqdm
 
     first, _ = unique_texts(dataset.texts)
@@ -57,7 +68,7 @@ def pick_and_label(dataset: Dataset, k: int, label, store_path: str, budget: Lab
     texts = [dataset.texts[i] for i in where]
     n = len(texts)
     total = budget_count(budget.budget, n)
-    step = max(2 * k, round(budget.step * n))
+    step = max(2 * len(labels), round(budget.step * n))
     started = time.perf_counter()
     x = _embeddings(texts, Path(store_path).with_suffix(".embeddings.npz"), progress)
     embed_seconds = time.perf_counter() - started
@@ -75,8 +86,17 @@ def pick_and_label(dataset: Dataset, k: int, label, store_path: str, budget: Lab
         bar.set_postfix(round=len(rounds), asked=sum(r["teacher_calls"] for r in rounds))
         return np.array([r.probs for r in got.rows])
 
-    picked, _, select_seconds = run_rounds(x, total, step, budget.strategy, seed, ask)
+    picked, probs, select_seconds = run_rounds(x, total, step, budget.strategy, seed, ask)
     bar.close()
+    filled = None
+    filled_right = None
+    if budget.fill_rest:
+        rest, rest_probs = fill_rest(x, picked, probs)
+        filled = Filled([texts[i] for i in rest], rest_probs)
+        gold = [dataset.gold[where[i]] for i in rest] if dataset.gold is not None else []
+        known = [(p.argmax(), g) for p, g in zip(rest_probs, gold) if g in labels]
+        if known:  # DATA's own gold labels, where it has them: only ever reported
+            filled_right = round(float(np.mean([labels[j] == g for j, g in known])), 4)
     for r, s in zip(rounds, select_seconds):
         r["select_seconds"] = round(s, 2)
     calls = sum(r["teacher_calls"] for r in rounds)
@@ -84,11 +104,12 @@ def pick_and_label(dataset: Dataset, k: int, label, store_path: str, budget: Lab
         print(f"{dataset.name}: the teacher labelled {len(picked)} of {n} texts ({calls} asked now, "
               f"{len(picked) - calls} already stored) in {len(rounds)} rounds; {n - len(picked)} left unlabelled",
               file=sys.stderr)
-    record = {**{f: getattr(budget, f) for f in ("budget", "strategy", "step")}, "pool_texts": n,
+    record = {**{f: getattr(budget, f) for f in ("budget", "strategy", "step", "fill_rest")}, "pool_texts": n,
               "texts_labelled": len(picked), "step_texts": step, "teacher_calls": calls,
+              "texts_filled": len(filled.texts) if filled else 0, "filled_labels_right": filled_right,
               "label_seconds": round(sum(r["label_seconds"] for r in rounds), 2),
               "embed_seconds": round(embed_seconds, 2), "rounds": rounds}
-    return [where[i] for i in picked], rows, record
+    return [where[i] for i in picked], rows, record, filled
 
 
 def without(dataset: Dataset, held: set[str]) -> Dataset:

@@ -231,6 +231,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               help="With --label-budget: how each round picks (random: the baseline).")
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
+@click.option("--fill-rest", is_flag=True, help="With --label-budget: the student also learns the texts the teacher "
+              "never labelled, each with the distribution of the probe fitted on the teacher's labels (never stored "
+              "or counted as teacher labels).")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -240,13 +243,13 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
             seed, momentum, topk_ratio, need_pass, pool_calibration, relabel, gold_file, gold_weight, label_budget,
-            label_strategy, label_step, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
+            label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .config import TrainConfig
     from .distill import distill as run_distill
 
-    if label_budget is None and (label_strategy != "active" or label_step != 0.05):
-        raise UserError("--label-strategy and --label-step take effect with --label-budget only")
+    if label_budget is None and (label_strategy != "active" or label_step != 0.05 or fill_rest):
+        raise UserError("--label-strategy, --label-step and --fill-rest take effect with --label-budget only")
     scoring, teacher = _scoring(data, opts)
     config = DistillConfig(
         data=data,
@@ -267,7 +270,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         pool_calibration=pool_calibration,
         gold=gold_file,
         relabel=None if relabel == "none" else relabel,
-        label_budget=None if label_budget is None else LabelBudget(label_budget, label_strategy, label_step),
+        label_budget=None if label_budget is None else LabelBudget(label_budget, label_strategy, label_step, fill_rest),
         **_prompt(data, opts),
     )
     metrics = run_distill(config, resume=resume)
@@ -304,6 +307,10 @@ def _print_distill_summary(run_dir: str, m: dict) -> None:
         click.echo(f"label budget: the teacher labelled {b['texts_labelled']} of {b['pool_texts']} pool texts in "
                    f"{len(b['rounds'])} rounds ({b['strategy']}; {b['teacher_calls']} teacher calls this run, the rest "
                    "from the store)")
+        if data.get("filled_size"):
+            right = b.get("filled_labels_right")
+            click.echo(f"fill: the student also learnt {data['filled_size']} texts the teacher never saw, labelled by "
+                       "the rounds' probe" + (f" ({right:.1%} right by DATA's gold labels)" if right is not None else ""))
     click.echo(f"student {m['student_model']['name']} trained with {sel['method']} selection on {data['pool_size']} "
                f"texts; {sel['fraction_used']:.1%} of the pool used; selected per epoch {sel['selected_per_epoch']}")
     if m["student"]:

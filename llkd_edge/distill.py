@@ -25,6 +25,7 @@ from .labelling import (Labelled, check_gold, gold_scores, label_dataset, label_
 from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (
+    BUDGET_PICKS,
     RunConfigRecord,
     default_eval,
     is_store,
@@ -36,7 +37,7 @@ from .runs import (
     store_pool,
     versions,
 )
-from .store import LabelStore, check_label_store
+from .store import LabelStore, check_label_store, text_hash
 from .teacher import load_teacher
 
 
@@ -111,6 +112,19 @@ def _without(pool: Labelled, texts: list[str]) -> tuple[Labelled, int]:
     trimmed = Labelled([pool.texts[i] for i in keep], [pool.rows[i] for i in keep], gold, pool.total,
                        pool.labelled, pool.cached, pool.skipped, pool.duplicates, pool.seconds)
     return trimmed, len(pool.texts) - len(keep)
+
+
+def _plus_filled(training, filled, shown: list[str]):
+    """``--fill-rest``: the training pool with the texts the teacher never labelled appended, each with the
+    rounds' probe distribution (``budget.Filled``; a --few-shot example stays out), untrusted, weight 1."""
+    from .train import Pool
+
+    held = {text_key(t) for t in shown}
+    keep = [i for i, t in enumerate(filled.texts) if text_key(t) not in held]
+    return Pool(training.texts + [filled.texts[i] for i in keep],
+                np.vstack([training.probs, filled.probs[keep]]) if keep else training.probs,
+                trusted=np.r_[training.trusted, np.zeros(len(keep), bool)],
+                weights=np.r_[training.weights, np.ones(len(keep))]), len(keep)
 
 
 def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_probs: np.ndarray,
@@ -215,15 +229,15 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         choice = _choose_prompt(config, teacher, source, evalset, gold, progress)
         config = replace(config, scoring=teacher.scoring)  # recorded, and used by export, evolve and bench
     left_out: dict[str, int] = {}
-    budget_record = None
+    budget_record = filled = None
     if data_is_store:
         pool, left_out = _pool_from_store(config, teacher, progress)
     elif config.label_budget:  # the rounds never spend a teacher call on an eval or gold text
         from .budget import without
 
         held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
-        pool, budget_record = label_within_budget(without(source, held), teacher, store_path, config.label_budget,
-                                                  config.train.seed, progress)
+        pool, budget_record, filled = label_within_budget(without(source, held), teacher, store_path,
+                                                          config.label_budget, config.train.seed, progress)
     else:
         pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
     overlap = gold_overlap = 0
@@ -258,6 +272,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         "versions": versions(),
     }
     write_json(run_dir / "config.json", provenance)
+    if budget_record:  # which texts the teacher labelled: Run.pool reads exactly these back, whatever the store gains
+        write_json(run_dir / BUDGET_PICKS, {"text_sha256": [text_hash(t) for t in pool.texts]})
 
     # 2. The student, with --gold on the labels the gold texts judge best, and on the gold texts themselves.
     train_started = time.perf_counter()
@@ -277,6 +293,9 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         if config.relabel:
             probs, relabel_record = _relabelled(pool, probs, labels.names, config.train.seed, progress)
         training = Pool(pool.texts, probs)
+    filled_count = 0
+    if filled:  # never counted as teacher labels: metrics' data.filled_size, label_budget.texts_filled
+        training, filled_count = _plus_filled(training, filled, shown)
     student = build_student(config.train.student, labels.names, config.train.seed)
     stats = train(student, training, config.train, run_dir, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - train_started
@@ -322,7 +341,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "pool_texts_dropped_as_eval_overlap": overlap,
             "pool_texts_dropped_as_gold": gold_overlap,
             "pool_texts_dropped_as_few_shot": demo_overlap,
-            "gold_size": len(training.texts) - n,  # --gold texts trained on beside the pool
+            "gold_size": len(training.texts) - n - filled_count,  # --gold texts trained on beside the pool
+            "filled_size": filled_count,  # --fill-rest: texts the teacher never saw, labelled by the rounds' probe
             "store_rows_left_out": left_out,  # DATA a store: rows not trained on, by reason (eval, validation, ...)
             "eval": evalset.name if evalset else None,
             "eval_size": len(evaluated.rows) if evaluated else 0,

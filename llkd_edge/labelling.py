@@ -173,21 +173,21 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
 
 
 def label_within_budget(dataset: Dataset, teacher: TeacherBackend, store_path: str, budget, seed: int,
-                        progress: bool = True) -> tuple[Labelled, dict]:
+                        progress: bool = True) -> tuple[Labelled, dict, object]:
     """``--label-budget``/``--budget``: only the part of ``dataset`` that active rounds pick is labelled
-    (``budget.pick_and_label``). Returns the picked texts as one ``Labelled``, in pick order, and the rounds'
-    record."""
+    (``budget.pick_and_label``). Returns the picked texts as one ``Labelled``, in pick order, the rounds'
+    record, and with ``budget.fill_rest`` the rest labelled by the probe (``budget.Filled``; else None)."""
     from .budget import pick_and_label
 
-    picked, rows, record = pick_and_label(
-        dataset, len(teacher.scoring.labels.names),
+    picked, rows, record, filled = pick_and_label(
+        dataset, tuple(teacher.scoring.labels.names),
         lambda d: label_dataset(d, teacher, store_path, progress=False, role="pool"), store_path, budget, seed,
         progress)
     calls = record["teacher_calls"]
     labelled = Labelled([dataset.texts[i] for i in picked], rows,
                         None if dataset.gold is None else [dataset.gold[i] for i in picked], len(dataset.texts),
                         calls, len(picked) - calls, 0, 0, record["label_seconds"])
-    return labelled, record
+    return labelled, record, filled
 
 
 def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = True) -> LabelSummary:
@@ -235,7 +235,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
             from .budget import without
 
             pool = without(dataset, held)
-            result, budget = label_within_budget(pool, teacher, config.store, config.budget, config.seed, progress)
+            result, budget, _ = label_within_budget(pool, teacher, config.store, config.budget, config.seed, progress)
             chosen = {text_key(t) for t in result.texts}
             left = [pool.texts[i] for i in unique_texts(pool.texts)[0].values() if text_key(pool.texts[i]) not in chosen]
             budget["left_unlabelled"] = len(left)

@@ -9,6 +9,8 @@ RUN_DIR holds:
   student/                the trained student (transformers ``save_pretrained``, with its tokenizer)
   confusion_matrix.png    the student on the eval set
   checkpoint.pt           the last finished epoch, for --resume (tensors + JSON; no pickle)
+  budget_picks.json       with --label-budget: which texts the teacher labelled (their hashes), so the pool reads
+                          back exactly, however the label store grows after
 
 ``prepare_run_folder`` creates one or checks that a resumed one holds the same run (its identity, the
 config fields not marked ``config.RUNTIME``); ``open_run`` reads a finished one as a ``Run``. Nothing here
@@ -79,6 +81,7 @@ class MetricsRecord(TypedDict, total=False):
 
 
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
+BUDGET_PICKS = "budget_picks.json"  # --label-budget: the hashes of the texts the teacher labelled, in pick order
 
 
 def versions(*extra: str) -> dict:
@@ -242,7 +245,9 @@ class Run:
                 per_key = [store.rows(key, order) for key in keys]
             found = {h for h in order if all(h in rows for rows in per_key)}
             if self.metrics.get("label_budget"):  # the teacher labelled only the part the rounds picked
-                order = [h for h in order if h in found]
+                picks = self.path / BUDGET_PICKS  # (runs before it was written: every pool text the store holds)
+                chosen = set(read_json(picks)["text_sha256"]) if picks.is_file() else found
+                order = [h for h in order if h in chosen]
             missing = sum(h not in found for h in order)
             if missing:
                 raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "

@@ -287,6 +287,23 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     b2 = json.loads((tmp_path / "more" / "metrics.json").read_text())["label_budget"]
     assert [r["teacher_calls"] for r in b2["rounds"]] == [0, 0, 30] and b2["texts_labelled"] == 90
 
+    from llkd_edge.runs import open_run
+    from llkd_edge.train import selected_mask
+
+    # --fill-rest: the budget's 60 texts from the store, the other 60 labelled by the rounds' probe; the student
+    # learns all 120, the store and the run's read-back pool hold the teacher's 60 alone
+    filled = distill([*small, "--label-budget", "0.5", "--fill-rest", "--out", str(tmp_path / "filled")])
+    m3 = json.loads((tmp_path / "filled" / "metrics.json").read_text())
+    b3 = m3["label_budget"]
+    assert b3["teacher_calls"] == 0 and b3["fill_rest"] and b3["texts_filled"] == 60
+    assert 0.5 < b3["filled_labels_right"] <= 1  # bbc-news's gold labels: the probe is right on most
+    assert m3["data"]["pool_size"] == 60 and m3["data"]["filled_size"] == 60 and m3["data"]["gold_size"] == 0
+    assert len(selected_mask(tmp_path / "filled")) == 120
+    assert "the student also learnt 60 texts the teacher never saw" in filled.output
+    with LabelStore(store, existing=True) as s:
+        assert sum("pool" in r for r in s.roles().values()) == 90
+    assert len(open_run(tmp_path / "filled").pool()) == 60
+
     # an option that needs the budget is refused without it, before any teacher time
     bad = CliRunner().invoke(main, ["distill", "bbc-news", *small, "--label-strategy", "random", "--out",
                                     str(tmp_path / "bad")])

@@ -89,3 +89,35 @@ def test_rounds_ask_only_for_their_picks_and_a_larger_budget_makes_the_same_roun
     assert more[:20].tolist() == picks[:20].tolist()  # whole rounds repeat; the partial one starts the same
     assert set(picks[20:].tolist()) <= set(more[20:30].tolist())
     assert set(kind[picks[:10]].tolist()) == {0, 1, 2}
+
+
+def test_coverage_rounds_pick_one_typical_text_per_cluster_of_the_unlabelled():
+    # Three kinds; kind 0's texts already labelled. Two picks: one from each of the other kinds, each the
+    # text nearest its cluster's centre, whatever the probe says (uniform here).
+    x, kind = _blobs([20, 20, 20], spread=0.3)
+    probs = np.full((60, 3), 1 / 3)
+    unlabelled = np.arange(20, 60)
+    picks = next_picks("coverage", probs, x, unlabelled, 2, seed=0, round_=1)
+    assert sorted(kind[picks].tolist()) == [1, 2]
+    for p in picks:
+        same = unlabelled[kind[unlabelled] == kind[p]]
+        centre = x[same].mean(axis=0)
+        nearest = same[np.argmin(((x[same] - centre) ** 2).sum(1))]
+        assert np.sum((x[p] - centre) ** 2) <= np.sum((x[nearest] - centre) ** 2) + 0.05
+    assert next_picks("coverage", probs, x, unlabelled, 2, seed=0, round_=1).tolist() == picks.tolist()
+
+
+def test_the_rest_is_filled_by_a_probe_on_the_teachers_labels():
+    # Two kinds; the teacher labelled 5 texts of each, right. The 50 others get the probe's distribution,
+    # sure and right, in ascending index order; nothing picked is filled again.
+    from llkd_edge.active import fill_rest
+
+    x, kind = _blobs([30, 30], spread=0.3)
+    picked = np.r_[np.arange(5), 30 + np.arange(5)]
+    teacher = np.eye(2)[kind[picked]] * 0.8 + 0.1
+    rest, probs = fill_rest(x, picked, teacher)
+    assert rest.tolist() == [i for i in range(60) if i not in set(picked.tolist())]
+    assert probs.shape == (50, 2) and probs.sum(1) == pytest.approx(1)
+    assert (probs.argmax(1) == kind[rest]).all() and probs.max(1).min() > 0.9
+    none, empty = fill_rest(x[:10], np.arange(10), np.eye(2)[kind[:10]])
+    assert none.size == 0 and empty.shape == (0, 2)
