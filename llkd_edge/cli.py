@@ -152,7 +152,7 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--budget", type=float, help="Label only this share of DATA (0-1) or this many texts, picked in rounds "
               "by what the student's encoder finds unsure and new (as distill --label-budget; default: every text).")
 @click.option("--budget-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
-              help="With --budget: how each round picks (random: the baseline).")
+              help="With --budget: how each round picks (coverage: typical texts, spread out; random: the baseline).")
 @click.option("--budget-step", default=0.05, show_default=True, help="With --budget: texts per round, as a share of DATA.")
 @click.option("--seed", default=0, show_default=True, help="With --budget: the rounds' seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -228,7 +228,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
               "texts, picked in rounds by what the student's encoder finds unsure and new (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
-              help="With --label-budget: how each round picks (random: the baseline).")
+              help="With --label-budget: how each round picks (coverage: typical texts, spread out; random: the baseline).")
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
 @click.option("--fill-rest", is_flag=True, help="With --label-budget: the student also learns the texts the teacher "
