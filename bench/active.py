@@ -3,6 +3,11 @@ rounds pick, against random rounds of the same size and against the whole pool l
 
     python -m bench.active                       # 3 datasets x 3 budgets x 2 strategies x 3 seeds; resumes
     python -m bench.active --datasets bbc-news --seeds 0
+    python -m bench.active --strategies active coverage random --fill none probe --report-only
+                                                 # the table and plot of every cell run so far
+
+`--fill probe` cells train the student on the picks plus the rest of the pool labelled by the rounds' probe,
+as distill does by default (`--fill-rest`); `none` on the picks alone (`--no-fill-rest`).
 
 Data and student as in bench/study.py and bench/calibration.py: the study's 1000-text pools with their
 stored teacher labels (gemma3-270m), so a round "asks" the store, not the teacher; the first 500 test texts;
@@ -33,12 +38,14 @@ DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
 BUDGETS = (0.1, 0.2, 0.4)
 PLAN = replace(FULL, pool_calibration="batch")
 STUDY = RESULTS / "study" / "study.json"
+COLOURS = {"active": "tab:blue", "coverage": "tab:green", "random": "tab:orange"}
+MARKERS = {"active": "o", "coverage": "^", "random": "s"}
 
 
 def subset(split, picked: np.ndarray, x: np.ndarray | None = None):
     """``split`` with its pool cut to ``picked`` (in pick order), the rows batch-calibrated over those; with the
     pool's embeddings ``x``, the rest follows, each text with the distribution of the probe fitted on the picks
-    (``active.fill_rest``, ``--label-fill``)."""
+    (``active.fill_rest``, ``--fill-rest``)."""
     rows = [split.pool.rows[i] for i in picked]
     rows = recalibrated(rows, split.labels.names, pool_prior([r.probs for r in rows]))
     order = list(picked)
@@ -64,7 +71,8 @@ def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
 
 
 def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, strategies=("active", "random"),
-        fills=(False,)) -> list[dict]:
+        fills=(False,), report_only: bool = False) -> list[dict]:
+    """The cells (read back when run before, else run now); ``report_only``: those run before alone."""
     from tqdm.auto import tqdm
 
     tuned = read_json(STUDY)["tuned_learning_rate"]
@@ -89,8 +97,8 @@ def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, 
             for budget, strategy, fill in ((b, s, f) for b in budgets for s in strategies for f in fills):
                 tail = "__fill" if fill else ""
                 path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}{tail}.json"
-                if path.exists():
-                    cells.append(read_json(path))
+                if path.exists() or report_only:
+                    cells.extend([read_json(path)] if path.exists() else [])
                     bar.update(1)
                     continue
                 bar.set_description(f"{dataset} {strategy} {budget:.0%} seed {seed}")
@@ -152,16 +160,20 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         full = [r for r in rows if r["dataset"] == dataset and r["strategy"] == "full"]
-        for strategy, style in (("active", "o-"), ("random", "s--")):
+        strategies = sorted({r["strategy"] for r in rows if r["dataset"] == dataset} - {"full"})
+        for strategy in strategies:  # a colour per strategy, solid with the fill, dashed without
             got = sorted([r for r in rows if r["dataset"] == dataset and r["strategy"] == strategy] + full,
                          key=lambda r: r["budget"])
+            base = strategy.removesuffix("+fill")
             ax.errorbar([r["budget"] * 100 for r in got], [r["macro_f1"]["mean"] for r in got],
-                        yerr=[r["macro_f1"]["std"] for r in got], fmt=style, capsize=3, label=strategy)
+                        yerr=[r["macro_f1"]["std"] for r in got], fmt=MARKERS.get(base, "o") + (
+                            "-" if strategy.endswith("+fill") else "--"), color=COLOURS.get(base), capsize=3,
+                        label=strategy, alpha=0.9)
         ax.set_title(dataset)
         ax.set_xlabel("teacher calls, % of the pool")
         ax.set_ylabel("student macro-F1 (test)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     save_plot(fig, path)
 
@@ -170,16 +182,19 @@ def main() -> None:
     parser = pool_arguments(__doc__, "active", DATASETS)
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["active", "random"])
+    parser.add_argument("--report-only", action="store_true", help="only the cells already run (the full-pool "
+                        "point excepted); train nothing else")
     parser.add_argument("--fill", nargs="+", choices=("none", "probe"), default=["none"],
-                        help="probe: the student also learns the rest, labelled by the probe (--label-fill)")
+                        help="probe: the student also learns the rest, labelled by the probe (distill --fill-rest)")
     args = parser.parse_args()
     started = time.perf_counter()
     cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store,
-                tuple(args.budgets), tuple(args.strategies), tuple(f == "probe" for f in args.fill))
+                tuple(args.budgets), tuple(args.strategies), tuple(f == "probe" for f in args.fill),
+                args.report_only)
     rows = summary(cells)
     report = {**record(args.threads, "torch", "scikit-learn"), "cells": cells, "summary": rows,
               "student": {"name": PLAN.student, "max_length": PLAN.max_length, "epochs": PLAN.epochs},
-              "budgets": BUDGETS, "seconds": round(time.perf_counter() - started, 1)}
+              "budgets": args.budgets, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)
     write_report(out, report, markdown(rows))
     plot(rows, out.with_suffix(".png"))

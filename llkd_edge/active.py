@@ -17,9 +17,9 @@ The teacher labels the pool in rounds of ``step`` texts until the budget is spen
 - **``random``** (the baseline): each round ``step`` texts at random from those not yet labelled.
 
 **The rest, filled** (``fill_rest``): once the budget is spent, the probe fitted on every teacher label
-gives its distribution for each text the teacher never saw; distill can train on those too (``--label-fill``),
-kept apart from the teacher's labels in every record. The selection method then weighs them as it weighs the
-teacher's: by their confidence.
+gives its distribution for each text the teacher never saw; distill trains on those too (by default;
+``--no-fill-rest`` leaves them out), kept apart from the teacher's labels in every record. The selection
+method then weighs them as it weighs the teacher's: by their confidence.
 
 Picks come ordered (most informative first) and every round is a pure function of the pool, the labels so
 far and the seed, so a run with a larger budget makes the same rounds first: the labels an earlier run paid

@@ -184,7 +184,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         ray=ray_config,
         role=role,
         gold=gold_file,
-        budget=None if budget is None else LabelBudget(budget, budget_strategy, budget_step),
+        budget=None if budget is None else LabelBudget(budget, budget_strategy, budget_step, fill_rest=False),
         seed=seed,
         **_prompt(data, opts),
     )
@@ -231,9 +231,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               help="With --label-budget: how each round picks (coverage: typical texts, spread out; random: the baseline).")
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
-@click.option("--fill-rest", is_flag=True, help="With --label-budget: the student also learns the texts the teacher "
-              "never labelled, each with the distribution of the probe fitted on the teacher's labels (never stored "
-              "or counted as teacher labels).")
+@click.option("--fill-rest/--no-fill-rest", default=None, help="With --label-budget: the student also learns the "
+              "texts the teacher never labelled, each with the distribution of the probe fitted on the teacher's labels "
+              "(never stored or counted as teacher labels)  [default: on].")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")
@@ -248,7 +248,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
     from .config import TrainConfig
     from .distill import distill as run_distill
 
-    if label_budget is None and (label_strategy != "active" or label_step != 0.05 or fill_rest):
+    if label_budget is None and (label_strategy != "active" or label_step != 0.05 or fill_rest is not None):
         raise UserError("--label-strategy, --label-step and --fill-rest take effect with --label-budget only")
     scoring, teacher = _scoring(data, opts)
     config = DistillConfig(
@@ -270,7 +270,8 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         pool_calibration=pool_calibration,
         gold=gold_file,
         relabel=None if relabel == "none" else relabel,
-        label_budget=None if label_budget is None else LabelBudget(label_budget, label_strategy, label_step, fill_rest),
+        label_budget=None if label_budget is None else LabelBudget(
+            label_budget, label_strategy, label_step, fill_rest is not False),
         **_prompt(data, opts),
     )
     metrics = run_distill(config, resume=resume)

@@ -309,7 +309,7 @@ class LabelBudget:
     budget: float  # (0, 1]: a share of the pool; above 1: a count of texts
     strategy: str = "active"  # or "random", the baseline
     step: float = 0.05  # texts per round: a share of the pool (at least 2 per label)
-    fill_rest: bool = False  # distill --fill-rest: the student also learns the rest, labelled by the rounds' probe
+    fill_rest: bool = True  # distill: the student also learns the rest, labelled by the rounds' probe (label: off)
 
     def __post_init__(self) -> None:
         from .active import STRATEGIES

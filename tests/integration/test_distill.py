@@ -282,16 +282,20 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
         roles = list(s.roles().values())
     assert sum("pool" in r for r in roles) == 60  # the other 60 texts never reached the teacher, nor the store
 
-    # the same rounds first, from the store; only the third round costs teacher calls
-    distill([*small, "--label-budget", "90", "--out", str(tmp_path / "more")])
-    b2 = json.loads((tmp_path / "more" / "metrics.json").read_text())["label_budget"]
-    assert [r["teacher_calls"] for r in b2["rounds"]] == [0, 0, 30] and b2["texts_labelled"] == 90
-
     from llkd_edge.runs import open_run
     from llkd_edge.train import selected_mask
 
-    # --fill-rest: the budget's 60 texts from the store, the other 60 labelled by the rounds' probe; the student
-    # learns all 120, the store and the run's read-back pool hold the teacher's 60 alone
+    # the same rounds first, from the store; only the third round costs teacher calls. --no-fill-rest: the
+    # student learns the teacher's 90 labels alone
+    distill([*small, "--label-budget", "90", "--no-fill-rest", "--out", str(tmp_path / "more")])
+    m2 = json.loads((tmp_path / "more" / "metrics.json").read_text())
+    b2 = m2["label_budget"]
+    assert [r["teacher_calls"] for r in b2["rounds"]] == [0, 0, 30] and b2["texts_labelled"] == 90
+    assert not b2["fill_rest"] and not m2["data"].get("filled_size") and len(selected_mask(tmp_path / "more")) == 90
+
+    # the fill (on by default, as in the first run): the budget's 60 texts from the store, the other 60 labelled
+    # by the rounds' probe; the student learns all 120, the store and the run's read-back pool hold the teacher's 60
+    assert b["fill_rest"] and m["data"]["filled_size"] == 60
     filled = distill([*small, "--label-budget", "0.5", "--fill-rest", "--out", str(tmp_path / "filled")])
     m3 = json.loads((tmp_path / "filled" / "metrics.json").read_text())
     b3 = m3["label_budget"]

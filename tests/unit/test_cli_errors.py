@@ -108,6 +108,11 @@ CASES = {
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--budget-strategy", "random"],
         "take effect with --budget only",
     ),
+    "fill options without a label budget": (
+        lambda p: ["distill", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--out", str(p / "run"),
+                   "--no-fill-rest"],
+        "take effect with --label-budget only",
+    ),
     "bad max tokens": (
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--max-text-tokens", "0"],
         "max-text-tokens",
