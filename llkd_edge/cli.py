@@ -92,6 +92,11 @@ def teacher_options(func):
     return func
 
 
+def _given(**options) -> dict:
+    """The options the user gave (not None), as keyword arguments: the rest keep the config's defaults."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _prompt(data, opts) -> dict:
     """--prompt and --prompt-sample as config fields: auto unless a person wrote the task (--task, --few-shot, or
     a built-in dataset's own task, which beat the auto choice on 3 of 4 built-in sets: bench/RESULTS.md)."""
@@ -150,9 +155,10 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--gold", "gold_file", help="A few gold-labelled texts (same format as DATA): the teacher's accuracy on "
               "them, with a 95% interval, is reported (they are labelled too, and marked as held out).")
 @click.option("--budget", type=float, help="Label only this share of DATA (0-1) or this many texts, picked in rounds "
-              "by what the student's encoder finds unsure and new (as distill --label-budget; default: every text).")
-@click.option("--budget-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
-              help="With --budget: how each round picks (coverage: typical texts, spread out; random: the baseline).")
+              "(as distill --label-budget; default: every text).")
+@click.option("--budget-strategy", type=click.Choice(STRATEGIES), show_default="random",
+              help="With --budget: how each round picks (random: a random slice, the most robust in our study; active: "
+              "what the student's encoder finds unsure, spread out; coverage: typical texts, spread out).")
 @click.option("--budget-step", default=0.05, show_default=True, help="With --budget: texts per round, as a share of DATA.")
 @click.option("--seed", default=0, show_default=True, help="With --budget: the rounds' seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -167,7 +173,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
     if backend != "ray" and any(v is not None for v in given.values()):
         raise UserError(f"{', '.join(k for k, v in given.items() if v is not None)}: only with --backend ray")
     ray_config = RayConfig(**{k.lstrip("-").replace("-", "_"): v for k, v in given.items() if v is not None})
-    if budget is None and (budget_strategy != "active" or budget_step != 0.05 or seed != 0):
+    if budget is None and (budget_strategy is not None or budget_step != 0.05 or seed != 0):
         raise UserError("--budget-strategy, --budget-step and --seed take effect with --budget only")
     scoring, teacher = _scoring(data, opts)
     config = LabelRunConfig(
@@ -184,7 +190,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
         ray=ray_config,
         role=role,
         gold=gold_file,
-        budget=None if budget is None else LabelBudget(budget, budget_strategy, budget_step, fill_rest=False),
+        budget=None if budget is None else LabelBudget(budget, step=budget_step, fill_rest=False,
+                                                          **_given(strategy=budget_strategy)),
         seed=seed,
         **_prompt(data, opts),
     )
@@ -226,9 +233,10 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               help="probe: check the teacher's labels against a probe on the pool's sentence embeddings, cross-fitted, "
               "and train on the product of the two (overrules labels that similar texts contradict).")
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
-              "texts, picked in rounds by what the student's encoder finds unsure and new (default: every text).")
-@click.option("--label-strategy", type=click.Choice(STRATEGIES), default="active", show_default=True,
-              help="With --label-budget: how each round picks (coverage: typical texts, spread out; random: the baseline).")
+              "texts, picked in rounds (default: every text).")
+@click.option("--label-strategy", type=click.Choice(STRATEGIES), show_default="random",
+              help="With --label-budget: how each round picks (random: a random slice, the most robust in our study; "
+              "active: what the student's encoder finds unsure, spread out; coverage: typical texts, spread out).")
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
 @click.option("--fill-rest/--no-fill-rest", default=None, help="With --label-budget: the student also learns the "
@@ -248,7 +256,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
     from .config import TrainConfig
     from .distill import distill as run_distill
 
-    if label_budget is None and (label_strategy != "active" or label_step != 0.05 or fill_rest is not None):
+    if label_budget is None and (label_strategy is not None or label_step != 0.05 or fill_rest is not None):
         raise UserError("--label-strategy, --label-step and --fill-rest take effect with --label-budget only")
     scoring, teacher = _scoring(data, opts)
     config = DistillConfig(
@@ -271,7 +279,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         gold=gold_file,
         relabel=None if relabel == "none" else relabel,
         label_budget=None if label_budget is None else LabelBudget(
-            label_budget, label_strategy, label_step, fill_rest is not False),
+            label_budget, step=label_step, fill_rest=fill_rest is not False, **_given(strategy=label_strategy)),
         **_prompt(data, opts),
     )
     metrics = run_distill(config, resume=resume)

@@ -270,7 +270,7 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     first = distill([*small, "--label-budget", "0.5", "--out", str(tmp_path / "half")])
     m = json.loads((tmp_path / "half" / "metrics.json").read_text())
     b = m["label_budget"]
-    assert (b["pool_texts"], b["texts_labelled"], b["step_texts"], b["strategy"]) == (120, 60, 30, "active")
+    assert (b["pool_texts"], b["texts_labelled"], b["step_texts"], b["strategy"]) == (120, 60, 30, "random")
     assert [r["picked"] for r in b["rounds"]] == [30, 30] and b["teacher_calls"] == 60
     assert m["data"]["pool_size"] == 60 and m["labelled_now"]["pool"] == 60
     assert (tmp_path / "labels.embeddings.npz").exists()  # beside the store, read again by the next run

@@ -226,7 +226,7 @@ def test_gold_texts_give_the_teachers_accuracy_with_an_interval_and_are_held_out
 def test_a_budget_labels_the_picked_share_lists_the_rest_and_a_larger_budget_pays_only_for_new_rounds(tmp_path):
     store, out = tmp_path / "labels.sqlite", tmp_path / "labels.csv"
     args = ["label", "bbc-news:train", "--limit", "60", "--max-text-tokens", "32", "--store", str(store),
-            "--budget-step", "0.25", "--out", str(out), "--json"]  # rounds of 15 texts
+            "--budget-step", "0.25", "--budget-strategy", "active", "--out", str(out), "--json"]  # rounds of 15
     first = json.loads(invoke([*args, "--budget", "0.5"]).stdout)
     b = first["budget"]
     assert (first["labelled"], b["texts_labelled"], b["teacher_calls"], b["left_unlabelled"]) == (30, 30, 30, 30)
