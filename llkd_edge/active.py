@@ -88,11 +88,12 @@ def _fill(picks: np.ndarray, n: int, total: int) -> np.ndarray:
     return np.array(picks[:n], dtype=int)
 
 
-def next_picks(strategy: str, probs: np.ndarray, x: np.ndarray, unlabelled: np.ndarray, n: int, seed: int,
+def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelled: np.ndarray, n: int, seed: int,
                round_: int) -> np.ndarray:
     """Indices (into the pool) of the next ``n`` texts for the teacher, most informative first.
 
-    ``probs``: shape (N, K), the probe's distributions for the whole pool; ``x``: (N, D) embeddings;
+    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active`` only; None
+    will do for the others); ``x``: (N, D) embeddings;
     ``unlabelled``: indices not labelled yet. A partial round (the budget's last) takes the first picks of a
     full one (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
     """
@@ -156,7 +157,8 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         if not picked:
             chosen = coverage_picks(x, step, seed)[:size]
         else:
-            scores = _probe(x[picked], np.vstack(probs)).predict(x)
+            # only active rounds read the probe: random and coverage ones skip fitting it
+            scores = _probe(x[picked], np.vstack(probs)).predict(x) if strategy == "active" else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds))[:size]
         seconds.append(time.perf_counter() - tick)

@@ -72,6 +72,21 @@ def test_random_rounds_are_seeded_and_draw_from_the_unlabelled_only():
     assert set(a.tolist()) <= set(unlabelled.tolist()) and len(set(a.tolist())) == 8
 
 
+def test_random_rounds_fit_no_probe_and_active_ones_do(monkeypatch):
+    # The default strategy pays for no probe fit per round; only active rounds read the probe.
+    import llkd_edge.active as active
+
+    x, kind = _blobs([20, 20])
+    answers = np.eye(2)[kind] * 0.8 + 0.1
+    fits = []
+    real = active._probe
+    monkeypatch.setattr(active, "_probe", lambda *a: fits.append(1) or real(*a))
+    picks, _, _ = run_rounds(x, 20, 5, "random", 0, lambda idx: answers[idx])
+    assert fits == [] and len(set(picks.tolist())) == 20
+    run_rounds(x, 20, 5, "active", 0, lambda idx: answers[idx])
+    assert len(fits) == 3  # one per round after the coverage round
+
+
 def test_rounds_ask_only_for_their_picks_and_a_larger_budget_makes_the_same_rounds_first():
     # The teacher's answers are a fixed table here (the part under test is the rounds, not the teacher).
     x, kind = _blobs([30, 30, 30], spread=0.6)
