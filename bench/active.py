@@ -40,9 +40,10 @@ PLAN = replace(FULL, pool_calibration="batch")
 STUDY = RESULTS / "study" / "study.json"
 COLOURS = {"active": "tab:blue", "coverage": "tab:green", "random": "tab:orange"}
 MARKERS = {"active": "o", "coverage": "^", "random": "s"}
+FILLS = {"none": ("", ""), "probe": ("__fill", "+fill"), "tempered": ("__filltempered", "+fill-tempered")}
 
 
-def subset(split, picked: np.ndarray, x: np.ndarray | None = None):
+def subset(split, picked: np.ndarray, x: np.ndarray | None = None, temper: bool = False):
     """``split`` with its pool cut to ``picked`` (in pick order), the rows batch-calibrated over those; with the
     pool's embeddings ``x``, the rest follows, each text with the distribution of the probe fitted on the picks
     (``active.fill_rest``, ``--fill-rest``)."""
@@ -50,7 +51,7 @@ def subset(split, picked: np.ndarray, x: np.ndarray | None = None):
     rows = recalibrated(rows, split.labels.names, pool_prior([r.probs for r in rows]))
     order = list(picked)
     if x is not None:
-        rest, probs = fill_rest(x, picked, np.array([split.pool.rows[i].probs for i in picked]))
+        rest, probs = fill_rest(x, picked, np.array([split.pool.rows[i].probs for i in picked]), temper)
         names = split.labels.names
         rows += [replace(split.pool.rows[i], probs=tuple(map(float, p)), label=names[int(p.argmax())],
                          confidence=float(p.max())) for i, p in zip(rest, probs)]
@@ -71,7 +72,7 @@ def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
 
 
 def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, strategies=("active", "random"),
-        fills=(False,), report_only: bool = False) -> list[dict]:
+        fills=("none",), report_only: bool = False) -> list[dict]:
     """The cells (read back when run before, else run now); ``report_only``: those run before alone."""
     from tqdm.auto import tqdm
 
@@ -95,7 +96,7 @@ def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, 
                           "test": cell["test"], "train_seconds": cell["train_seconds"],
                           "probe": probe_scores(x, test_x, split, np.arange(n), whole.pool.rows)})
             for budget, strategy, fill in ((b, s, f) for b in budgets for s in strategies for f in fills):
-                tail = "__fill" if fill else ""
+                tail = FILLS[fill][0]
                 path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}{tail}.json"
                 if path.exists() or report_only:
                     cells.extend([read_json(path)] if path.exists() else [])
@@ -105,14 +106,14 @@ def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, 
                 started = time.perf_counter()
                 picked, _, select = run_rounds(x, budget_count(budget, n), step, strategy, seed, lambda i: raw[i])
                 select_seconds = time.perf_counter() - started
-                sub = subset(split, picked, x if fill else None)
+                sub = subset(split, picked, x if fill != "none" else None, fill == "tempered")
                 got = run_cell(sub, PLAN, len(sub.pool.texts), "llkd", seed, lr, PLAN.epochs, threads)
                 gold = np.array(sub.pool.gold)
                 m = len(picked)
-                out = {"dataset": dataset, "strategy": strategy + ("+fill" if fill else ""), "budget": budget,
+                out = {"dataset": dataset, "strategy": strategy + FILLS[fill][1], "budget": budget,
                        "seed": seed, "filled": len(gold) - m,
                        "filled_labels_right": float(np.mean([r.label == g for r, g in zip(sub.pool.rows[m:], gold[m:])]))
-                       if fill and len(gold) > m else None,
+                       if fill != "none" and len(gold) > m else None,
                        "teacher_calls": len(picked), "rounds": len(select), "select_seconds": round(select_seconds, 2),
                        "test": got["test"], "train_seconds": got["train_seconds"],
                        "probe": probe_scores(x, test_x, split, picked, sub.pool.rows[:m]),
@@ -161,13 +162,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, dataset in zip(axes[0], datasets):
         full = [r for r in rows if r["dataset"] == dataset and r["strategy"] == "full"]
         strategies = sorted({r["strategy"] for r in rows if r["dataset"] == dataset} - {"full"})
-        for strategy in strategies:  # a colour per strategy, solid with the fill, dashed without
+        for strategy in strategies:  # a colour per strategy; solid: fill, dotted: tempered fill, dashed: none
             got = sorted([r for r in rows if r["dataset"] == dataset and r["strategy"] == strategy] + full,
                          key=lambda r: r["budget"])
-            base = strategy.removesuffix("+fill")
+            base, _, fill = strategy.partition("+")
             ax.errorbar([r["budget"] * 100 for r in got], [r["macro_f1"]["mean"] for r in got],
                         yerr=[r["macro_f1"]["std"] for r in got], fmt=MARKERS.get(base, "o") + (
-                            "-" if strategy.endswith("+fill") else "--"), color=COLOURS.get(base), capsize=3,
+                            {"fill": "-", "fill-tempered": ":"}.get(fill, "--")), color=COLOURS.get(base), capsize=3,
                         label=strategy, alpha=0.9)
         ax.set_title(dataset)
         ax.set_xlabel("teacher calls, % of the pool")
@@ -184,12 +185,13 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=["active", "random"])
     parser.add_argument("--report-only", action="store_true", help="only the cells already run (the full-pool "
                         "point excepted); train nothing else")
-    parser.add_argument("--fill", nargs="+", choices=("none", "probe"), default=["none"],
-                        help="probe: the student also learns the rest, labelled by the probe (distill --fill-rest)")
+    parser.add_argument("--fill", nargs="+", choices=tuple(FILLS), default=["none"],
+                        help="probe: the student also learns the rest, labelled by the probe (distill --fill-rest); "
+                        "tempered: the probe's distributions no more confident on average than the teacher's")
     args = parser.parse_args()
     started = time.perf_counter()
     cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store,
-                tuple(args.budgets), tuple(args.strategies), tuple(f == "probe" for f in args.fill),
+                tuple(args.budgets), tuple(args.strategies), tuple(args.fill),
                 args.report_only)
     rows = summary(cells)
     report = {**record(args.threads, "torch", "scikit-learn"), "cells": cells, "summary": rows,

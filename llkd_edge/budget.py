@@ -29,8 +29,8 @@ from .store import unique_texts
 @dataclass(frozen=True)
 class Filled:
     """``--fill-rest``: the pool texts the teacher never labelled, each with the distribution of the probe fitted
-    on the teacher's labels (``active.fill_rest``). Trained on beside the teacher's rows, never stored or counted
-    as teacher labels."""
+    on the teacher's labels (``active.fill_rest``), tempered to be no more confident on average than the
+    teacher's. Trained on beside the teacher's rows, never stored or counted as teacher labels."""
 
     texts: list[str]
     probs: np.ndarray  # (M, K)
@@ -91,7 +91,7 @@ def pick_and_label(dataset: Dataset, labels: tuple[str, ...], label, store_path:
     filled = None
     filled_right = None
     if budget.fill_rest:
-        rest, rest_probs = fill_rest(x, picked, probs)
+        rest, rest_probs = fill_rest(x, picked, probs, temper=True)  # no surer than the teacher: bench/RESULTS.md
         filled = Filled([texts[i] for i in rest], rest_probs)
         gold = [dataset.gold[where[i]] for i in rest] if dataset.gold is not None else []
         known = [(p.argmax(), g) for p, g in zip(rest_probs, gold) if g in labels]

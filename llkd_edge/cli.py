@@ -240,8 +240,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
 @click.option("--fill-rest/--no-fill-rest", default=None, help="With --label-budget: the student also learns the "
-              "texts the teacher never labelled, each with the distribution of the probe fitted on the teacher's labels "
-              "(never stored or counted as teacher labels)  [default: on].")
+              "texts the teacher never labelled, each with the distribution of the probe fitted on the teacher's labels, "
+              "no surer on average than the teacher's (never stored or counted as teacher labels)  [default: on].")
 @click.option("--limit", type=int, help="Only the first N texts of DATA.")
 @click.option("--eval-limit", type=int, help="Only the first N texts of the eval set.")
 @click.option("--min-per-class", default=5, show_default=True, help="Refuse to train with fewer pseudo-labels per class.")

@@ -136,3 +136,21 @@ def test_the_rest_is_filled_by_a_probe_on_the_teachers_labels():
     assert (probs.argmax(1) == kind[rest]).all() and probs.max(1).min() > 0.9
     none, empty = fill_rest(x[:10], np.arange(10), np.eye(2)[kind[:10]])
     assert none.size == 0 and empty.shape == (0, 2)
+
+
+def test_a_tempered_fill_keeps_the_probes_labels_and_is_no_surer_than_the_teacher():
+    # The probe is sure (> 0.9) where the teacher said 0.8 at best: tempered, its mean top probability is
+    # the teacher's (batch-calibrated, as the probe learns it), and every argmax stays.
+    from llkd_edge.active import fill_rest, tempered
+
+    x, kind = _blobs([30, 30], spread=0.3)
+    picked = np.r_[np.arange(5), 30 + np.arange(5)]
+    teacher = np.eye(2)[kind[picked]] * 0.6 + 0.2
+    _, sure = fill_rest(x, picked, teacher)
+    rest, calm = fill_rest(x, picked, teacher, temper=True)
+    assert (calm.argmax(1) == sure.argmax(1)).all() and (calm.argmax(1) == kind[rest]).all()
+    assert calm.max(1).mean() == pytest.approx(0.8, abs=1e-6) and sure.max(1).mean() > 0.85
+    assert calm.sum(1) == pytest.approx(1)
+    p = np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    assert tempered(p, 0.9) == pytest.approx(p)  # already calmer than asked: unchanged
+    assert tempered(p, 0.4).max(1).mean() == pytest.approx(0.4, abs=1e-6)
