@@ -314,6 +314,53 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     assert bad.exit_code == 2 and "--label-budget" in bad.output and "Traceback" not in bad.output
 
 
+def test_a_budget_run_killed_in_its_rounds_asks_the_teacher_for_no_text_twice(tmp_path):
+    """SIGKILL between rounds: the re-run reads the killed run's labels from the store, asks the teacher only
+    for the rest of the budget, and picks exactly what an uninterrupted run picks."""
+    import sqlite3
+
+    def args(store, out):
+        return ["distill", "bbc-news", "--limit", "120", "--eval-limit", "20", "--max-text-tokens", "64",
+                "--student", "minilm-l2", "--max-length", "48", "--batch-size", "16", "--epochs", "1",
+                "--min-per-class", "1", "--label-step", "0.25", "--label-budget", "90", "--no-fill-rest",
+                "--store", str(store), "--out", str(out)]
+
+    def rows(store):  # teacher labels in the store (the roles table marks a round's texts before it asks)
+        db = sqlite3.connect(store)
+        try:
+            return db.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
+        finally:
+            db.close()
+
+    straight = tmp_path / "straight"
+    distill(args(tmp_path / "straight.sqlite", straight)[2:])
+    paid = rows(tmp_path / "straight.sqlite")
+    assert paid == 90 + 20  # the budget and the eval texts
+
+    store, killed = tmp_path / "labels.sqlite", tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", *args(store, killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (store.exists() and rows(store) >= 40):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = rows(store)
+    assert 40 <= saved < paid and not (killed / "metrics.json").exists()
+
+    distill(args(store, killed)[2:])  # the same command: the run folder stays empty until labelling is done
+    m = json.loads((killed / "metrics.json").read_text())
+    assert m["label_budget"]["texts_labelled"] == 90
+    assert sum(m["labelled_now"].values()) == paid - saved  # nothing the killed run paid for is asked again
+    assert rows(store) == paid
+    a = json.loads((straight / "metrics.json").read_text())["label_budget"]
+    assert [r["picked"] for r in m["label_budget"]["rounds"]] == [r["picked"] for r in a["rounds"]] == [30, 30, 30]
+    assert json.loads((killed / "budget_picks.json").read_text()) == json.loads((straight / "budget_picks.json").read_text())
+
+
 def test_few_shot_demonstrations_never_train_with_the_label_their_own_prompt_gave_them(tmp_path):
     """A pool text that is also a --few-shot example (in any case/whitespace variant) leaves the pool: the
     teacher saw its answer in the prompt. Reading the run back drops it the same way."""
