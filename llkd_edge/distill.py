@@ -89,11 +89,16 @@ def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evals
                     best, most = teacher.scoring, len(rows)
         teacher.use(best)
         return None
-    held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
+    held = _held_out(evalset, gold)
     texts = [t for t in source.texts if text_key(t) not in held]
     return choose(teacher, texts, lambda d: label_dataset(d, teacher, config.store, progress=False, role="pool"),
                   config.prompt_sample, progress, gold,
                   lambda d: label_dataset(d, teacher, config.store, progress=False, role="validation"))
+
+
+def _held_out(evalset: Dataset | None, gold: Dataset | None) -> set[str]:
+    """The ``data.text_key`` of every eval and gold text: never worth a pool label, never trained on as one."""
+    return {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
 
 
 def _left_out_text(left_out: dict[str, int]) -> str:
@@ -235,7 +240,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     elif config.label_budget:  # the rounds never spend a teacher call on an eval or gold text
         from .budget import without
 
-        held = {text_key(t) for t in (evalset.texts if evalset else []) + (gold.texts if gold else [])}
+        held = _held_out(evalset, gold)
         pool, budget_record, filled = label_within_budget(without(source, held), teacher, store_path,
                                                           config.label_budget, config.train.seed, progress)
     else:
