@@ -186,6 +186,11 @@ def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: floa
     return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}{cal}{extra}"
 
 
+# LLKD cells train with the paper's rule unless plan.train says otherwise: distill's default floor changed to 1.0
+# on 2026-11-24, and a cell's name lists only plan.train, so every cell made before then keeps its meaning.
+PAPER_RULE = {"llkd_floor": 0.0}
+
+
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
     """Train one student on the first ``n`` pool texts with ``method``; score it on val and test."""
     from llkd_edge.train import Pool, build_student, predict_proba, selected_mask, train
@@ -195,7 +200,7 @@ def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float
     probs = np.array([r.probs for r in split.pool.rows[:n]], dtype=np.float64)
     config = TrainConfig(student=plan.student, selection=method, epochs=epochs, batch_size=plan.batch_size,
                          max_length=plan.max_length, learning_rate=lr, seed=seed, threads=threads,
-                         need_pass=plan.need_pass, **dict(plan.train))
+                         need_pass=plan.need_pass, **{**PAPER_RULE, **dict(plan.train)})
     student = build_student(plan.student, names, seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llkd-study-") as tmp:

@@ -24,6 +24,7 @@ from .config import (
     LabelRunConfig,
     ScoringConfig,
     TeacherConfig,
+    TrainConfig,
     default_threads,
 )
 from .active import STRATEGIES
@@ -218,6 +219,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--learning-rate", type=float, help="Default: the student's registered rate.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--momentum", default=0.9, show_default=True, help="EMA momentum of the LLKD thresholds.")
+@click.option("--llkd-floor", type=click.FloatRange(0, 1), default=TrainConfig.llkd_floor, show_default=True,
+              help="LLKD: the share of the samples that pass the teacher's bar always kept, the student's neediest first. "
+              "1: the student's need only weights them; 0: the paper's rule, where it also gates.")
 @click.option("--topk-ratio", default=0.5, show_default=True, help="Fraction kept per batch by --selection topk.")
 @click.option("--need-pass", type=click.Choice(NEED_PASSES), default="train", show_default=True,
               help="Where LLKD reads the student's uncertainty: the training forward pass (dropout on, free) or an "
@@ -250,10 +254,9 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
-            seed, momentum, topk_ratio, need_pass, pool_calibration, relabel, gold_file, gold_weight, label_budget,
-            label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
+            seed, momentum, llkd_floor, topk_ratio, need_pass, pool_calibration, relabel, gold_file, gold_weight,
+            label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
-    from .config import TrainConfig
     from .distill import distill as run_distill
 
     if label_budget is None and (label_strategy is not None or label_step != 0.05 or fill_rest is not None):
@@ -266,7 +269,8 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         teacher=teacher,
         train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
-                          momentum=momentum, topk_ratio=topk_ratio, need_pass=need_pass, gold_weight=gold_weight,
+                          momentum=momentum, llkd_floor=llkd_floor, topk_ratio=topk_ratio, need_pass=need_pass,
+                          gold_weight=gold_weight,
                           threads=opts["threads"], device=device),
         eval=eval_data,
         store=opts["store"],

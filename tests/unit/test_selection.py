@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.selection import METHODS, LlkdRule, ThresholdState, llkd_weights, select, update_state, with_floor
+from llkd_edge.selection import METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, select, update_state, with_floor
 
 
 def batch(seed=0, n=64, k=4):
@@ -221,3 +221,19 @@ def test_random_draws_as_many_as_llkd_keeps_floor_included():
     llkd = select("llkd", conf, need, pseudo, state, rule=rule)[0]
     drawn = select("random", conf, need, pseudo, state, rng=np.random.default_rng(0), rule=rule)[0]
     assert llkd.sum() == drawn.sum() == 4
+
+
+def test_distills_default_rule_keeps_every_teacher_passed_sample_and_weights_them_by_need():
+    from llkd_edge.config import TrainConfig
+
+    default = TrainConfig()
+    rule = LlkdRule(default.llkd_student_stats, default.llkd_class_terms, default.llkd_floor, default.llkd_weights)
+    assert rule != PAPER and rule.floor == 1.0
+    conf, pseudo = np.array([0.9, 0.9, 0.9, 0.2]), np.zeros(4, dtype=int)
+    need = np.array([0.1, 0.6, 0.3, 0.9])
+    state = ThresholdState(0.5, 0.5, np.ones(1), np.ones(1), 0.99)  # a student bar above two of the confident three
+    paper_mask = select("llkd", conf, need, pseudo, state)[0]
+    mask, weights, after = select("llkd", conf, need, pseudo, state, rule=rule)
+    assert paper_mask.tolist() == [False, True, False, False]
+    assert mask.tolist() == (conf >= after.teacher_thresholds()[pseudo]).tolist() == [True, True, True, False]
+    assert weights[:3] == pytest.approx(need[:3] / need[:3].mean())  # conf is equal: the need alone weights
