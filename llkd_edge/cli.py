@@ -255,7 +255,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, batch_size, max_length, learning_rate,
             seed, momentum, llkd_floor, topk_ratio, need_pass, pool_calibration, relabel, gold_file, gold_weight,
-            label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume, as_json, **opts):
+            label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume,
+            as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from .distill import distill as run_distill
 
@@ -270,8 +271,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
         train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
                           momentum=momentum, llkd_floor=llkd_floor, topk_ratio=topk_ratio, need_pass=need_pass,
-                          gold_weight=gold_weight,
-                          threads=opts["threads"], device=device),
+                          gold_weight=gold_weight, threads=opts["threads"], device=device),
         eval=eval_data,
         store=opts["store"],
         text_column=opts["text_column"],
