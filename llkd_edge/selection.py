@@ -92,6 +92,13 @@ class LlkdRule:
 PAPER = LlkdRule()
 
 
+def rule_of(config, total_steps: int = 0) -> LlkdRule:
+    """The rule a ``config.TrainConfig`` asks for (its ``llkd_*`` fields); ``total_steps`` turns its warm-up share
+    into batches."""
+    return LlkdRule(config.llkd_student_stats, config.llkd_class_terms, config.llkd_floor, config.llkd_weights,
+                    int(config.llkd_warmup * total_steps))
+
+
 @dataclass(frozen=True)
 class ThresholdState:
     """EMA state of the adaptive thresholds. ``class_*`` have shape (K,)."""

@@ -24,7 +24,7 @@ from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, one_line
 from .registry import package_file, registry
 from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
-from .selection import LlkdRule, ThresholdState, select
+from .selection import ThresholdState, rule_of, select
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -305,8 +305,7 @@ def train(
     lr = config.learning_rate or student.info["default_learning_rate"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    rule = LlkdRule(config.llkd_student_stats, config.llkd_class_terms, config.llkd_floor, config.llkd_weights,
-                    int(config.llkd_warmup * total_steps))
+    rule = rule_of(config, total_steps)
     state = ThresholdState.initial(k, momentum=config.momentum, rule=rule,
                                    teacher_prior=float(pool.conf[~pool.trusted].mean()) if (~pool.trusted).any() else None)
     rng = np.random.default_rng(config.seed)

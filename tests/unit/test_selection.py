@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from llkd_edge.selection import METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, select, update_state, with_floor
+from llkd_edge.selection import (METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, rule_of, select, update_state,
+                                 with_floor)
 
 
 def batch(seed=0, n=64, k=4):
@@ -226,8 +227,7 @@ def test_random_draws_as_many_as_llkd_keeps_floor_included():
 def test_distills_default_rule_keeps_every_teacher_passed_sample_and_weights_them_by_need():
     from llkd_edge.config import TrainConfig
 
-    default = TrainConfig()
-    rule = LlkdRule(default.llkd_student_stats, default.llkd_class_terms, default.llkd_floor, default.llkd_weights)
+    rule = rule_of(TrainConfig())
     assert rule != PAPER and rule.floor == 1.0
     conf, pseudo = np.array([0.9, 0.9, 0.9, 0.2]), np.zeros(4, dtype=int)
     need = np.array([0.1, 0.6, 0.3, 0.9])
