@@ -33,13 +33,20 @@ from .files import one_line
 
 
 class _Group(click.Group):
-    """Turns our UserErrors into one line on stderr and exit code 2, never a traceback."""
+    """Turns our UserErrors, and click's own usage errors (a bad option value, an unknown option, a missing
+    argument), into one line on stderr and exit code 2, never a traceback or click's three-line usage block."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {one_line(exc, limit=None)}", err=True)
+            ctx.exit(2)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a bare command asks for its help: click prints it
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            click.echo(f"error: {one_line(exc.format_message(), limit=None)} (see `{where} --help`)", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are saved; run the same command again to resume", err=True)

@@ -113,6 +113,18 @@ CASES = {
                    "--no-fill-rest"],
         "take effect with --label-budget only",
     ),
+    "option value out of range": (
+        lambda p: ["distill", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--out", str(p / "run"),
+                   "--llkd-floor", "2"],
+        "Invalid value for '--llkd-floor': 2.0 is not in the range 0<=x<=1. (see `",
+    ),
+    "unknown option": (lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--nope"],
+                       "No such option '--nope'"),
+    "unknown choice": (
+        lambda p: ["distill", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--selection", "best"],
+        "Invalid value for '--selection'",
+    ),
+    "unknown command": (lambda p: ["lable", write(p, "d.csv", b"text\nx\n")], "No such command 'lable'"),
     "bad max tokens": (
         lambda p: ["label", write(p, "d.csv", b"text\nx\n"), "--labels", "a,b", "--max-text-tokens", "0"],
         "max-text-tokens",
@@ -131,6 +143,13 @@ def test_bad_input_is_one_line_exit_2_and_the_store_is_untouched(tmp_path, store
     assert message in lines[0]
     assert "Traceback" not in result.output
     assert dump(store) == before
+
+
+def test_a_usage_error_names_the_help_of_the_command_it_came_from(tmp_path):
+    result = CliRunner().invoke(main, ["distill", "d.csv", "--llkd-floor", "-1"], prog_name="llkd-edge")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: Invalid value for '--llkd-floor': -1.0 is not in the range 0<=x<=1. (see `llkd-edge distill --help`)"]
 
 
 def test_lists_builtins_and_teachers():
