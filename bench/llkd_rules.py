@@ -39,6 +39,7 @@ RULES: dict[str, tuple[str, tuple]] = {
     "class-mass": ("llkd", (("llkd_class_terms", "mass"),)),
     "floor50": ("llkd", (("llkd_floor", 0.5),)),
     "floor100": ("llkd", (("llkd_floor", 1.0),)),  # every teacher-passed sample: the student only weights
+    "random-floor100": ("random", (("llkd_floor", 1.0),)),  # `all` cut to floor100's count per batch
     "weights-one": ("llkd", (("llkd_weights", "one"),)),
     "weights-conf": ("llkd", (("llkd_weights", "conf"),)),
     "soft": ("llkd", (("soft_labels", True),)),
@@ -61,15 +62,21 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=FULL.max_length, help="student tokens per text")
     parser.add_argument("--learning-rate", type=float, help="for every rule (default: the study's tuned rate per "
                         "dataset for minilm-l2, else the student's registered default)")
+    parser.add_argument("--pool", type=int, default=FULL.pool,
+                        help="pool texts after the validation slice (at most the train split's; default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=FULL.epochs)
+    parser.add_argument("--label-only", action="store_true", help="label the pools and test texts; train nothing")
     args = parser.parse_args()
-    if args.student != FULL.student and args.out == parser.get_default("out"):  # the L2 report stays as it is
-        args.out = str(Path(args.out).with_name(f"llkd_rules_{args.student}.json"))
+    if args.out == parser.get_default("out"):  # the L2 small-pool report stays as it is
+        suffix = "" if args.student == FULL.student else f"_{args.student}"
+        suffix += "" if (args.pool, args.epochs) == (FULL.pool, FULL.epochs) else f"_n{args.pool}_e{args.epochs}"
+        args.out = str(Path(args.out).with_name(f"llkd_rules{suffix}.json"))
     from tqdm.auto import tqdm
 
     work = Path(args.work)
     tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() and args.student == FULL.student else {}
     plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch",
-                   student=args.student, max_length=args.max_length)
+                   student=args.student, max_length=args.max_length, pool=args.pool, epochs=args.epochs)
     default_lr = plan.learning_rates[-1]
     if args.student != FULL.student:  # its registered rate, halved and doubled for --tune-lr
         from llkd_edge.registry import registry
@@ -79,9 +86,13 @@ def main() -> int:
     started = time.perf_counter()
     rows, teachers = [], {}
     bar = tqdm(total=len(args.rules) * len(args.datasets) * len(args.seeds), unit="cell", desc="cells",
-               disable=args.report_only)
+               disable=args.report_only or args.label_only)
     for dataset in args.datasets:
         split = labelled_split(DEFAULT_TEACHER, dataset, plan, plan.pool, args.store)
+        if args.label_only:
+            print(f"{dataset}: {len(split.pool.texts)} pool and {len(split.test.texts)} test texts labelled "
+                  f"({split.labelled_now} now, {split.label_seconds:.0f} s)")
+            continue
         split = calibrated_split(split, pool_prior([r.probs for r in split.pool.rows]))
         teachers[dataset] = gold_scores(split.test, split.labels.names)
         study_lr = args.learning_rate or tuned.get(dataset, default_lr)
@@ -99,6 +110,8 @@ def main() -> int:
                     label = name if lr == study_lr else f"{name}, own lr {lr:g}"
                     rows.append({**summary(dataset, label, method, fields, got), "learning_rate": lr})
     bar.close()
+    if args.label_only:
+        return 0
     table = markdown(rows, teachers)
     print(table)
     report = {**record(args.threads, "scikit-learn"),
