@@ -7,10 +7,14 @@ against the plain baselines, all on batch-calibrated labels (distill's default).
     python -m bench.llkd_rules --student minilm-l6 --max-length 128 --datasets 20newsgroups --rules paper all
                                                         # the default student (its registered learning rate);
                                                         # reported in bench/results/llkd_rules_minilm-l6.json
+    python -m bench.llkd_rules --label-only --pool 4000   # label the large pools once (the study's store)
+    python -m bench.llkd_rules --student minilm-l3 --max-length 128 --pool 4000 --epochs 1 \
+        --rules floor100 all confidence random-floor100  # the large-pool regime (bbc-news: its whole train split)
 
 The study's small-pool protocol (bench/study.py): gemma3-270m labels from the study's store, the 1000-text pool
 after the 200-text validation slice, the first 500 test texts, `minilm-l2`, 4 epochs, 64 tokens, batch 32, the
 study's tuned learning rate per dataset, seeds 0, 1, 2. A rule is a selection method plus TrainConfig fields.
+Every run also plots test macro-F1 against the samples each rule trained on and its training seconds (OUT_cost.png).
 """
 
 from __future__ import annotations
@@ -122,6 +126,7 @@ def main() -> int:
     out = Path(args.out)
     write_report(out, report, table)
     plot(rows, teachers, out.with_suffix(".png"), plan.student)
+    plot_cost(rows, teachers, out.with_name(f"{out.stem}_cost.png"), plan.student)
     print(f"wrote {out}")
     return 0
 
@@ -143,6 +148,7 @@ def summary(dataset: str, name: str, method: str, fields: tuple, got: list[dict]
             "fraction_used": mean_std([c["fraction_used"] for c in got]),
             "accuracy_used": mean_std([c["accuracy_used"] or 0.0 for c in got]),
             "selected_per_epoch": [c["selected_per_epoch"] for c in got],
+            "samples_trained": mean_std([sum(c["selected_per_epoch"]) for c in got]),
             "train_seconds": mean_std([c["train_seconds"] for c in got])}
 
 
@@ -192,6 +198,35 @@ def plot(rows: list[dict], teachers: dict, path: Path, student: str) -> Path | N
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"LLKD rules (orange) and baselines (grey)\nbatch-calibrated gemma3-270m labels, "
                  f"{student}, 3 seeds",
+                 fontsize=10)
+    fig.tight_layout()
+    return save_plot(fig, path)
+
+
+def plot_cost(rows: list[dict], teachers: dict, path: Path, student: str) -> Path | None:
+    """Test macro-F1 against the samples each rule trained on (summed over epochs) and against its training
+    seconds, one panel pair per dataset, the teacher as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in teachers if any(r["dataset"] == d for r in rows)]
+    if not datasets:
+        return None
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.5 * len(datasets), 7), squeeze=False)
+    for col, dataset in enumerate(datasets):
+        for ax, key, xlabel in ((axes[0][col], "samples_trained", "samples trained on (all epochs)"),
+                                (axes[1][col], "train_seconds", "training seconds")):
+            for i, r in enumerate(r for r in rows if r["dataset"] == dataset):
+                ax.errorbar(r[key]["mean"], r["macro_f1"]["mean"], yerr=r["macro_f1"]["std"], capsize=3,
+                            fmt="os^Dv<>p"[i % 8], color=f"C{i % 10}", label=r["rule"])
+            ax.axhline(teachers[dataset]["macro_f1"], color="k", ls="--", lw=1, label="teacher")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test macro-F1")
+            ax.set_title(dataset, fontsize=10)
+        axes[0][col].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"What each rule costs: batch-calibrated gemma3-270m labels, {student}, mean ± std over seeds",
                  fontsize=10)
     fig.tight_layout()
     return save_plot(fig, path)
