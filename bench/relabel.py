@@ -7,7 +7,7 @@ the pool's labels are right, the teacher on the test texts, and the students tau
 Data and students as in bench/calibration.py (the study's 1000-text pools and stored gemma3-270m labels,
 the first 500 test texts, `minilm-l2` at 64 tokens, 4 epochs, LLKD, the study's tuned learning rates),
 labels batch-calibrated. The `batch` students are calibration.py's cells, reused. Embeddings: the packaged
-MiniLM-L6, mean-pooled, 128 tokens (as distill makes them), cached in WORK/DATASET.npz.
+MiniLM-L6, mean-pooled, 128 tokens (as distill makes them), cached in runs/active/DATASET_pPOOL_tTEST.npz.
 """
 
 from __future__ import annotations

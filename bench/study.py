@@ -146,10 +146,11 @@ def labelled_split(teacher_name: str, dataset: str, plan: Plan, pool_size: int, 
 
 def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active")) -> tuple[np.ndarray, np.ndarray]:
     """The study split's pool and test texts embedded as distill embeds them (packaged MiniLM-L6, mean-pooled),
-    cached in CACHE/DATASET.npz; bench/active.py and bench/relabel.py share the cache."""
+    cached in CACHE/DATASET_pPOOL_tTEST.npz (the sizes in the name, so a larger pool never reuses a smaller
+    pool's rows); bench/active.py and bench/relabel.py share the cache."""
     from llkd_edge.train import embed
 
-    path = cache / f"{dataset}.npz"
+    path = cache / f"{dataset}_p{len(split.pool.texts)}_t{len(split.test.texts)}.npz"
     if path.exists():
         with np.load(path) as saved:
             return saved["x"], saved["test_x"]

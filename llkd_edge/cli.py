@@ -36,6 +36,15 @@ class _Group(click.Group):
     """Turns our UserErrors, and click's own usage errors (a bad option value, an unknown option, a missing
     argument), into one line on stderr and exit code 2, never a traceback or click's three-line usage block."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the top level's own options (`llkd-edge --nope`): parsed before invoke
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            click.echo(f"error: {one_line(exc.format_message(), limit=None)} (see `{info_name} --help`)", err=True)
+            raise SystemExit(2) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

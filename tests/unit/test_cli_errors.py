@@ -152,6 +152,12 @@ def test_a_usage_error_names_the_help_of_the_command_it_came_from(tmp_path):
         "error: Invalid value for '--llkd-floor': -1.0 is not in the range 0<=x<=1. (see `llkd-edge distill --help`)"]
 
 
+def test_an_unknown_top_level_option_is_one_line_too():
+    result = CliRunner().invoke(main, ["--nope"], prog_name="llkd-edge")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["error: No such option '--nope'. (see `llkd-edge --help`)"]
+
+
 def test_lists_builtins_and_teachers():
     assert "bbc-news" in run(["datasets"]).output
     out = run(["teachers"]).output
