@@ -5,6 +5,9 @@ rounds pick, against random rounds of the same size and against the whole pool l
     python -m bench.active --datasets bbc-news --seeds 0
     python -m bench.active --strategies active coverage random --fill none probe --report-only
                                                  # the table and plot of every cell run so far
+    python -m bench.active --student minilm-l3 --max-length 128 --pool 4000 --epochs 1 --fill none probe
+                                                 # issue 18's large pools (bench/llkd_rules.py's regime and
+                                                 # labels; its floor100 cells are the full-pool points)
 
 `--fill probe` cells train the student on the picks plus the rest of the pool labelled by the rounds' probe,
 as distill does by default (`--fill-rest`); `none` on the picks alone (`--no-fill-rest`).
@@ -71,22 +74,41 @@ def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
     return classification_scores(split.test.gold, [names[j] for j in p.argmax(1)], names)
 
 
+def large_plan(student: str, max_length: int, pool: int, epochs: int):
+    """Issue 18's large-pool regime: bench/llkd_rules.py's plan for the same student and pool, with distill's
+    default rule (floor100), so its `floor100` cells are this bench's full-pool points; None for the study's."""
+    if (student, max_length, pool, epochs) == (PLAN.student, PLAN.max_length, PLAN.pool, PLAN.epochs):
+        return None
+    return replace(PLAN, student=student, max_length=max_length, pool=pool, epochs=epochs,
+                   train=(("llkd_floor", 1.0),))
+
+
 def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, strategies=("active", "random"),
-        fills=("none",), report_only: bool = False) -> list[dict]:
-    """The cells (read back when run before, else run now); ``report_only``: those run before alone."""
+        fills=("none",), report_only: bool = False, large=None) -> list[dict]:
+    """The cells (read back when run before, else run now); ``report_only``: those run before alone. ``large``:
+    a plan from ``large_plan`` (its student at its registered learning rate; cell names carry the regime)."""
     from tqdm.auto import tqdm
 
-    tuned = read_json(STUDY)["tuned_learning_rate"]
+    plan = large or PLAN
+    if large:
+        from llkd_edge.registry import registry
+
+        rate = registry("students")[plan.student]["learning_rate"]
+        tuned = {d: rate for d in datasets}
+        regime = f"__{plan.student}_n{plan.pool}_e{plan.epochs}"
+    else:
+        tuned, regime = read_json(STUDY)["tuned_learning_rate"], ""
     (work / "cells").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(datasets) * len(seeds) * (1 + len(budgets) * len(strategies) * len(fills)), unit="cell", desc="active")
     cells = []
     for dataset in datasets:
-        split = labelled_split(DEFAULT_TEACHER, dataset, PLAN, PLAN.pool, store)
+        split = labelled_split(DEFAULT_TEACHER, dataset, plan, plan.pool, store)
         names, n, lr = split.labels.names, len(split.pool.texts), tuned[dataset]
         x, test_x = pool_embeddings(dataset, split, work)
         raw = np.array([r.probs for r in split.pool.rows])
         step = max(2 * len(names), round(LabelBudget(1.0).step * n))
-        full = Cells(Path("runs/study/cells"), PLAN, threads, bar)  # calibration.py's cells: no training if there
+        # calibration.py's cells (llkd_rules.py's floor100 ones for a large plan): no training if there
+        full = Cells(Path("runs/llkd_rules/cells" if large else "runs/study/cells"), plan, threads, bar)
         prior = pool_prior(raw)
         whole = replace(split, pool=replace(split.pool, rows=recalibrated(split.pool.rows, names, prior)),
                         test=replace(split.test, rows=recalibrated(split.test.rows, names, prior)))
@@ -97,7 +119,7 @@ def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, 
                           "probe": probe_scores(x, test_x, split, np.arange(n), whole.pool.rows)})
             for budget, strategy, fill in ((b, s, f) for b in budgets for s in strategies for f in fills):
                 tail = FILLS[fill][0]
-                path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}{tail}.json"
+                path = work / "cells" / f"{dataset}__{strategy}__b{budget:g}__s{seed}{tail}{regime}.json"
                 if path.exists() or report_only:
                     cells.extend([read_json(path)] if path.exists() else [])
                     bar.update(1)
@@ -107,7 +129,7 @@ def run(work: Path, threads: int, datasets, seeds, store: str, budgets=BUDGETS, 
                 picked, _, select = run_rounds(x, budget_count(budget, n), step, strategy, seed, lambda i: raw[i])
                 select_seconds = time.perf_counter() - started
                 sub = subset(split, picked, x if fill != "none" else None, fill == "tempered")
-                got = run_cell(sub, PLAN, len(sub.pool.texts), "llkd", seed, lr, PLAN.epochs, threads)
+                got = run_cell(sub, plan, len(sub.pool.texts), "llkd", seed, lr, plan.epochs, threads)
                 gold = np.array(sub.pool.gold)
                 m = len(picked)
                 out = {"dataset": dataset, "strategy": strategy + FILLS[fill][1], "budget": budget,
@@ -188,14 +210,23 @@ def main() -> None:
     parser.add_argument("--fill", nargs="+", choices=tuple(FILLS), default=["none"],
                         help="probe: the student also learns the rest, labelled by the probe (distill --fill-rest); "
                         "tempered: the probe's distributions no more confident on average than the teacher's")
+    parser.add_argument("--student", default=PLAN.student)
+    parser.add_argument("--max-length", type=int, default=PLAN.max_length)
+    parser.add_argument("--pool", type=int, default=PLAN.pool, help="pool texts after the validation slice")
+    parser.add_argument("--epochs", type=int, default=PLAN.epochs)
     args = parser.parse_args()
+    large = large_plan(args.student, args.max_length, args.pool, args.epochs)
+    plan = large or PLAN
+    if large and args.out == parser.get_default("out"):
+        args.out = str(Path(args.out).with_name(f"active_{plan.student}_n{plan.pool}_e{plan.epochs}.json"))
     started = time.perf_counter()
     cells = run(Path(args.work), args.threads, tuple(args.datasets), tuple(args.seeds), args.store,
                 tuple(args.budgets), tuple(args.strategies), tuple(args.fill),
-                args.report_only)
+                args.report_only, large)
     rows = summary(cells)
     report = {**record(args.threads, "torch", "scikit-learn"), "cells": cells, "summary": rows,
-              "student": {"name": PLAN.student, "max_length": PLAN.max_length, "epochs": PLAN.epochs},
+              "student": {"name": plan.student, "max_length": plan.max_length, "epochs": plan.epochs},
+              "pool": plan.pool, "selection": "llkd, floor100" if large else "llkd, the paper's rule",
               "budgets": args.budgets, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)
     write_report(out, report, markdown(rows))
