@@ -214,7 +214,7 @@ def plot_cost(rows: list[dict], teachers: dict, path: Path, student: str) -> Pat
     datasets = [d for d in teachers if any(r["dataset"] == d for r in rows)]
     if not datasets:
         return None
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.5 * len(datasets), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(max(4.5 * len(datasets), 6.5), 7), squeeze=False)
     for col, dataset in enumerate(datasets):
         for ax, key, xlabel in ((axes[0][col], "samples_trained", "samples trained on (all epochs)"),
                                 (axes[1][col], "train_seconds", "training seconds")):
@@ -226,7 +226,7 @@ def plot_cost(rows: list[dict], teachers: dict, path: Path, student: str) -> Pat
             ax.set_ylabel("test macro-F1")
             ax.set_title(dataset, fontsize=10)
         axes[0][col].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"What each rule costs: batch-calibrated gemma3-270m labels, {student}, mean ± std over seeds",
+    fig.suptitle(f"What each rule costs\nbatch-calibrated gemma3-270m labels, {student}, mean ± std over seeds",
                  fontsize=10)
     fig.tight_layout()
     return save_plot(fig, path)
