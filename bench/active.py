@@ -5,8 +5,8 @@ rounds pick, against random rounds of the same size and against the whole pool l
     python -m bench.active --datasets bbc-news --seeds 0
     python -m bench.active --strategies active coverage random --fill none probe --report-only
                                                  # the table and plot of every cell run so far
-    python -m bench.active --student minilm-l3 --max-length 128 --pool 4000 --epochs 1 --fill none probe
-                                                 # issue 18's large pools (bench/llkd_rules.py's regime and
+    python -m bench.active --student minilm-l3 --max-length 128 --pool 4000 --epochs 1 --fill tempered \
+        --datasets 20newsgroups                  # issue 18's large pools (bench/llkd_rules.py's regime and
                                                  # labels; its floor100 cells are the full-pool points)
 
 `--fill probe` cells train the student on the picks plus the rest of the pool labelled by the rounds' probe,
