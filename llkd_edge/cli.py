@@ -32,6 +32,11 @@ from .errors import MissingDependencyError, UserError
 from .files import one_line
 
 
+def _usage_error(exc: click.UsageError, command: str) -> None:
+    """click's usage error as our one stderr line, naming the --help of the command it came from."""
+    click.echo(f"error: {one_line(exc.format_message(), limit=None)} (see `{command} --help`)", err=True)
+
+
 class _Group(click.Group):
     """Turns our UserErrors, and click's own usage errors (a bad option value, an unknown option, a missing
     argument), into one line on stderr and exit code 2, never a traceback or click's three-line usage block."""
@@ -42,7 +47,7 @@ class _Group(click.Group):
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
-            click.echo(f"error: {one_line(exc.format_message(), limit=None)} (see `{info_name} --help`)", err=True)
+            _usage_error(exc, info_name)
             raise SystemExit(2) from None
 
     def invoke(self, ctx):
@@ -54,8 +59,7 @@ class _Group(click.Group):
         except click.exceptions.NoArgsIsHelpError:
             raise  # a bare command asks for its help: click prints it
         except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx else ctx.command_path
-            click.echo(f"error: {one_line(exc.format_message(), limit=None)} (see `{where} --help`)", err=True)
+            _usage_error(exc, exc.ctx.command_path if exc.ctx else ctx.command_path)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished batches are saved; run the same command again to resume", err=True)
