@@ -10,6 +10,8 @@ against the plain baselines, all on batch-calibrated labels (distill's default).
     python -m bench.llkd_rules --label-only --pool 4000   # label the large pools once (the study's store)
     python -m bench.llkd_rules --student minilm-l3 --max-length 128 --pool 4000 --epochs 1 \
         --rules floor100 all confidence random-floor100  # the large-pool regime (bbc-news: its whole train split)
+    python -m bench.llkd_rules --relabel probe --student minilm-l6 --max-length 128 --pool 4000 --epochs 1 \
+        --datasets 20newsgroups --rules floor100      # pools relabelled as `distill --relabel probe` does (OUT_probe)
 
 The study's small-pool protocol (bench/study.py): gemma3-270m labels from the study's store, the 1000-text pool
 after the 200-text validation slice, the first 500 test texts, `minilm-l2`, 4 epochs, 64 tokens, batch 32, the
@@ -24,7 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common import RESULTS, markdown_table, record, save_plot, write_report
-from bench.study import DEFAULT_TEACHER, FULL, Cells, best_learning_rate, labelled_split, mean_std, pool_arguments
+from bench.study import (DEFAULT_TEACHER, FULL, Cells, best_learning_rate, labelled_split, mean_std, pool_arguments,
+                         probe_relabelled)
 from bench.calibration import calibrated_split
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json
@@ -70,17 +73,21 @@ def main() -> int:
                         help="pool texts after the validation slice (at most the train split's; default %(default)s)")
     parser.add_argument("--epochs", type=int, default=FULL.epochs)
     parser.add_argument("--label-only", action="store_true", help="label the pools and test texts; train nothing")
+    parser.add_argument("--relabel", choices=("none", "probe"), default="none",
+                        help="probe: each seed's pool relabelled as `distill --relabel probe` makes it")
     args = parser.parse_args()
     if args.out == parser.get_default("out"):  # the L2 small-pool report stays as it is
         suffix = "" if args.student == FULL.student else f"_{args.student}"
         suffix += "" if (args.pool, args.epochs) == (FULL.pool, FULL.epochs) else f"_n{args.pool}_e{args.epochs}"
+        suffix += "" if args.relabel == "none" else f"_{args.relabel}"
         args.out = str(Path(args.out).with_name(f"llkd_rules{suffix}.json"))
     from tqdm.auto import tqdm
 
     work = Path(args.work)
     tuned = read_json(STUDY)["tuned_learning_rate"] if STUDY.exists() and args.student == FULL.student else {}
     plan = replace(FULL, datasets=tuple(args.datasets), seeds=tuple(args.seeds), pool_calibration="batch",
-                   student=args.student, max_length=args.max_length, pool=args.pool, epochs=args.epochs)
+                   student=args.student, max_length=args.max_length, pool=args.pool, epochs=args.epochs,
+                   relabel=args.relabel)
     default_lr = plan.learning_rates[-1]
     if args.student != FULL.student:  # its registered rate, halved and doubled for --tune-lr
         from llkd_edge.registry import registry
@@ -98,6 +105,9 @@ def main() -> int:
                   f"({split.labelled_now} now, {split.label_seconds:.0f} s)")
             continue
         split = calibrated_split(split, pool_prior([r.probs for r in split.pool.rows]))
+        splits = {s: split for s in args.seeds}
+        if args.relabel == "probe" and not args.report_only:  # a cell's name does not depend on its rows
+            splits = {s: probe_relabelled(dataset, split, s) for s in args.seeds}
         teachers[dataset] = gold_scores(split.test, split.labels.names)
         study_lr = args.learning_rate or tuned.get(dataset, default_lr)
         for name in args.rules:
@@ -105,11 +115,13 @@ def main() -> int:
             cells = Cells(work / "cells", replace(plan, train=fields), args.threads, bar)
             rates = [study_lr]
             if args.tune_lr:  # its own rate, if seed 0 has been run at every rate; the study's rate too, for contrast
-                tried = [_cell(cells, split, method, args.seeds[0], r, args.report_only) for r in plan.learning_rates]
+                tried = [_cell(cells, splits[args.seeds[0]], method, args.seeds[0], r, args.report_only)
+                         for r in plan.learning_rates]
                 if all(tried):
                     rates = sorted({study_lr, best_learning_rate(tried)})
             for lr in rates:
-                got = [c for c in (_cell(cells, split, method, seed, lr, args.report_only) for seed in args.seeds) if c]
+                got = [c for c in (_cell(cells, splits[seed], method, seed, lr, args.report_only) for seed in args.seeds)
+                       if c]
                 if got:
                     label = name if lr == study_lr else f"{name}, own lr {lr:g}"
                     rows.append({**summary(dataset, label, method, fields, got), "learning_rate": lr})
@@ -121,6 +133,7 @@ def main() -> int:
     report = {**record(args.threads, "scikit-learn"),
               "plan": {"pool": plan.pool, "test": plan.test, "val": plan.val, "student": plan.student,
                        "epochs": plan.epochs, "max_length": plan.max_length, "pool_calibration": "batch",
+                       "relabel": plan.relabel,
                        "learning_rate": {d: tuned.get(d) for d in args.datasets}},
               "teacher": teachers, "rules": rows, "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out)

@@ -20,8 +20,8 @@ import numpy as np
 
 from bench.common import RESULTS, markdown_table, record, write_report
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
-                         run_cell)
-from llkd_edge.distributions import entropy, pool_prior
+                         run_cell, with_probs)
+from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
 from llkd_edge.gold import Probe
 from llkd_edge.labelling import recalibrated
@@ -32,12 +32,6 @@ DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 STUDENT_DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
 PLAN = replace(FULL, pool_calibration="batch")
 STUDY = RESULTS / "study" / "study.json"
-
-
-def with_probs(rows, probs: np.ndarray, names):
-    ent = entropy(probs)
-    return [replace(r, probs=tuple(float(p) for p in probs[i]), label=names[int(probs[i].argmax())],
-                    confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
 
 
 def run(work: Path, threads: int, datasets, seeds, store: str) -> dict:

@@ -66,6 +66,7 @@ class Plan:
     need_pass: str = "train"  # TrainConfig.need_pass for every cell (bench/need_ablation.py compares both)
     pool_calibration: str = "none"  # how the pool's labels were read (bench/calibration.py compares none and batch)
     train: tuple[tuple[str, object], ...] = ()  # further TrainConfig fields, e.g. (("llkd_floor", 0.5),)
+    relabel: str = "none"  # "probe": the cells' pools were relabelled by probe_relabelled (distill --relabel probe)
 
 
 FULL = Plan(
@@ -160,6 +161,25 @@ def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active"
     return x, test_x
 
 
+def with_probs(rows, probs: np.ndarray, names) -> list:
+    """The labelled rows with their distributions replaced by ``probs`` (label, confidence, entropy follow)."""
+    from llkd_edge.distributions import entropy
+
+    ent = entropy(probs)
+    return [replace(r, probs=tuple(float(p) for p in probs[i]), label=names[int(probs[i].argmax())],
+                    confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
+
+
+def probe_relabelled(dataset: str, split: Split, seed: int) -> Split:
+    """The split with its pool's distributions times a cross-fitted probe's, as ``distill --relabel probe`` makes
+    them with training seed ``seed`` (the test rows stay the teacher's)."""
+    from llkd_edge.relabel import relabelled
+
+    probs = np.array([r.probs for r in split.pool.rows], dtype=np.float64)
+    product = relabelled(probs, pool_embeddings(dataset, split)[0], seed)
+    return replace(split, pool=replace(split.pool, rows=with_probs(split.pool.rows, product, split.labels.names)))
+
+
 def pool_arguments(doc: str, name: str, datasets: tuple[str, ...]):
     """The parser of a bench on the study's pools: --work runs/NAME, --store (the study's), --datasets, --seeds,
     --out bench/results/NAME.json, and --threads."""
@@ -184,6 +204,7 @@ def cell_name(split: Split, plan: Plan, n: int, method: str, seed: int, lr: floa
     need = "" if plan.need_pass == "train" else f"__need-{plan.need_pass}"  # earlier cells keep their names
     cal = "" if plan.pool_calibration == "none" else f"__cal-{plan.pool_calibration}"
     extra = "".join(f"__{k}-{v}" for k, v in plan.train)
+    extra += "" if plan.relabel == "none" else f"__relabel-{plan.relabel}"
     return f"{split.teacher}__{split.dataset}__{student}__n{n}__{method}__s{seed}__lr{lr:g}{need}{cal}{extra}"
 
 

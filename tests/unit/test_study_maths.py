@@ -87,3 +87,14 @@ def test_evolve_study_pool_takes_the_first_texts_of_each_class_and_the_control_m
     # 80 pool texts, batch 16: 5 steps an epoch; 125 texts: 8 steps, x 10 epochs = 80 steps = 16 pool epochs
     assert es.matched_epochs(80, 125, 16, 10) == 16
     assert es.matched_epochs(80, 80, 16, 10) == 10  # nothing written: the same training
+
+
+def test_a_relabelled_pools_cells_are_named_apart_and_earlier_names_are_kept():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    split = SimpleNamespace(teacher="gemma3-270m", dataset="bbc-news")
+    plain = study.cell_name(split, study.FULL, 1000, "llkd", 0, 1e-3, 4)
+    probe = study.cell_name(split, replace(study.FULL, relabel="probe"), 1000, "llkd", 0, 1e-3, 4)
+    assert plain == "gemma3-270m__bbc-news__minilm-l2-e4-t64-b32__n1000__llkd__s0__lr0.001"
+    assert probe == plain + "__relabel-probe"
