@@ -20,11 +20,11 @@ import numpy as np
 
 from bench.common import RESULTS, markdown_table, record, write_report
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
-                         run_cell, with_probs)
+                         run_cell)
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
 from llkd_edge.gold import Probe
-from llkd_edge.labelling import recalibrated
+from llkd_edge.labelling import recalibrated, with_probs
 from llkd_edge.metrics import classification_scores
 from llkd_edge.relabel import PROBE_C, cross_fitted, relabelled
 

@@ -35,7 +35,7 @@ from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig
 from llkd_edge.data import Dataset, load_builtin
 from llkd_edge.errors import MissingDependencyError, UserError
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import Labelled, gold_scores, label_dataset
+from llkd_edge.labelling import Labelled, gold_scores, label_dataset, with_probs
 from llkd_edge.metrics import calibration, classification_scores
 from llkd_edge.selection import METHODS
 from llkd_edge.teacher import load_teacher
@@ -159,15 +159,6 @@ def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, test_x=test_x)
     return x, test_x
-
-
-def with_probs(rows, probs: np.ndarray, names) -> list:
-    """The labelled rows with their distributions replaced by ``probs`` (label, confidence, entropy follow)."""
-    from llkd_edge.distributions import entropy
-
-    ent = entropy(probs)
-    return [replace(r, probs=tuple(float(p) for p in probs[i]), label=names[int(probs[i].argmax())],
-                    confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]
 
 
 def probe_relabelled(dataset: str, split: Split, seed: int) -> Split:

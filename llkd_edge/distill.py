@@ -26,6 +26,7 @@ from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (
     BUDGET_PICKS,
+    RELABELLED,
     RunConfigRecord,
     default_eval,
     is_store,
@@ -297,6 +298,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     else:
         if config.relabel:
             probs, relabel_record = _relabelled(pool, probs, labels.names, config.train.seed, progress)
+            np.savez(run_dir / RELABELLED, text_sha256=np.array([text_hash(t) for t in pool.texts]), probs=probs)
         training = Pool(pool.texts, probs)
     filled_count = 0
     if filled:  # never counted as teacher labels: metrics' data.filled_size, label_budget.texts_filled

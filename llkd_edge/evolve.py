@@ -125,7 +125,7 @@ class Evolution:
         self.labels = list(self.scoring.labels.names)
         if self.labels != self.run.labels:
             raise UserError(f"{self.run.path}: config.json and metrics.json disagree about the labels; distil again")
-        self.pool = self.run.pool()
+        self.pool = self.run.pool(relabelled=True)  # a retrained student learns the labels distill's learnt
         self.evalset = self.run.eval_set()
         held = {text_key(t) for t in [r.text for r in self.pool] + (self.evalset.texts if self.evalset else [])}
         self.val = _validation(config, self.run, held)

@@ -329,6 +329,7 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
             "teacher_health": run.metrics.get("teacher_health"),
             "teacher_warnings": run.metrics.get("teacher_warnings"),
             "gold": run.metrics.get("gold"),
+            "relabel": run.metrics.get("relabel"),  # --relabel probe: how many labels the probe changed
         },
         "versions": {k: v for k, v in export_versions.items() if v is not None},
     }

@@ -106,9 +106,15 @@ def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
     label, confidence and entropy follow; the stored rows are untouched. ``prior`` None: the rows as they are."""
     if prior is None or not rows:
         return list(rows)
-    from .distributions import batch_calibrated, entropy
+    from .distributions import batch_calibrated
 
-    probs = batch_calibrated(np.array([r.probs for r in rows]), prior)
+    return with_probs(rows, batch_calibrated(np.array([r.probs for r in rows]), prior), labels)
+
+
+def with_probs(rows: list[LabelRow], probs: np.ndarray, labels) -> list[LabelRow]:
+    """The rows with their distributions replaced by ``probs`` (N, K): label, confidence and entropy follow."""
+    from .distributions import entropy
+
     ent = entropy(probs)
     return [replace(r, probs=tuple(float(p) for p in probs[i]), label=labels[int(probs[i].argmax())],
                     confidence=float(probs[i].max()), entropy=float(ent[i])) for i, r in enumerate(rows)]

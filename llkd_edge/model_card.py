@@ -109,6 +109,10 @@ def _provenance(manifest: dict, report: dict, run: dict) -> str:
              f"(samples used at least once: {selection.get('fraction_used', '?')}), {train.get('epochs')} epochs, "
              f"seed {train.get('seed')}, {train.get('max_length')} tokens.",
              f"- Pool calibration: {(run.get('pool_calibration') or {}).get('method')}."]
+    relabel = run.get("relabel")
+    if relabel:
+        lines.append(f"- Labels checked by a cross-fitted probe on the pool's sentence embeddings (`--relabel "
+                     f"{relabel.get('method')}`): {relabel.get('changed', 0):.1%} of them changed.")
     gold = run.get("gold")
     if gold:
         lines.append(f"- Gold texts: {gold.get('n')} ({gold.get('file')}); the pool was labelled by `{gold.get('chosen')}` "

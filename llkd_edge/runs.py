@@ -31,7 +31,7 @@ import numpy as np
 from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from .errors import DataError, UserError
 from .files import read_json
-from .labelling import recalibrated
+from .labelling import recalibrated, with_probs
 from .store import LabelRow, LabelStore, ScoringKey, text_hash, unique_texts
 
 
@@ -82,6 +82,7 @@ class MetricsRecord(TypedDict, total=False):
 
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 BUDGET_PICKS = "budget_picks.json"  # --label-budget: the hashes of the texts the teacher labelled, in pick order
+RELABELLED = "relabelled.npz"  # --relabel probe: the distributions the student learnt, by text hash
 
 
 def versions(*extra: str) -> dict:
@@ -230,8 +231,11 @@ class Run:
         except DataError as exc:
             raise DataError(f"{self.path}: cannot re-read the run's eval set ({exc})") from None
 
-    def pool(self) -> list:
-        """The pool the student trained on, as LabelRows read back from the run's label store (no teacher needed)."""
+    def pool(self, relabelled: bool = False) -> list:
+        """The pool the student trained on, as LabelRows read back from the run's label store (no teacher needed),
+        calibrated as the student saw them. ``relabelled``: as the cross-fitted probe corrected them when the run
+        was relabelled (``distill --relabel probe`` wrote them to RELABELLED), so a retrained student learns what
+        this one learnt."""
         config = self.provenance["config"]
         if not Path(self.store).is_file():
             raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
@@ -265,6 +269,15 @@ class Run:
         if len(rows) != self.metrics["data"]["pool_size"]:
             raise DataError(f"{self.path}: its pool reads back as {len(rows)} texts but it trained on "
                             f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")
+        if relabelled and self.metrics.get("relabel"):
+            path = self.path / RELABELLED
+            try:
+                with np.load(path) as saved:
+                    by_hash = dict(zip(saved["text_sha256"].tolist(), saved["probs"]))
+                rows = with_probs(rows, np.array([by_hash[text_hash(r.text)] for r in rows]), self.labels)
+            except (OSError, KeyError, ValueError):
+                raise DataError(f"{self.path}: its relabelled pool ({RELABELLED}) is missing or does not match the "
+                                "pool; run distill again") from None
         return rows
 
     def check_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
