@@ -148,14 +148,29 @@ def test_training_from_an_existing_store(tmp_path, store):
 
     # The same store as DATA with no eval set at all: its eval texts still stay out of training.
     bare = tmp_path / "bare"
-    # (and with --relabel probe: the pool's labels checked against a cross-fitted probe before training)
-    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--relabel", "probe", "--out", str(bare)])
+    # (and, by default, --relabel probe: the pool's labels checked against a cross-fitted probe before training)
+    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--out", str(bare)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((bare / "metrics.json").read_text())
     assert metrics["data"]["pool_size"] == 240 and metrics["data"]["store_rows_left_out"]["eval"] == 100
     assert "left out 100 eval texts" in result.output
     assert metrics["relabel"]["method"] == "probe" and 0 < metrics["relabel"]["changed"] < 0.5
     assert "relabel: the probe changed" in result.output
+    # The run reads back the labels its student learnt (evolve retrains on them): the teacher's where the probe
+    # agreed, the probe-corrected ones where it overruled them, as many as metrics.json says it changed.
+    from llkd_edge.runs import open_run
+
+    run = open_run(bare)
+    teacher_rows, learnt = run.pool(), run.pool(relabelled=True)
+    assert [r.text for r in teacher_rows] == [r.text for r in learnt]
+    changed = np.mean([a.label != b.label for a, b in zip(teacher_rows, learnt)])
+    assert changed == pytest.approx(metrics["relabel"]["changed"], abs=1e-3)
+    # --relabel none: the teacher's labels as they are, and nothing to read back but them
+    plain = tmp_path / "plain"
+    result = CliRunner().invoke(main, ["distill", store, *STORE_ARGS, "--relabel", "none", "--out", str(plain)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((plain / "metrics.json").read_text())["relabel"] is None
+    assert [r.probs for r in open_run(plain).pool(relabelled=True)] == [r.probs for r in teacher_rows]
 
 
 def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_resolved(tmp_path, store, monkeypatch):
