@@ -32,6 +32,7 @@ from bench.calibration import calibrated_split
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json
 from llkd_edge.labelling import gold_scores
+from llkd_edge.relabel import RELABELLINGS
 
 DATASETS = ("20newsgroups", "reuters-r8", "bbc-news")
 # name -> (method, TrainConfig fields); "paper" is distill's llkd as it ships
@@ -73,7 +74,7 @@ def main() -> int:
                         help="pool texts after the validation slice (at most the train split's; default %(default)s)")
     parser.add_argument("--epochs", type=int, default=FULL.epochs)
     parser.add_argument("--label-only", action="store_true", help="label the pools and test texts; train nothing")
-    parser.add_argument("--relabel", choices=("none", "probe"), default="none",
+    parser.add_argument("--relabel", choices=RELABELLINGS, default="none",
                         help="probe: each seed's pool relabelled as `distill --relabel probe` makes it")
     args = parser.parse_args()
     if args.out == parser.get_default("out"):  # the L2 small-pool report stays as it is
