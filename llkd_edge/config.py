@@ -359,6 +359,8 @@ class DistillConfig:
         _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)
         _one_of("--prompt", self.prompt, PROMPT_MODES)
         _one_of("--relabel", self.relabel, (None, "probe"))
+        if self.gold:  # not applied with --gold, so not recorded as applied (config.json, the run's identity)
+            object.__setattr__(self, "relabel", None)
         _at_least_one(self, "prompt_sample")
         for name in ("limit", "eval_limit"):
             value = getattr(self, name)

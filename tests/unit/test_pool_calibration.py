@@ -89,3 +89,10 @@ def test_a_cross_fitted_probe_overrules_teacher_labels_that_similar_texts_contra
     assert out.argmax(1).tolist() == [0] * 20 + [1] * 20  # the three fixed, every other label kept
     with pytest.raises(UserError, match="--relabel"):
         DistillConfig(data="d", out="o", scoring=ScoringConfig(labels=LabelSet.parse("a,b")), relabel="kmeans")
+
+
+def test_the_probe_is_the_default_and_is_not_recorded_as_applied_with_gold_texts():
+    labels = ScoringConfig(labels=LabelSet.parse("a,b"))
+    assert DistillConfig(data="d", out="o", scoring=labels).relabel == "probe"
+    # with --gold the gold texts' probe corrects the labels instead: config.json must not claim the relabel
+    assert DistillConfig(data="d", out="o", scoring=labels, gold="gold.csv").relabel is None
