@@ -29,6 +29,7 @@ from bench.common import RESULTS, markdown_table, record, save_plot, write_repor
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, best_learning_rate, labelled_split, mean_std, pool_arguments,
                          probe_relabelled)
 from bench.calibration import calibrated_split
+from llkd_edge.data import BUILTINS
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json
 from llkd_edge.labelling import gold_scores
@@ -60,7 +61,7 @@ STUDY = RESULTS / "study" / "study.json"
 
 
 def main() -> int:
-    parser = pool_arguments(__doc__, "llkd_rules", DATASETS)
+    parser = pool_arguments(__doc__, "llkd_rules", DATASETS, tuple(BUILTINS))  # any built-in set on request
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
     parser.add_argument("--report-only", action="store_true", help="only the cells already run; train nothing")
     parser.add_argument("--tune-lr", action="store_true",
@@ -81,6 +82,7 @@ def main() -> int:
         suffix = "" if args.student == FULL.student else f"_{args.student}"
         suffix += "" if (args.pool, args.epochs) == (FULL.pool, FULL.epochs) else f"_n{args.pool}_e{args.epochs}"
         suffix += "" if args.relabel == "none" else f"_{args.relabel}"
+        suffix += "".join(f"_{d}" for d in args.datasets if d not in DATASETS)  # a set outside the study's three
         args.out = str(Path(args.out).with_name(f"llkd_rules{suffix}.json"))
     from tqdm.auto import tqdm
 

@@ -171,13 +171,14 @@ def probe_relabelled(dataset: str, split: Split, seed: int) -> Split:
     return replace(split, pool=replace(split.pool, rows=with_probs(split.pool.rows, product, split.labels.names)))
 
 
-def pool_arguments(doc: str, name: str, datasets: tuple[str, ...]):
-    """The parser of a bench on the study's pools: --work runs/NAME, --store (the study's), --datasets, --seeds,
-    --out bench/results/NAME.json, and --threads."""
+def pool_arguments(doc: str, name: str, datasets: tuple[str, ...], choices: tuple[str, ...] | None = None):
+    """The parser of a bench on the study's pools: --work runs/NAME, --store (the study's), --datasets (``datasets``
+    by default, any of ``choices``, which default to ``datasets``), --seeds, --out bench/results/NAME.json, and
+    --threads."""
     parser = arguments(doc)
     parser.add_argument("--work", default=f"runs/{name}")
     parser.add_argument("--store", default="runs/study/labels.sqlite")
-    parser.add_argument("--datasets", nargs="+", choices=datasets, default=list(datasets))
+    parser.add_argument("--datasets", nargs="+", choices=choices or datasets, default=list(datasets))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(HERE / "results" / f"{name}.json"))
     return parser
