@@ -352,7 +352,8 @@ class DistillConfig:
     # "probe": the teacher's pool distributions times a cross-fitted probe's (relabel.py); None: as they are.
     # probe is the default: it made more pool labels right on all four built-in sets and raised the student on
     # bbc-news and 20newsgroups in both study regimes (bench/RESULTS.md). With --gold it is not applied: the gold
-    # texts' probe corrects the teacher's labels instead (gold.py).
+    # texts' probe corrects the teacher's labels instead (gold.py). Nor (decided in distill, from the labels) when
+    # the teacher's answer information is under labelling.LOW_INFORMATION: there it only made noisy labels surer.
     relabel: str | None = "probe"
 
     def __post_init__(self) -> None:

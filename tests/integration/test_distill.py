@@ -173,6 +173,26 @@ def test_training_from_an_existing_store(tmp_path, store):
     assert [r.probs for r in open_run(plain).pool(relabelled=True)] == [r.probs for r in teacher_rows]
 
 
+def test_a_teacher_at_chance_is_not_relabelled_by_the_probe(tmp_path):
+    """election-tweets (who wrote the tweet): the default teacher is at chance, its answers carry almost no
+    information, and a probe fitted on such labels only makes them surer. distill then trains on the teacher's
+    labels as they are, and says why."""
+    from llkd_edge.labelling import LOW_INFORMATION
+    from llkd_edge.runs import open_run
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["distill", "election-tweets", "--limit", "200", "--eval-limit", "20",
+                                       "--max-text-tokens", "64", "--student", "minilm-l2", "--max-length", "64",
+                                       "--epochs", "1", "--store", str(tmp_path / "labels.sqlite"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher_health"]["answer_information"] < LOW_INFORMATION
+    assert metrics["relabel"] is None and not (out / "relabelled.npz").exists()
+    assert "not checked by the probe" in result.output
+    run = open_run(out)
+    assert [r.probs for r in run.pool(relabelled=True)] == [r.probs for r in run.pool()]
+
+
 def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_resolved(tmp_path, store, monkeypatch):
     """An eval file holding whitespace/case variants of pool texts: every one of them leaves the pool. The run
     records absolute paths, so it reads its eval set back from any directory."""
