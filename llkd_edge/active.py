@@ -11,6 +11,13 @@ The teacher labels the pool in rounds of ``step`` texts until the budget is spen
   probability) are the candidates; k-means groups them into ``step`` clusters and the least certain text
   of each is picked: uncertainty, with diversity among the picks, so a round is not spent on ten copies of
   one confusing story.
+- **``confident``**: LLKD's two gates applied to the choice of teacher calls: a text is worth asking about
+  when the teacher is likely to be right on it and the student is unsure of it. A ridge regression on the
+  same embeddings, fitted on the teacher's own (batch-calibrated) top probability for the texts labelled so
+  far, predicts how sure the teacher will be on each of the rest; the texts predicted at least as sure as
+  the teacher's mean so far pass (the teacher gate, at FreeMatch's global threshold), and among them the
+  probe's least certain are picked, spread out as in ``active`` (when too few pass, the least certain of the
+  others make up the round). Plain uncertainty picks the texts a small teacher gets wrong most often.
 - **``coverage``**: every round as round 0, over the texts not labelled yet: k-means with ``step`` centroids,
   the text nearest each. Typical texts, spread out; a noisy teacher labels them right more often than the
   ones a probe finds confusing (bench/RESULTS.md "Fewer teacher calls").
@@ -37,7 +44,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-STRATEGIES = ("active", "coverage", "random")
+STRATEGIES = ("active", "confident", "coverage", "random")
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
 
 
@@ -92,13 +99,14 @@ def _fill(picks: np.ndarray, n: int, total: int) -> np.ndarray:
 
 
 def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelled: np.ndarray, n: int, seed: int,
-               round_: int) -> np.ndarray:
+               round_: int, trusted: np.ndarray | None = None) -> np.ndarray:
     """Indices (into the pool) of the next ``n`` texts for the teacher, most informative first.
 
-    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active`` only; None
-    will do for the others); ``x``: (N, D) embeddings;
-    ``unlabelled``: indices not labelled yet. A partial round (the budget's last) takes the first picks of a
-    full one (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
+    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active`` and ``confident``
+    only; None will do for the others); ``x``: (N, D) embeddings; ``trusted``: (N,) booleans, the texts the
+    teacher is predicted to be sure of (``confident`` only; ``teacher_trusted``); ``unlabelled``: indices not
+    labelled yet. A partial round (the budget's last) takes the first picks of a full one
+    (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
     """
     unlabelled = np.asarray(unlabelled, dtype=int)
     n = min(n, len(unlabelled))
@@ -106,24 +114,51 @@ def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelle
         return np.random.default_rng([seed, round_]).permutation(unlabelled)[:n]
     if strategy == "coverage":
         return unlabelled[coverage_picks(x[unlabelled], n, seed + round_)]
-    if strategy != "active":
+    if strategy == "active":
+        score = -margin(probs[unlabelled])
+    elif strategy == "confident":
+        score = (1.0 - margin(probs[unlabelled])) + np.asarray(trusted, dtype=bool)[unlabelled]  # passers first
+    else:
         raise ValueError(f"unknown strategy {strategy!r}")
-    m = margin(probs[unlabelled])
-    candidates = unlabelled[np.argsort(m, kind="stable")[: CANDIDATES * n]]
+    return _diverse(unlabelled, score, x, n, seed + round_)
+
+
+def _diverse(unlabelled: np.ndarray, score: np.ndarray, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``unlabelled`` by ``score`` (higher: more informative), spread out: the ``CANDIDATES * n``
+    best-scored are grouped by k-means into ``n`` clusters and the best of each is picked, best first (ties:
+    by index); an empty cluster's place goes to the next best candidate."""
+    order = np.argsort(-score, kind="stable")[: CANDIDATES * n]
+    candidates = unlabelled[order]
     if len(candidates) <= n:
         return candidates
-    fit = _kmeans(x[candidates], n, seed + round_)
-    m_of = dict(zip(candidates.tolist(), margin(probs[candidates]).tolist()))
-    picks = [min(candidates[fit.labels_ == c], key=lambda i: (m_of[int(i)], int(i)))
-             for c in range(n) if (fit.labels_ == c).any()]
-    picks = sorted(picks, key=lambda i: (m_of[int(i)], int(i)))
+    fit = _kmeans(x[candidates], n, seed)
+    score_of = dict(zip(candidates.tolist(), score[order].tolist()))
+
+    def key(i) -> tuple[float, int]:
+        return -score_of[int(i)], int(i)
+
+    picks = sorted((min(candidates[fit.labels_ == c], key=key) for c in range(n) if (fit.labels_ == c).any()),
+                   key=key)
     chosen = list(dict.fromkeys(int(i) for i in picks))
-    for i in candidates.tolist():  # an empty cluster: the next most unsure candidate
+    for i in candidates.tolist():
         if len(chosen) >= n:
             break
         if i not in chosen:
             chosen.append(i)
     return np.array(chosen[:n], dtype=int)
+
+
+def teacher_trusted(x_labelled: np.ndarray, probs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Shape (N,) booleans: the rows of ``x`` (N, D) on which the teacher is predicted to be at least as sure as
+    its mean over the texts labelled so far. The prediction is a ridge regression on their embeddings
+    ``x_labelled`` (M, D), fitted on the top probability of their teacher distributions ``probs`` (M, K),
+    batch-calibrated over them as distill reads them."""
+    from sklearn.linear_model import Ridge
+
+    from .distributions import batch_calibrated, pool_prior
+
+    sure = batch_calibrated(probs, pool_prior(probs)).max(axis=1)
+    return Ridge(alpha=1.0).fit(x_labelled, sure).predict(x) >= sure.mean()
 
 
 def _probe(x: np.ndarray, probs: np.ndarray):
@@ -189,10 +224,12 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         if not picked:
             chosen = coverage_picks(x, step, seed)[:size]
         else:
-            # only active rounds read the probe: random and coverage ones skip fitting it
-            scores = _probe(x[picked], np.vstack(probs)).predict(x) if strategy == "active" else None
+            # only active and confident rounds read the probe: random and coverage ones skip fitting it
+            told = np.vstack(probs)
+            scores = _probe(x[picked], told).predict(x) if strategy in ("active", "confident") else None
+            trusted = teacher_trusted(x[picked], told, x) if strategy == "confident" else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
-                                len(seconds))[:size]
+                                len(seconds), trusted)[:size]
         seconds.append(time.perf_counter() - tick)
         probs.append(np.asarray(ask(chosen), dtype=np.float64))
         picked.extend(int(i) for i in chosen)

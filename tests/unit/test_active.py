@@ -154,3 +154,33 @@ def test_a_tempered_fill_keeps_the_probes_labels_and_is_no_surer_than_the_teache
     p = np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
     assert tempered(p, 0.9) == pytest.approx(p)  # already calmer than asked: unchanged
     assert tempered(p, 0.4).max(1).mean() == pytest.approx(0.4, abs=1e-6)
+
+
+def test_confident_rounds_pick_the_unsure_texts_the_teacher_is_predicted_to_get_right():
+    # Three kinds, the probe equally unsure of kinds 1 and 2 and sure of kind 0. The teacher was sure on the
+    # kind-1 texts it labelled and unsure on the kind-2 ones: the ridge predicts that for the rest, and the
+    # picks come from kind 1 only, where plain uncertainty (``active``) splits them over kinds 1 and 2.
+    from llkd_edge.active import teacher_trusted
+
+    x, kind = _blobs([40, 40, 40])
+    probs = np.tile([0.98, 0.01, 0.01], (120, 1))
+    for j in range(40, 120):
+        d = 0.01 * (j % 40) / 40
+        probs[j] = [0.0, 0.5 + d, 0.5 - d]
+    labelled = np.r_[35:40, 75:80, 115:120]
+    told = np.array([[0.9, 0.05, 0.05]] * 5 + [[0.05, 0.9, 0.05]] * 5 + [[0.3, 0.3, 0.4]] * 5)
+    trusted = teacher_trusted(x[labelled], told, x)
+    assert trusted.shape == (120,) and trusted[:75].all() and not trusted[80:].any()
+    unlabelled = np.setdiff1d(np.arange(120), labelled)
+    picks = next_picks("confident", probs, x, unlabelled, 2, seed=0, round_=1, trusted=trusted)
+    assert set(kind[picks].tolist()) == {1} and not set(picks.tolist()) & set(labelled.tolist())
+    assert sorted(kind[next_picks("active", probs, x, unlabelled, 2, seed=0, round_=1)].tolist()) == [1, 2]
+
+
+def test_confident_rounds_fit_the_probe_and_the_teacher_gate_each_round():
+    x, kind = _blobs([20, 20, 20], spread=0.6)
+    answers = np.eye(3)[kind] * 0.7 + 0.1
+    picks, probs, seconds = run_rounds(x, 30, 10, "confident", 0, lambda idx: answers[idx])
+    assert len(set(picks.tolist())) == 30 and len(seconds) == 3 and probs == pytest.approx(answers[picks])
+    again, _, _ = run_rounds(x, 30, 10, "confident", 0, lambda idx: answers[idx])
+    assert again.tolist() == picks.tolist()  # a pure function of pool, labels and seed: resume and reuse hold
