@@ -179,7 +179,8 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
               "(as distill --label-budget; default: every text).")
 @click.option("--budget-strategy", type=click.Choice(STRATEGIES), show_default="random",
               help="With --budget: how each round picks (random: a random slice, the most robust in our study; active: "
-              "what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; coverage: typical texts, spread out).")
+              "what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; "
+              "coverage: typical texts, spread out).")
 @click.option("--budget-step", default=0.05, show_default=True, help="With --budget: texts per round, as a share of DATA.")
 @click.option("--seed", default=0, show_default=True, help="With --budget: the rounds' seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -262,7 +263,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               "texts, picked in rounds (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), show_default="random",
               help="With --label-budget: how each round picks (random: a random slice, the most robust in our study; "
-              "active: what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; coverage: typical texts, spread out).")
+              "active: what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; "
+              "coverage: typical texts, spread out).")
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
 @click.option("--fill-rest/--no-fill-rest", default=None, help="With --label-budget: the student also learns the "

@@ -16,6 +16,17 @@ def _blobs(sizes, seed=0, spread=0.05):
     return x, np.repeat(np.arange(len(sizes)), sizes)
 
 
+def _unsure_of_kinds_1_and_2():
+    """Three kinds of 40; a probe sure of kind 0 and unsure of kinds 1 and 2 (a margin that grows with the
+    index inside each kind)."""
+    x, kind = _blobs([40, 40, 40])
+    probs = np.tile([0.98, 0.01, 0.01], (120, 1))
+    for j in range(40, 120):
+        d = 0.01 * (j % 40) / 40
+        probs[j] = [0.0, 0.5 + d, 0.5 - d]
+    return x, kind, probs
+
+
 def test_a_budget_is_a_share_or_a_count():
     assert budget_count(0.25, 1000) == 250
     assert budget_count(1, 1000) == 1000
@@ -47,11 +58,7 @@ def test_active_rounds_pick_the_unsure_and_spread_them_over_clusters():
     # Three kinds; the probe is sure about kind 0 and unsure about kinds 1 and 2 (a margin that grows with
     # the index inside each kind). Three picks: the least sure of kinds 1 and 2 and never a sure one; the
     # diversity step keeps them from all coming from one kind.
-    x, kind = _blobs([40, 40, 40])
-    probs = np.tile([0.98, 0.01, 0.01], (120, 1))
-    for j in range(40, 120):
-        d = 0.01 * (j % 40) / 40
-        probs[j] = [0.0, 0.5 + d, 0.5 - d]
+    x, kind, probs = _unsure_of_kinds_1_and_2()
     unlabelled = np.arange(120)
     picks = next_picks("active", probs, x, unlabelled, 2, seed=0, round_=1)
     assert sorted(kind[picks].tolist()) == [1, 2]
@@ -162,11 +169,7 @@ def test_confident_rounds_pick_the_unsure_texts_the_teacher_is_predicted_to_get_
     # picks come from kind 1 only, where plain uncertainty (``active``) splits them over kinds 1 and 2.
     from llkd_edge.active import teacher_trusted
 
-    x, kind = _blobs([40, 40, 40])
-    probs = np.tile([0.98, 0.01, 0.01], (120, 1))
-    for j in range(40, 120):
-        d = 0.01 * (j % 40) / 40
-        probs[j] = [0.0, 0.5 + d, 0.5 - d]
+    x, kind, probs = _unsure_of_kinds_1_and_2()
     labelled = np.r_[35:40, 75:80, 115:120]
     told = np.array([[0.9, 0.05, 0.05]] * 5 + [[0.05, 0.9, 0.05]] * 5 + [[0.3, 0.3, 0.4]] * 5)
     trusted = teacher_trusted(x[labelled], told, x)
