@@ -31,6 +31,11 @@ from .active import STRATEGIES
 from .errors import MissingDependencyError, UserError
 from .files import one_line
 
+# --budget-strategy (label) and --label-strategy (distill): the same rounds, active.py
+STRATEGY_HELP = ("how each round picks (random: a random slice, the most robust in our study; active: what the "
+                 "student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted "
+                 "to be sure of; coverage: typical texts, spread out).")
+
 
 def _usage_error(exc: click.UsageError, command: str) -> None:
     """click's usage error as our one stderr line, naming the --help of the command it came from."""
@@ -178,9 +183,7 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
 @click.option("--budget", type=float, help="Label only this share of DATA (0-1) or this many texts, picked in rounds "
               "(as distill --label-budget; default: every text).")
 @click.option("--budget-strategy", type=click.Choice(STRATEGIES), show_default="random",
-              help="With --budget: how each round picks (random: a random slice, the most robust in our study; active: "
-              "what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; "
-              "coverage: typical texts, spread out).")
+              help="With --budget: " + STRATEGY_HELP)
 @click.option("--budget-step", default=0.05, show_default=True, help="With --budget: texts per round, as a share of DATA.")
 @click.option("--seed", default=0, show_default=True, help="With --budget: the rounds' seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -262,9 +265,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
               "texts, picked in rounds (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), show_default="random",
-              help="With --label-budget: how each round picks (random: a random slice, the most robust in our study; "
-              "active: what the student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted to be sure of; "
-              "coverage: typical texts, spread out).")
+              help="With --label-budget: " + STRATEGY_HELP)
 @click.option("--label-step", default=0.05, show_default=True, help="With --label-budget: texts per round, as a share "
               "of DATA.")
 @click.option("--fill-rest/--no-fill-rest", default=None, help="With --label-budget: the student also learns the "
