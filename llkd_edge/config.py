@@ -181,6 +181,7 @@ class TeacherConfig:
 
 BACKENDS = ("local", "ray")
 LABEL_ROLES = ("auto", "pool", "eval")  # what `label` marks its texts as in the store (auto: eval for a test split)
+LOW_INFORMATION = 0.10  # teacher answer information below this: its answers hardly depend on the text (warned; no relabel)
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ class DistillConfig:
     # probe is the default: it made more pool labels right on all four built-in sets and raised the student on
     # bbc-news and 20newsgroups in both study regimes (bench/RESULTS.md). With --gold it is not applied: the gold
     # texts' probe corrects the teacher's labels instead (gold.py). Nor (decided in distill, from the labels) when
-    # the teacher's answer information is under labelling.LOW_INFORMATION: there it only made noisy labels surer.
+    # the teacher's answer information is under LOW_INFORMATION: there it only made noisy labels surer.
     relabel: str | None = "probe"
 
     def __post_init__(self) -> None:

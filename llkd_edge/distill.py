@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DistillConfig, LabelSet, identity, stable_hash
+from .config import LOW_INFORMATION, DistillConfig, LabelSet, identity, stable_hash
 from .data import Dataset, read_dataset, text_key
 from .errors import DataError, StoreError, UserError
 from .files import rounded, sha256_file, write_json
 from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
 from .distributions import pool_divisor
-from .labelling import (LOW_INFORMATION, Labelled, check_gold, gold_scores, label_dataset, label_within_budget,
-                        recalibrated, teacher_health)
+from .labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
+                        teacher_health)
 from .metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import TeacherBackend, open_backend
-from .config import LabelRunConfig, LabelSet
+from .config import LOW_INFORMATION, LabelRunConfig, LabelSet
 from .data import Dataset, builtin_spec, read_dataset, text_key
 from .distributions import answer_information
 from .errors import LabelSpecError, UserError
@@ -314,7 +314,6 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
 
 
 LOW_LABEL_MASS = 0.05  # below this mean raw mass, the prompt does not fit the model
-LOW_INFORMATION = 0.10  # answer information below this: the answers hardly depend on the text
 TRY_NEXT = ("a --task that says what the labels mean, --few-shot examples, verbalisers the model knows "
             "(--labels name=word), or a larger --teacher")
 

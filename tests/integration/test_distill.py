@@ -177,7 +177,7 @@ def test_a_teacher_at_chance_is_not_relabelled_by_the_probe(tmp_path):
     """election-tweets (who wrote the tweet): the default teacher is at chance, its answers carry almost no
     information, and a probe fitted on such labels only makes them surer. distill then trains on the teacher's
     labels as they are, and says why."""
-    from llkd_edge.labelling import LOW_INFORMATION
+    from llkd_edge.config import LOW_INFORMATION
     from llkd_edge.runs import open_run
 
     out = tmp_path / "run"
