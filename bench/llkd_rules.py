@@ -49,6 +49,10 @@ RULES: dict[str, tuple[str, tuple]] = {
     "floor50": ("llkd", (("llkd_floor", 0.5),)),
     "floor100": ("llkd", (("llkd_floor", 1.0),)),  # every teacher-passed sample: the student only weights
     "random-floor100": ("random", (("llkd_floor", 1.0),)),  # `all` cut to floor100's count per batch
+    # the teacher bar at each class's pool median (half the pool passes), with need weights / alone / random
+    "median100": ("llkd", (("llkd_class_terms", "pool-median"), ("llkd_floor", 1.0))),
+    "median-confidence": ("confidence", (("llkd_class_terms", "pool-median"),)),
+    "random-median100": ("random", (("llkd_class_terms", "pool-median"), ("llkd_floor", 1.0))),
     "weights-one": ("llkd", (("llkd_weights", "one"),)),
     "weights-conf": ("llkd", (("llkd_weights", "conf"),)),
     "soft": ("llkd", (("soft_labels", True),)),

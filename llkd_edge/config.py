@@ -246,7 +246,7 @@ NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy)
 DEVICES = ("auto", "cpu", "cuda")
 # LLKD rule variants (selection.LlkdRule, bench/llkd_rules.py): the first of each is the paper's rule
 LLKD_STUDENT_STATS = ("all", "teacher")
-LLKD_CLASS_TERMS = ("mean", "mass")
+LLKD_CLASS_TERMS = ("mean", "mass", "pool-median")
 LLKD_WEIGHTS = ("product", "conf", "one")
 
 

@@ -48,6 +48,8 @@ but only the full floor is at or above ``all`` on every set (the paper's rule is
   samples only, so samples the teacher gate already rejected (often wrong, so high need) do not raise the bar;
 * ``class_terms="mass"``: the teacher's class EMA is FreeMatch's, the batch mean over *all* samples of
   conf * [pseudo = c], which carries the class's frequency (a class the teacher rarely names gets a low bar);
+* ``class_terms="pool-median"``: a fixed teacher bar per class, the median of the teacher's confidence over the
+  pool's samples of that class (``pool_median_bars``), so the surer half of every class passes, rare ones included;
 * ``floor=f``: of the teacher-passed samples, at least the top share f by need is always kept, so the student
   gate cannot empty the batch;
 * ``weights``: ``product`` (conf * need), ``conf`` or ``one``;
@@ -109,14 +111,16 @@ class ThresholdState:
     class_student: np.ndarray
     momentum: float = 0.9
     steps: int = 0
+    teacher_bars: np.ndarray | None = None  # class_terms="pool-median": tau_T per class, fixed for the run
 
     @classmethod
     def initial(cls, num_classes: int, momentum: float = 0.9, teacher_prior: float | None = None,
-                rule: LlkdRule = PAPER) -> ThresholdState:
+                rule: LlkdRule = PAPER, teacher_bars: np.ndarray | None = None) -> ThresholdState:
         """Start permissive, as FreeMatch does: the student bar at 0, no progress on any class (equal).
 
         ``teacher_prior`` (e.g. the pool's mean teacher confidence) starts the teacher EMA; default 1/K.
         With ``rule.class_terms == "mass"`` each class's teacher term starts at prior / K (a uniform share).
+        With ``rule.class_terms == "pool-median"``, ``teacher_bars`` (``pool_median_bars`` of the pool) is required.
 
         Why the student EMA starts at 0, not at an untrained student's need (1): need falls fast in the
         first steps, and an EMA that starts above it lags above every sample, so nothing is selected, the
@@ -129,6 +133,10 @@ class ThresholdState:
             raise ValueError(f"need at least 2 classes, got {num_classes}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if (rule.class_terms == "pool-median") != (teacher_bars is not None):
+            raise ValueError("teacher_bars go with class_terms='pool-median', and only with it")
+        if teacher_bars is not None and np.shape(teacher_bars) != (num_classes,):
+            raise ValueError(f"teacher_bars must have shape ({num_classes},), got {np.shape(teacher_bars)}")
         prior = 1.0 / num_classes if teacher_prior is None else float(teacher_prior)
         per_class = prior / num_classes if rule.class_terms == "mass" else prior  # mass: conf x a uniform share
         return cls(
@@ -137,6 +145,7 @@ class ThresholdState:
             class_teacher=np.full(num_classes, per_class),
             class_student=np.full(num_classes, 1.0 / num_classes),
             momentum=momentum,
+            teacher_bars=None if teacher_bars is None else np.asarray(teacher_bars, dtype=float),
         )
 
     @property
@@ -145,6 +154,8 @@ class ThresholdState:
 
     def teacher_thresholds(self) -> np.ndarray:
         """Shape (K,): tau_T per class."""
+        if self.teacher_bars is not None:
+            return self.teacher_bars
         return self.global_teacher * _max_norm(self.class_teacher)
 
     def student_thresholds(self) -> np.ndarray:
@@ -159,6 +170,7 @@ class ThresholdState:
             "class_student": self.class_student.tolist(),
             "momentum": self.momentum,
             "steps": self.steps,
+            "teacher_bars": None if self.teacher_bars is None else self.teacher_bars.tolist(),
         }
 
     @classmethod
@@ -170,7 +182,18 @@ class ThresholdState:
             np.asarray(d["class_student"], dtype=float),
             d["momentum"],
             d["steps"],
+            None if d.get("teacher_bars") is None else np.asarray(d["teacher_bars"], dtype=float),
         )
+
+
+def pool_median_bars(conf, pseudo, num_classes: int) -> np.ndarray:
+    """Shape (K,): the median of the teacher's confidence over the pool's samples labelled c, for each class c
+    (1.0 for a class the teacher never names): ``class_terms="pool-median"``'s fixed teacher bar, which passes
+    the surer half of every class. The teacher's labels do not change during training, so unlike the student's
+    statistics they need no EMA: the whole pool's are known before the first step."""
+    conf, pseudo = np.asarray(conf, dtype=float), np.asarray(pseudo)
+    return np.array([float(np.median(conf[pseudo == c])) if np.any(pseudo == c) else 1.0
+                     for c in range(num_classes)])
 
 
 def _max_norm(x: np.ndarray) -> np.ndarray:
@@ -212,7 +235,8 @@ def update_state(state: ThresholdState, conf, need, pseudo, rule: LlkdRule = PAP
     global_teacher = m * state.global_teacher + (1 - m) * float(conf.mean())
     rows = np.ones(len(conf), dtype=bool)
     if rule.student_stats == "teacher":
-        rows = conf >= global_teacher * _max_norm(class_teacher)[pseudo]
+        bars = state.teacher_bars if state.teacher_bars is not None else global_teacher * _max_norm(class_teacher)
+        rows = conf >= bars[pseudo]
     class_student = state.class_student.copy()
     global_student = state.global_student
     if rows.any():

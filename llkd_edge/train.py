@@ -24,7 +24,7 @@ from .errors import MissingDependencyError, ModelError, UserError
 from .files import atomic_path, one_line
 from .registry import package_file, registry
 from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
-from .selection import ThresholdState, rule_of, select
+from .selection import ThresholdState, pool_median_bars, rule_of, select
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -306,8 +306,10 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     rule = rule_of(config, total_steps)
-    state = ThresholdState.initial(k, momentum=config.momentum, rule=rule,
-                                   teacher_prior=float(pool.conf[~pool.trusted].mean()) if (~pool.trusted).any() else None)
+    labelled = ~pool.trusted  # the teacher's samples: gold ones are never judged
+    bars = pool_median_bars(pool.conf[labelled], pool.pseudo[labelled], k) if rule.class_terms == "pool-median" else None
+    state = ThresholdState.initial(k, momentum=config.momentum, rule=rule, teacher_bars=bars,
+                                   teacher_prior=float(pool.conf[labelled].mean()) if labelled.any() else None)
     rng = np.random.default_rng(config.seed)
     ever = np.zeros(n, dtype=bool)
     stats: list[EpochStats] = []

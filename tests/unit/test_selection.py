@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from llkd_edge.selection import (METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, rule_of, select, update_state,
-                                 with_floor)
+from llkd_edge.selection import (METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, pool_median_bars, rule_of,
+                                 select, update_state, with_floor)
 
 
 def batch(seed=0, n=64, k=4):
@@ -173,6 +173,27 @@ def test_class_mass_gives_a_class_the_teacher_rarely_names_a_lower_bar():
     assert np.allclose(mean.teacher_thresholds(), [0.8, 0.8])
     assert mass.class_teacher == pytest.approx([0.7, 0.1]) and mass.teacher_thresholds() == pytest.approx([0.8, 0.8 / 7])
     assert ThresholdState.initial(4, teacher_prior=0.6, rule=rule).class_teacher == pytest.approx([0.15] * 4)
+
+
+def test_pool_median_bars_pass_the_surer_half_of_every_class_rare_ones_included_and_stay_fixed():
+    # class 0: many sure samples; class 1: rare and unsure; class 2: never named
+    conf = np.array([0.9, 0.8, 0.95, 0.85, 0.7, 0.6, 0.3, 0.4])
+    pseudo = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    bars = pool_median_bars(conf, pseudo, 3)
+    assert bars == pytest.approx([0.825, 0.35, 1.0])
+    rule = LlkdRule(class_terms="pool-median")
+    state = ThresholdState.initial(3, rule=rule, teacher_bars=bars)
+    mask, _, after = select("confidence", conf, np.full(8, 0.5), pseudo, state, rule=rule)
+    assert mask.tolist() == [True, False, True, True, False, False, False, True]  # 3 of 6, 1 of 2
+    mask, _, after = select("confidence", np.full(8, 0.2), np.full(8, 0.5), pseudo, after, rule=rule)
+    assert after.teacher_thresholds() == pytest.approx(bars) and not mask.any()  # no EMA moves them
+    again = ThresholdState.from_dict(after.to_dict())
+    assert np.array_equal(again.teacher_bars, bars)
+    assert ThresholdState.from_dict({**state.to_dict(), "teacher_bars": None}).teacher_bars is None
+    with pytest.raises(ValueError, match="teacher_bars"):
+        ThresholdState.initial(3, rule=rule)
+    with pytest.raises(ValueError, match="teacher_bars"):
+        ThresholdState.initial(3, teacher_bars=bars)
 
 
 def test_a_floor_keeps_the_neediest_teacher_passed_samples_when_the_gates_keep_fewer():
