@@ -262,7 +262,8 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
               help="probe: check the teacher's labels against a probe on the pool's sentence embeddings, cross-fitted, "
               "and train on the product of the two (overrules labels that similar texts contradict); none: train on "
               "the teacher's labels as they are. Not applied with --gold, whose probe corrects the labels instead, nor "
-              f"when the teacher's answers look no better than chance (answer information < {LOW_INFORMATION:.2f}: the run warns).")
+              "when the teacher's answers look no better than chance "
+              f"(answer information < {LOW_INFORMATION:.2f}: the run warns).")
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
               "texts, picked in rounds (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), show_default="random",

@@ -181,7 +181,8 @@ class TeacherConfig:
 
 BACKENDS = ("local", "ray")
 LABEL_ROLES = ("auto", "pool", "eval")  # what `label` marks its texts as in the store (auto: eval for a test split)
-LOW_INFORMATION = 0.10  # teacher answer information below this: its answers hardly depend on the text (warned; no relabel)
+# teacher answer information below this: its answers hardly depend on the text (the run warns; no --relabel)
+LOW_INFORMATION = 0.10
 
 
 @dataclass(frozen=True)

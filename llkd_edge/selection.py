@@ -232,11 +232,11 @@ def update_state(state: ThresholdState, conf, need, pseudo, rule: LlkdRule = PAP
     else:
         for c in np.unique(pseudo):
             class_teacher[c] = m * class_teacher[c] + (1 - m) * conf[pseudo == c].mean()
-    global_teacher = m * state.global_teacher + (1 - m) * float(conf.mean())
+    state = replace(state, global_teacher=m * state.global_teacher + (1 - m) * float(conf.mean()),
+                    class_teacher=class_teacher, steps=state.steps + 1)
     rows = np.ones(len(conf), dtype=bool)
     if rule.student_stats == "teacher":
-        bars = state.teacher_bars if state.teacher_bars is not None else global_teacher * _max_norm(class_teacher)
-        rows = conf >= bars[pseudo]
+        rows = conf >= state.teacher_thresholds()[pseudo]
     class_student = state.class_student.copy()
     global_student = state.global_student
     if rows.any():
@@ -244,14 +244,7 @@ def update_state(state: ThresholdState, conf, need, pseudo, rule: LlkdRule = PAP
             those = rows & (pseudo == c)
             class_student[c] = m * class_student[c] + (1 - m) * (1.0 - need[those]).mean()
         global_student = m * global_student + (1 - m) * float(need[rows].mean())
-    return replace(
-        state,
-        global_teacher=global_teacher,
-        global_student=global_student,
-        class_teacher=class_teacher,
-        class_student=class_student,
-        steps=state.steps + 1,
-    )
+    return replace(state, global_student=global_student, class_student=class_student)
 
 
 def llkd_weights(conf, need, mask, kind: str = "product") -> np.ndarray:

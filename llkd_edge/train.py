@@ -307,7 +307,8 @@ def train(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     rule = rule_of(config, total_steps)
     labelled = ~pool.trusted  # the teacher's samples: gold ones are never judged
-    bars = pool_median_bars(pool.conf[labelled], pool.pseudo[labelled], k) if rule.class_terms == "pool-median" else None
+    bars = (pool_median_bars(pool.conf[labelled], pool.pseudo[labelled], k) if rule.class_terms == "pool-median"
+            else None)
     state = ThresholdState.initial(k, momentum=config.momentum, rule=rule, teacher_bars=bars,
                                    teacher_prior=float(pool.conf[labelled].mean()) if labelled.any() else None)
     rng = np.random.default_rng(config.seed)
