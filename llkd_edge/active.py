@@ -18,6 +18,10 @@ The teacher labels the pool in rounds of ``step`` texts until the budget is spen
   the teacher's mean so far pass (the teacher gate, at FreeMatch's global threshold), and among them the
   probe's least certain are picked, spread out as in ``active`` (when too few pass, the least certain of the
   others make up the round). Plain uncertainty picks the texts a small teacher gets wrong most often.
+- **``balanced``**: ``confident`` with each round shared equally over the classes the probe predicts for the
+  texts not labelled yet (a class with too few texts gives its share to the others), the picks of each class
+  chosen as in ``confident``. The teacher's surest texts are mostly its frequent classes, so ``confident``
+  left the rare classes of a skewed set (reuters-r8) short of labels (bench/RESULTS.md).
 - **``coverage``**: every round as round 0, over the texts not labelled yet: k-means with ``step`` centroids,
   the text nearest each. Typical texts, spread out; a noisy teacher labels them right more often than the
   ones a probe finds confusing (bench/RESULTS.md "Fewer teacher calls").
@@ -44,7 +48,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-STRATEGIES = ("active", "confident", "coverage", "random")
+STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
 
 
@@ -102,10 +106,10 @@ def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelle
                round_: int, trusted: np.ndarray | None = None) -> np.ndarray:
     """Indices (into the pool) of the next ``n`` texts for the teacher, most informative first.
 
-    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active`` and ``confident``
-    only; None will do for the others); ``x``: (N, D) embeddings; ``trusted``: (N,) booleans, the texts the
-    teacher is predicted to be sure of (``confident`` only; ``teacher_trusted``); ``unlabelled``: indices not
-    labelled yet. A partial round (the budget's last) takes the first picks of a full one
+    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active``, ``balanced`` and
+    ``confident`` only; None will do for the others); ``x``: (N, D) embeddings; ``trusted``: (N,) booleans, the
+    texts the teacher is predicted to be sure of (``balanced`` and ``confident``; ``teacher_trusted``);
+    ``unlabelled``: indices not labelled yet. A partial round (the budget's last) takes the first picks of a full one
     (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
     """
     unlabelled = np.asarray(unlabelled, dtype=int)
@@ -116,8 +120,10 @@ def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelle
         return unlabelled[coverage_picks(x[unlabelled], n, seed + round_)]
     if strategy == "active":
         score = -margin(probs[unlabelled])
-    elif strategy == "confident":
+    elif strategy in ("balanced", "confident"):
         score = (1.0 - margin(probs[unlabelled])) + np.asarray(trusted, dtype=bool)[unlabelled]  # passers first
+        if strategy == "balanced":
+            return _per_class(unlabelled, score, np.asarray(probs)[unlabelled].argmax(axis=1), x, n, seed + round_)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
     return _diverse(unlabelled, score, x, n, seed + round_)
@@ -146,6 +152,36 @@ def _diverse(unlabelled: np.ndarray, score: np.ndarray, x: np.ndarray, n: int, s
         if i not in chosen:
             chosen.append(i)
     return np.array(chosen[:n], dtype=int)
+
+
+def shares(counts: np.ndarray, n: int) -> np.ndarray:
+    """``n`` picks shared as equally as ``counts`` (texts available per class) allow: no class gets more than
+    it has, what a small class cannot take goes to the others equally, and a remainder goes to the largest
+    classes first (ties: lower index)."""
+    counts = np.asarray(counts, dtype=int)
+    share = np.zeros(len(counts), dtype=int)
+    n = min(n, int(counts.sum()))
+    while share.sum() < n:
+        room = np.flatnonzero(share < counts)
+        each = (n - share.sum()) // len(room)
+        if each == 0:  # fewer picks left than classes with room: the largest classes take one each
+            for k in sorted(room, key=lambda k: (-counts[k], k))[: n - share.sum()]:
+                share[k] += 1
+            break
+        share[room] = np.minimum(counts[room], share[room] + each)
+    return share
+
+
+def _per_class(unlabelled: np.ndarray, score: np.ndarray, predicted: np.ndarray, x: np.ndarray, n: int,
+               seed: int) -> np.ndarray:
+    """``n`` of ``unlabelled`` shared over their ``predicted`` classes (``shares``), each class's picked by
+    ``_diverse``; all of them ordered by ``score``, best first (ties: by index)."""
+    classes = np.unique(predicted)
+    take = shares(np.array([(predicted == c).sum() for c in classes]), n)
+    picks = np.concatenate([_diverse(unlabelled[predicted == c], score[predicted == c], x, int(k), seed)
+                            for c, k in zip(classes, take) if k] or [np.zeros(0, dtype=int)])
+    score_of = dict(zip(unlabelled.tolist(), score.tolist()))
+    return np.array(sorted(picks.tolist(), key=lambda i: (-score_of[i], i)), dtype=int)
 
 
 def teacher_trusted(x_labelled: np.ndarray, probs: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -224,10 +260,10 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         if not picked:
             chosen = coverage_picks(x, step, seed)[:size]
         else:
-            # only active and confident rounds read the probe: random and coverage ones skip fitting it
+            # only active, balanced and confident rounds read the probe: random and coverage ones skip fitting it
             told = np.vstack(probs)
-            scores = _probe(x[picked], told).predict(x) if strategy in ("active", "confident") else None
-            trusted = teacher_trusted(x[picked], told, x) if strategy == "confident" else None
+            scores = _probe(x[picked], told).predict(x) if strategy in ("active", "balanced", "confident") else None
+            trusted = teacher_trusted(x[picked], told, x) if strategy in ("balanced", "confident") else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds), trusted)[:size]
         seconds.append(time.perf_counter() - tick)

@@ -35,7 +35,8 @@ from .files import one_line
 # --budget-strategy (label) and --label-strategy (distill): the same rounds, active.py
 STRATEGY_HELP = ("how each round picks (random: a random slice, the most robust in our study; active: what the "
                  "student's encoder finds unsure, spread out; confident: the same among texts the teacher is predicted "
-                 "to be sure of; coverage: typical texts, spread out).")
+                 "to be sure of; balanced: confident, shared equally over the classes; coverage: typical texts, "
+                 "spread out).")
 
 
 def _usage_error(exc: click.UsageError, command: str) -> None:

@@ -187,3 +187,32 @@ def test_confident_rounds_fit_the_probe_and_the_teacher_gate_each_round():
     assert len(set(picks.tolist())) == 30 and len(seconds) == 3 and probs == pytest.approx(answers[picks])
     again, _, _ = run_rounds(x, 30, 10, "confident", 0, lambda idx: answers[idx])
     assert again.tolist() == picks.tolist()  # a pure function of pool, labels and seed: resume and reuse hold
+
+
+def test_shares_split_a_round_equally_as_far_as_each_class_has_texts():
+    from llkd_edge.active import shares
+
+    assert shares(np.array([10, 1, 10]), 9).tolist() == [4, 1, 4]  # the small class's leftover goes to the others
+    assert shares(np.array([10, 1, 10]), 10).tolist() == [5, 1, 4]  # remainder: the largest first, then index
+    assert shares(np.array([3, 5]), 20).tolist() == [3, 5]  # never more than there is
+    assert shares(np.array([7, 7, 7]), 2).tolist() == [1, 1, 0]
+    assert shares(np.array([4, 0]), 3).tolist() == [3, 0]
+
+
+def test_balanced_rounds_give_every_predicted_class_its_share_of_the_confident_picks():
+    # The setting of the test above: ``confident`` spends the whole round on kind 1 (the probe's class 1, where
+    # the teacher is trusted and the probe unsure); ``balanced`` gives the probe's class 0 (kind 0) half of it,
+    # and still takes class 1's half from kind 1, not from the untrusted kind 2. Most informative first.
+    from llkd_edge.active import teacher_trusted
+
+    x, kind, probs = _unsure_of_kinds_1_and_2()
+    labelled = np.r_[35:40, 75:80, 115:120]
+    told = np.array([[0.9, 0.05, 0.05]] * 5 + [[0.05, 0.9, 0.05]] * 5 + [[0.3, 0.3, 0.4]] * 5)
+    trusted = teacher_trusted(x[labelled], told, x)
+    unlabelled = np.setdiff1d(np.arange(120), labelled)
+    confident = next_picks("confident", probs, x, unlabelled, 4, seed=0, round_=1, trusted=trusted)
+    picks = next_picks("balanced", probs, x, unlabelled, 4, seed=0, round_=1, trusted=trusted)
+    assert kind[confident].tolist() == [1, 1, 1, 1]
+    assert kind[picks].tolist() == [1, 1, 0, 0] and len(set(picks.tolist())) == 4
+    picked, got, _ = run_rounds(x, 30, 10, "balanced", 0, lambda idx: np.eye(3)[kind[idx]] * 0.7 + 0.1)
+    assert len(set(picked.tolist())) == 30 and set(kind[picked].tolist()) == {0, 1, 2}
