@@ -20,8 +20,9 @@ The teacher labels the pool in rounds of ``step`` texts until the budget is spen
   others make up the round). Plain uncertainty picks the texts a small teacher gets wrong most often.
 - **``balanced``**: ``confident`` with each round shared equally over the classes the probe predicts for the
   texts not labelled yet (a class with too few texts gives its share to the others), the picks of each class
-  chosen as in ``confident``. The teacher's surest texts are mostly its frequent classes, so ``confident``
-  left the rare classes of a skewed set (reuters-r8) short of labels (bench/RESULTS.md).
+  chosen as in ``confident``. Built because ``confident`` left the rare classes of a skewed set (reuters-r8's
+  1000-text pool) short of labels; it brought that pool back to random's level at 40%, but fell below
+  ``confident`` or random on the 1,500- and 4000-text pools (bench/RESULTS.md). Kept for the bench, not advised.
 - **``coverage``**: every round as round 0, over the texts not labelled yet: k-means with ``step`` centroids,
   the text nearest each. Typical texts, spread out; a noisy teacher labels them right more often than the
   ones a probe finds confusing (bench/RESULTS.md "Fewer teacher calls").
