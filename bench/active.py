@@ -41,7 +41,8 @@ DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
 BUDGETS = (0.1, 0.2, 0.4)
 PLAN = replace(FULL, pool_calibration="batch")
 STUDY = RESULTS / "study" / "study.json"
-COLOURS = {"active": "tab:blue", "balanced": "tab:brown", "confident": "tab:purple", "coverage": "tab:green", "random": "tab:orange"}
+COLOURS = {"active": "tab:blue", "balanced": "tab:brown", "confident": "tab:purple", "coverage": "tab:green",
+           "random": "tab:orange"}
 MARKERS = {"active": "o", "balanced": "v", "confident": "D", "coverage": "^", "random": "s"}
 FILLS = {"none": ("", ""), "probe": ("__fill", "+fill"), "tempered": ("__filltempered", "+fill-tempered")}
 

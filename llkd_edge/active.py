@@ -50,6 +50,8 @@ from collections.abc import Callable
 import numpy as np
 
 STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
+READ_PROBE = ("active", "balanced", "confident")  # the strategies whose rounds fit the probe and read its scores
+READ_TRUST = ("balanced", "confident")  # ... and the teacher gate (``teacher_trusted``)
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
 
 
@@ -121,7 +123,7 @@ def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelle
         return unlabelled[coverage_picks(x[unlabelled], n, seed + round_)]
     if strategy == "active":
         score = -margin(probs[unlabelled])
-    elif strategy in ("balanced", "confident"):
+    elif strategy in READ_TRUST:
         score = (1.0 - margin(probs[unlabelled])) + np.asarray(trusted, dtype=bool)[unlabelled]  # passers first
         if strategy == "balanced":
             return _per_class(unlabelled, score, np.asarray(probs)[unlabelled].argmax(axis=1), x, n, seed + round_)
@@ -177,10 +179,10 @@ def _per_class(unlabelled: np.ndarray, score: np.ndarray, predicted: np.ndarray,
                seed: int) -> np.ndarray:
     """``n`` of ``unlabelled`` shared over their ``predicted`` classes (``shares``), each class's picked by
     ``_diverse``; all of them ordered by ``score``, best first (ties: by index)."""
-    classes = np.unique(predicted)
-    take = shares(np.array([(predicted == c).sum() for c in classes]), n)
-    picks = np.concatenate([_diverse(unlabelled[predicted == c], score[predicted == c], x, int(k), seed)
-                            for c, k in zip(classes, take) if k] or [np.zeros(0, dtype=int)])
+    classes, counts = np.unique(predicted, return_counts=True)
+    masks = [predicted == c for c in classes]
+    picks = np.concatenate([_diverse(unlabelled[m], score[m], x, int(k), seed)
+                            for m, k in zip(masks, shares(counts, n)) if k] or [np.zeros(0, dtype=int)])
     score_of = dict(zip(unlabelled.tolist(), score.tolist()))
     return np.array(sorted(picks.tolist(), key=lambda i: (-score_of[i], i)), dtype=int)
 
@@ -261,10 +263,10 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         if not picked:
             chosen = coverage_picks(x, step, seed)[:size]
         else:
-            # only active, balanced and confident rounds read the probe: random and coverage ones skip fitting it
+            # random and coverage rounds skip fitting the probe and the teacher gate
             told = np.vstack(probs)
-            scores = _probe(x[picked], told).predict(x) if strategy in ("active", "balanced", "confident") else None
-            trusted = teacher_trusted(x[picked], told, x) if strategy in ("balanced", "confident") else None
+            scores = _probe(x[picked], told).predict(x) if strategy in READ_PROBE else None
+            trusted = teacher_trusted(x[picked], told, x) if strategy in READ_TRUST else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds), trusted)[:size]
         seconds.append(time.perf_counter() - tick)

@@ -312,7 +312,8 @@ class LabelBudget:
     """``--label-budget``: the teacher labels only part of the pool, in rounds chosen by ``active.py``."""
 
     budget: float  # (0, 1]: a share of the pool; above 1: a count of texts
-    strategy: str = "random"  # or "active", "balanced", "confident", "coverage" (active.py); random won or tied in bench/active.py
+    # or "active", "balanced", "confident", "coverage" (active.py); random won or tied in bench/active.py
+    strategy: str = "random"
     step: float = 0.05  # texts per round: a share of the pool (at least 2 per label)
     fill_rest: bool = True  # distill: the student also learns the rest, labelled by the rounds' probe (label: off)
 

@@ -214,5 +214,5 @@ def test_balanced_rounds_give_every_predicted_class_its_share_of_the_confident_p
     picks = next_picks("balanced", probs, x, unlabelled, 4, seed=0, round_=1, trusted=trusted)
     assert kind[confident].tolist() == [1, 1, 1, 1]
     assert kind[picks].tolist() == [1, 1, 0, 0] and len(set(picks.tolist())) == 4
-    picked, got, _ = run_rounds(x, 30, 10, "balanced", 0, lambda idx: np.eye(3)[kind[idx]] * 0.7 + 0.1)
+    picked, _, _ = run_rounds(x, 30, 10, "balanced", 0, lambda idx: np.eye(3)[kind[idx]] * 0.7 + 0.1)
     assert len(set(picked.tolist())) == 30 and set(kind[picked].tolist()) == {0, 1, 2}
