@@ -179,28 +179,43 @@ class Teacher:
             full = f"{instruction}\n{self.scoring.answer_cue}"
         else:
             full = self._apply_chat_template(instruction)
+        if full.count(TEXT_PLACEHOLDER) != 1:
+            raise ModelError(f"{self.model.path}: its chat template drops or repeats the user's message; "
+                             f"use another model file")
         prefix, suffix = full.split(TEXT_PLACEHOLDER)
         return prefix, suffix
 
     def _apply_chat_template(self, user_message: str) -> str:
-        import jinja2  # ships with llama-cpp-python
+        """The file's own chat template around one user message, rendered in Jinja's immutable sandbox.
+
+        The template comes from the model file, which may be hostile: a plain ``jinja2.Environment`` lets it
+        reach Python objects and run code (llama-cpp-python's CVE-2024-34359). The sandbox refuses attribute
+        access to internals, mutation of the arguments and ranges over 100,000; any refusal or template error
+        is one ``ModelError`` line.
+        """
+        from jinja2 import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment  # jinja2 ships with llama-cpp-python
 
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"{self.model.name}: registered as a chat model but has no chat template")
 
         def raise_exception(message):
-            raise ValueError(message)
+            raise TemplateError(str(message))
 
-        env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
-        rendered = env.from_string(template).render(
-            messages=[{"role": "user", "content": user_message}],
-            add_generation_prompt=True,
-            bos_token="",  # the tokenizer adds BOS itself
-            eos_token=self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace"),
-            raise_exception=raise_exception,
-        )
-        return rendered
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        try:
+            return env.from_string(template).render(
+                messages=[{"role": "user", "content": user_message}],
+                add_generation_prompt=True,
+                bos_token="",  # the tokenizer adds BOS itself
+                eos_token=self._llm.detokenize([self._llm.token_eos()], special=True).decode("utf-8", "replace"),
+                raise_exception=raise_exception,
+            )
+        except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError, AttributeError,
+                RecursionError) as exc:  # SecurityError is a TemplateError
+            raise ModelError(f"{self.model.path}: its chat template cannot be used "
+                             f"({type(exc).__name__}: {one_line(exc, limit=160)})") from None
 
     def _tokenize(self, text: str, bos: bool) -> list[int]:
         special = self.prompt_style == "chat"  # chat templates carry special tokens such as <|im_start|>
