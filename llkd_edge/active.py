@@ -83,14 +83,13 @@ def coverage_picks(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     if n == len(x):
         return np.arange(len(x))
     fit = _kmeans(x, n, seed)
-    dist = ((x[:, None, :] - fit.cluster_centers_[None, :, :]) ** 2).sum(-1) if len(x) * n <= 4_000_000 else None
+    dist = fit.transform(x)  # (N, n) distances to every centroid: never the (N, n, D) differences (GBs at N=4000)
     picks = []
     for c in np.argsort(-np.bincount(fit.labels_, minlength=n), kind="stable"):
         members = np.flatnonzero(fit.labels_ == c)
         if not len(members):
             continue
-        d = dist[members, c] if dist is not None else ((x[members] - fit.cluster_centers_[c]) ** 2).sum(-1)
-        picks.append(members[np.argmin(d)])
+        picks.append(members[np.argmin(dist[members, c])])
     return _fill(np.array(picks, dtype=int), n, len(x))
 
 
@@ -187,26 +186,32 @@ def _per_class(unlabelled: np.ndarray, score: np.ndarray, predicted: np.ndarray,
     return np.array(sorted(picks.tolist(), key=lambda i: (-score_of[i], i)), dtype=int)
 
 
-def teacher_trusted(x_labelled: np.ndarray, probs: np.ndarray, x: np.ndarray) -> np.ndarray:
+def as_read(probs: np.ndarray, calibration: str = "batch") -> np.ndarray:
+    """The teacher's distributions ``probs`` (M, K) as distill reads them: divided by the pool calibration's
+    divisor fitted on them (``distributions.pool_divisor``); ``none``: as the teacher gave them."""
+    from .distributions import batch_calibrated, pool_divisor
+
+    divisor = pool_divisor(probs, calibration)
+    return probs if divisor is None else batch_calibrated(probs, divisor)
+
+
+def teacher_trusted(x_labelled: np.ndarray, probs: np.ndarray, x: np.ndarray, calibration: str = "batch") -> np.ndarray:
     """Shape (N,) booleans: the rows of ``x`` (N, D) on which the teacher is predicted to be at least as sure as
     its mean over the texts labelled so far. The prediction is a ridge regression on their embeddings
     ``x_labelled`` (M, D), fitted on the top probability of their teacher distributions ``probs`` (M, K),
-    batch-calibrated over them as distill reads them."""
+    calibrated over them as distill reads them (``as_read``)."""
     from sklearn.linear_model import Ridge
 
-    from .distributions import batch_calibrated, pool_prior
-
-    sure = batch_calibrated(probs, pool_prior(probs)).max(axis=1)
+    sure = as_read(probs, calibration).max(axis=1)
     return Ridge(alpha=1.0).fit(x_labelled, sure).predict(x) >= sure.mean()
 
 
-def _probe(x: np.ndarray, probs: np.ndarray):
-    """The rounds' probe: fitted on the teacher's labels so far (``probs``, rows of ``x``), batch-calibrated
-    over them as distill reads them."""
-    from .distributions import batch_calibrated, pool_prior
+def _probe(x: np.ndarray, probs: np.ndarray, calibration: str = "batch"):
+    """The rounds' probe: fitted on the teacher's labels so far (``probs``, rows of ``x``), calibrated over them
+    as distill reads them (``as_read``)."""
     from .gold import Probe
 
-    y = batch_calibrated(probs, pool_prior(probs)).argmax(axis=1)
+    y = as_read(probs, calibration).argmax(axis=1)
     return Probe.fit(x, y, probs.shape[1])
 
 
@@ -230,29 +235,27 @@ def tempered(probs: np.ndarray, confidence: float) -> np.ndarray:
     return at(high)
 
 
-def fill_rest(x: np.ndarray, picked: np.ndarray, probs: np.ndarray,
-              temper: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def fill_rest(x: np.ndarray, picked: np.ndarray, probs: np.ndarray, temper: bool = False,
+              calibration: str = "batch") -> tuple[np.ndarray, np.ndarray]:
     """The texts the teacher never labelled, with the distribution of a probe fitted on the ``picked`` rows'
     teacher distributions ``probs`` (M, K): their indices into ``x`` (N, D), ascending, and (N - M, K).
     ``temper``: the probe's distributions flattened (``tempered``) to be no more confident on average than
-    the teacher's own, batch-calibrated as the probe learns them."""
-    from .distributions import batch_calibrated, pool_prior
-
+    the teacher's own, calibrated as the probe learns them (``as_read`` with ``calibration``)."""
     rest = np.setdiff1d(np.arange(len(x)), picked)
     if not len(rest):
         return rest, np.zeros((0, probs.shape[1]))
     probs = np.asarray(probs, dtype=np.float64)
-    filled = _probe(x[picked], probs).predict(x[rest])
+    filled = _probe(x[picked], probs, calibration).predict(x[rest])
     if temper:
-        filled = tempered(filled, float(batch_calibrated(probs, pool_prior(probs)).max(axis=1).mean()))
+        filled = tempered(filled, float(as_read(probs, calibration).max(axis=1).mean()))
     return rest, filled
 
 
-def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
-               ask: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int, ask: Callable[[np.ndarray], np.ndarray],
+               calibration: str = "batch") -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Pick ``total`` of the N texts embedded in ``x`` (N, D), ``step`` per round, asking the teacher for
     each round's picks: ``ask(indices) -> (M, K)`` distributions. The probe of a round learns the labels so
-    far, batch-calibrated over them (as distill reads them). Returns the picks in order, their
+    far, calibrated over them as distill reads them (``calibration``: the pool calibration, ``as_read``). Returns the picks in order, their
     distributions, and each round's selection seconds (the teacher's time is the caller's to measure)."""
     picked: list[int] = []
     probs: list[np.ndarray] = []
@@ -265,8 +268,8 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int,
         else:
             # random and coverage rounds skip fitting the probe and the teacher gate
             told = np.vstack(probs)
-            scores = _probe(x[picked], told).predict(x) if strategy in READ_PROBE else None
-            trusted = teacher_trusted(x[picked], told, x) if strategy in READ_TRUST else None
+            scores = _probe(x[picked], told, calibration).predict(x) if strategy in READ_PROBE else None
+            trusted = teacher_trusted(x[picked], told, x, calibration) if strategy in READ_TRUST else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds), trusted)[:size]
         seconds.append(time.perf_counter() - tick)

@@ -55,12 +55,13 @@ def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
 
 
 def pick_and_label(dataset: Dataset, labels: tuple[str, ...], label, store_path: str, budget: LabelBudget, seed: int,
-                   progress: bool = True) -> tuple[list[int], list, dict, Filled | None]:
+                   progress: bool = True, calibration: str = "batch") -> tuple[list[int], list, dict, Filled | None]:
     """Label the texts of ``dataset`` (eval and gold texts already taken out) that the rounds pick, up to the
     budget; ``labels``: the label names; ``label(Dataset) -> labelling.Labelled`` asks the teacher through the store. Returns
     the picked texts' indices into ``dataset.texts`` (in the order they were picked), their rows, a record
     for the summary (the budget, each round's picks, teacher calls and seconds), and with ``budget.fill_rest``
-    the rest of the pool labelled by the probe (else None)."""
+    the rest of the pool labelled by the probe (else None). ``calibration``: the pool calibration the rounds' probe
+    reads the teacher's labels with, as distill will (``active.as_read``)."""
     from tqdm.auto import tqdm
 
     first, _ = unique_texts(dataset.texts)
@@ -86,12 +87,12 @@ def pick_and_label(dataset: Dataset, labels: tuple[str, ...], label, store_path:
         bar.set_postfix(round=len(rounds), asked=sum(r["teacher_calls"] for r in rounds))
         return np.array([r.probs for r in got.rows])
 
-    picked, probs, select_seconds = run_rounds(x, total, step, budget.strategy, seed, ask)
+    picked, probs, select_seconds = run_rounds(x, total, step, budget.strategy, seed, ask, calibration)
     bar.close()
     filled = None
     filled_right = None
     if budget.fill_rest:
-        rest, rest_probs = fill_rest(x, picked, probs, temper=True)  # no surer than the teacher: bench/RESULTS.md
+        rest, rest_probs = fill_rest(x, picked, probs, temper=True, calibration=calibration)  # no surer than the teacher: bench/RESULTS.md
         filled = Filled([texts[i] for i in rest], rest_probs)
         gold = [dataset.gold[where[i]] for i in rest] if dataset.gold is not None else []
         known = [(p.argmax(), g) for p, g in zip(rest_probs, gold) if g in labels]

@@ -179,7 +179,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
 
 
 def label_within_budget(dataset: Dataset, teacher: TeacherBackend, store_path: str, budget, seed: int,
-                        progress: bool = True) -> tuple[Labelled, dict, object]:
+                        progress: bool = True, calibration: str = "batch") -> tuple[Labelled, dict, object]:
     """``--label-budget``/``--budget``: only the part of ``dataset`` that active rounds pick is labelled
     (``budget.pick_and_label``). Returns the picked texts as one ``Labelled``, in pick order, the rounds'
     record, and with ``budget.fill_rest`` the rest labelled by the probe (``budget.Filled``; else None)."""
@@ -188,7 +188,7 @@ def label_within_budget(dataset: Dataset, teacher: TeacherBackend, store_path: s
     picked, rows, record, filled = pick_and_label(
         dataset, tuple(teacher.scoring.labels.names),
         lambda d: label_dataset(d, teacher, store_path, progress=False, role="pool"), store_path, budget, seed,
-        progress)
+        progress, calibration)
     calls = record["teacher_calls"]
     labelled = Labelled([dataset.texts[i] for i in picked], rows,
                         None if dataset.gold is None else [dataset.gold[i] for i in picked], len(dataset.texts),

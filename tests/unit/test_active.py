@@ -50,6 +50,21 @@ def test_the_seed_round_covers_every_cluster_the_first_rows_would_miss():
     assert coverage_picks(x[:3], 5, seed=0).tolist() == [0, 1, 2]
 
 
+def test_the_seed_round_needs_memory_of_pool_by_clusters_not_by_dimensions():
+    # A 2000-text pool of 384-d embeddings, 100 clusters: an (N, n, D) difference array would be 614 MB.
+    import tracemalloc
+
+    x = np.random.default_rng(0).normal(size=(2000, 384)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        picks = coverage_picks(x, 100, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(set(picks.tolist())) == 100
+    assert peak < 100e6, f"the seed round peaked at {peak / 1e6:.0f} MB"
+
+
 def test_margin():
     assert margin(np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])) == pytest.approx([0.5, 0.05])
 
