@@ -31,10 +31,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _remove(tmp)
     try:
         yield tmp
-        if tmp.is_dir() and path.is_dir():
+        aside = tmp.is_dir() and path.is_dir()
+        if aside:
             _remove(old)
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside:  # the new folder could not take its place: the old one goes back, never both lost
+                os.replace(old, path)
+            raise
     finally:
         _remove(tmp)
         _remove(old)
