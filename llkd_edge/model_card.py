@@ -7,7 +7,9 @@ well it and its teacher did on the same texts, how to run it, how it was made, a
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 CARD = "README.md"
 WEAK_F1 = 0.7  # a class the teacher labels with F1 below this is named as a weakness
@@ -17,6 +19,25 @@ def model_card(manifest: dict, report: dict) -> str:
     run = manifest.get("run") or {}
     return "\n".join([_front_matter(manifest, run), _about(manifest, report, run), _scores(run),
                       _usage(manifest), _provenance(manifest, report, run), _limits(manifest, run), ""])
+
+
+def _md(value) -> str:
+    """A name from the run (a label, a file, a teacher) as Markdown text: one line, HTML escaped, and the
+    characters that would start a table cell, a link, emphasis or code taken literally."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
+
+
+def _code(value) -> str:
+    """A value as a Markdown code span, fenced by more backticks than it holds (its text is shown as is)."""
+    text = " ".join(str(value).split())  # (never used inside a table, where a | would still split the row)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _names(values) -> str:
+    return ", ".join(_md(v) for v in values)
 
 
 def _yaml(value) -> str:
@@ -46,10 +67,10 @@ def _about(manifest: dict, report: dict, run: dict) -> str:
     sizes = manifest.get("sizes_mb") or {}
     files = ", ".join(f"`{f}` ({v}, {sizes.get(v, '?')} MB)" for v, f in manifest["variants"].items())
     return "\n".join([
-        f"\n# Text classifier: {', '.join(manifest['labels'])}\n",
-        f"A small student model ({student.get('name', 'a transformers encoder')}, "
+        f"\n# Text classifier: {_names(manifest['labels'])}\n",
+        f"A small student model ({_md(student.get('name', 'a transformers encoder'))}, "
         f"{_millions(student.get('parameters'))} parameters) distilled by llkd-edge "
-        f"from the labels of the GGUF teacher `{teacher.get('name', '?')}`, exported to ONNX.",
+        f"from the labels of the GGUF teacher {_code(teacher.get('name', '?'))}, exported to ONNX.",
         f"It reads at most {manifest['max_length']} tokens of a text and gives one probability per label.\n",
         f"Files: {files}. Default: **{manifest['default']}** ({report.get('default_reason', '')}).",
     ])
@@ -66,7 +87,7 @@ def _scores(run: dict) -> str:
     if not rows:
         return "\n## Quality\n\nThe run had no eval set with gold labels, so this model's quality was not measured."
     n = rows[0][1].get("n")
-    lines = [f"\n## Quality\n\nOn {n} held-out texts of `{ev.get('set')}` with gold labels (never trained on), "
+    lines = [f"\n## Quality\n\nOn {n} held-out texts of {_code(ev.get('set'))} with gold labels (never trained on), "
              "teacher and student scored on the same texts:\n",
              "| model | accuracy | macro-F1 |", "|---|---|---|"]
     lines += [f"| {name} | {s['accuracy']:.3f} | {s['macro_f1']:.3f} |" for name, s in rows]
@@ -74,7 +95,7 @@ def _scores(run: dict) -> str:
     per_class = ev.get("per_class_f1")
     if per_class:
         lines += ["\nF1 per class:\n", "| class | teacher | student |", "|---|---|---|"]
-        lines += [f"| {c} | {per_class['teacher'].get(c, float('nan')):.3f} | {per_class['student'].get(c, float('nan')):.3f} |"
+        lines += [f"| {_md(c)} | {per_class['teacher'].get(c, float('nan')):.3f} | {per_class['student'].get(c, float('nan')):.3f} |"
                   for c in per_class["student"]]
     return "\n".join(lines)
 
@@ -100,10 +121,10 @@ def _provenance(manifest: dict, report: dict, run: dict) -> str:
     selection = run.get("selection") or {}
     train = config.get("train") or {}
     lines = ["\n## How it was made\n",
-             f"- Teacher: `{teacher.get('name')}`, file sha256 `{teacher.get('sha256')}`, licence {teacher.get('licence')}.",
-             f"- Prompt: `{json.dumps(teacher.get('prompt'), ensure_ascii=False)}`; labels read from the teacher's "
-             f"token log-probs (verbalisers {', '.join((config.get('scoring') or {}).get('labels', {}).get('verbalisers', []))}).",
-             f"- Data: {data.get('pool_size')} unlabelled texts from `{data.get('pool')}`; eval set `{(run.get('eval') or {}).get('set')}` "
+             f"- Teacher: {_code(teacher.get('name'))}, file sha256 {_code(teacher.get('sha256'))}, licence {_md(teacher.get('licence'))}.",
+             f"- Prompt: {_code(json.dumps(teacher.get('prompt'), ensure_ascii=False))}; labels read from the teacher's "
+             f"token log-probs (verbalisers {_names((config.get('scoring') or {}).get('labels', {}).get('verbalisers', []))}).",
+             f"- Data: {data.get('pool_size')} unlabelled texts from {_code(data.get('pool'))}; eval set {_code((run.get('eval') or {}).get('set'))} "
              f"({data.get('eval_size')} texts).",
              f"- Student training: selection `{selection.get('method', train.get('selection'))}` "
              f"(samples used at least once: {selection.get('fraction_used', '?')}), {train.get('epochs')} epochs, "
@@ -115,7 +136,7 @@ def _provenance(manifest: dict, report: dict, run: dict) -> str:
                      f"{relabel.get('method')}`): {relabel.get('changed', 0):.1%} of them changed.")
     gold = run.get("gold")
     if gold:
-        lines.append(f"- Gold texts: {gold.get('n')} ({gold.get('file')}); the pool was labelled by `{gold.get('chosen')}` "
+        lines.append(f"- Gold texts: {gold.get('n')} ({_md(gold.get('file'))}); the pool was labelled by {_code(gold.get('chosen'))} "
                      f"({gold.get('why')}).")
     variants = report.get("variants") or {}
     for name, v in variants.items():
@@ -131,20 +152,20 @@ def _provenance(manifest: dict, report: dict, run: dict) -> str:
 
 def _limits(manifest: dict, run: dict) -> str:
     lines = ["\n## Intended use and limits",
-             f"Sorting texts like those it was distilled on into {', '.join(manifest['labels'])}. It knows nothing "
+             f"Sorting texts like those it was distilled on into {_names(manifest['labels'])}. It knows nothing "
              "outside these labels: every text gets one of them. It learnt from an LLM's labels, not from people, so "
              "it inherits the teacher's mistakes; check it on your own labelled texts before relying on it.",
              f"Texts longer than {manifest['max_length']} tokens are cut."]
     per_class = ((run.get("eval") or {}).get("per_class_f1") or {}).get("teacher") or {}
     weak = sorted((f, c) for c, f in per_class.items() if f < WEAK_F1)
     if weak:
-        lines.append("The teacher was weak on " + ", ".join(f"`{c}` (F1 {f:.2f})" for f, c in weak)
+        lines.append("The teacher was weak on " + ", ".join(f"{_md(c)} (F1 {f:.2f})" for f, c in weak)
                      + "; the student's labels for these classes deserve the least trust.")
     health = run.get("teacher_health") or {}
     if health.get("labels_never_named"):
-        lines.append(f"The teacher never named {', '.join(health['labels_never_named'])} on the pool.")
+        lines.append(f"The teacher never named {_names(health['labels_never_named'])} on the pool.")
     for warning in run.get("teacher_warnings") or []:
-        lines.append(f"Teacher warning: {warning}")
+        lines.append(f"Teacher warning: {_md(warning)}")
     gold = run.get("gold") or {}
     if gold.get("teacher_below_gold_only"):
         lines.append("On the gold texts the teacher scored below a probe trained on those texts alone.")
