@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ExportConfig, identity
-from .errors import MissingDependencyError, ModelError, UserError
+from .errors import DataError, MissingDependencyError, ModelError, UserError
 from .files import atomic_path, read_json, sha256_file, write_json
 from .metrics import classification_scores
 from .model_card import CARD, model_card
@@ -51,7 +51,15 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     _check_out(out)
     # The gate's texts are the training pool, never the test set: which model a folder serves must not be
     # chosen on the texts its quality is reported on.
-    texts, reference, reference_kind = run.check_texts(config.check_limit)
+    static = "int8-static" in QUANTISED[config.quantize]
+    wanted = config.check_limit + CALIBRATION_TEXTS if static and config.check_limit else config.check_limit
+    texts, reference, reference_kind = run.check_texts(wanted)
+    calibration: list[str] = []
+    if static:  # the static ranges are set on texts the gate never scores, so it cannot favour its own calibration
+        texts, reference, calibration = calibration_split(texts, reference, config.check_limit)
+        if not calibration:
+            raise DataError(f"{run.path}: too few pool texts to calibrate static int8 apart from the gate's; "
+                            "use --quantize int8")
     note = _notes(progress)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,8 +83,8 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
                 note("quantising to int8 (dynamic, signed int8 weights)")
                 _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
             else:
-                calibration = texts[:CALIBRATION_TEXTS]
-                note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts)")
+                note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts the gate "
+                     "does not score)")
                 _quantise_static(raw, work / VARIANT_FILES[variant], work, calibration, run.max_length)
             variants[variant] = VARIANT_FILES[variant]
         raw.unlink(missing_ok=True)
@@ -85,6 +93,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
 
         note(f"checking parity with PyTorch on {len(texts)} texts ({reference_kind} labels)")
         report = _parity(run, work, variants, texts, reference, reference_kind, config)
+        report["calibration_texts"] = len(calibration)
         default, reason = _choose_default(report, config)
         report["default"], report["default_reason"] = default, reason
         report["seconds"] = round(time.perf_counter() - started, 2)
@@ -98,6 +107,16 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ steps
+
+
+def calibration_split(texts: list[str], reference: list[str] | None,
+                      gate_limit: int | None) -> tuple[list[str], list[str] | None, list[str]]:
+    """(gate texts, their reference labels, calibration texts): disjoint slices of the pool's check texts. The
+    calibration takes the ``CALIBRATION_TEXTS`` after the gate's ``gate_limit``, never more than half a small
+    pool, so the gate keeps at least as many texts as the calibration."""
+    n_cal = min(CALIBRATION_TEXTS, len(texts) // 2)
+    n_gate = min(gate_limit or len(texts), len(texts) - n_cal)
+    return texts[:n_gate], None if reference is None else reference[:n_gate], texts[n_gate:n_gate + n_cal]
 
 
 def _check_out(out: Path) -> None:
