@@ -233,7 +233,8 @@ class Run:
 
     def pool(self, relabelled: bool = False) -> list:
         """The pool the student trained on, as LabelRows read back from the run's label store (no teacher needed),
-        calibrated as the student saw them. ``relabelled``: as the cross-fitted probe corrected them when the run
+        calibrated as the student saw them, in the order it saw them (with --label-budget: the rounds' pick order;
+        the texts the probe filled are ``filled()``). ``relabelled``: as the cross-fitted probe corrected them when the run
         was relabelled (``distill --relabel probe`` wrote them to RELABELLED), so a retrained student learns what
         this one learnt."""
         config = self.provenance["config"]
@@ -248,21 +249,15 @@ class Run:
             with LabelStore(self.store) as store:
                 per_key = [store.rows(key, order) for key in keys]
             found = {h for h in order if all(h in rows for rows in per_key)}
-            if self.metrics.get("label_budget"):  # the teacher labelled only the part the rounds picked
-                picks = self.path / BUDGET_PICKS  # (runs before it was written: every pool text the store holds)
-                chosen = set(read_json(picks)["text_sha256"]) if picks.is_file() else found
-                order = [h for h in order if h in chosen]
+            if self.metrics.get("label_budget"):  # the teacher labelled only the part the rounds picked, in this
+                picks = self.path / BUDGET_PICKS  # order (runs before it was written: every pool text the store holds)
+                order = self._budget_picks()["text_sha256"] if picks.is_file() else [h for h in order if h in found]
             missing = sum(h not in found for h in order)
             if missing:
                 raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
                                 "run distill again")
             rows = _pooled(per_key, order, self.labels)
-        evalset = self.eval_set()
-        held_out = {text_key(t) for t in evalset.texts} if evalset else set()
-        if config.get("gold"):  # --gold texts trained as gold samples, not with the teacher's labels
-            held_out |= {text_key(t) for t in read_dataset(config["gold"], config["text_column"],
-                                                           config["label_column"]).texts}
-        held_out |= {text_key(t) for t, _ in config["scoring"]["few_shot"]}  # demonstrations: not trained on
+        held_out = self.held_out_keys()
         rows = [r for r in rows if text_key(r.text) not in held_out]
         prior = (self.metrics.get("pool_calibration") or {}).get("prior")
         rows = recalibrated(rows, self.labels, None if prior is None else np.asarray(prior))  # as the student saw them
@@ -271,14 +266,72 @@ class Run:
                             f"{self.metrics['data']['pool_size']}; {config['data']} has changed since")
         if relabelled and self.metrics.get("relabel"):
             path = self.path / RELABELLED
-            try:
+            try:  # allow_pickle stays False: an object array in a crafted file is refused, never unpickled
                 with np.load(path) as saved:
                     by_hash = dict(zip(saved["text_sha256"].tolist(), saved["probs"]))
-                rows = with_probs(rows, np.array([by_hash[text_hash(r.text)] for r in rows]), self.labels)
-            except (OSError, KeyError, ValueError):
+                probs = np.array([by_hash[text_hash(r.text)] for r in rows], dtype=np.float64)
+                if (probs.shape != (len(rows), len(self.labels)) or not np.all(np.isfinite(probs)) or probs.min() < 0
+                        or not np.allclose(probs.sum(axis=1), 1, atol=1e-4)):
+                    raise ValueError("not one distribution per pool text")
+                rows = with_probs(rows, probs, self.labels)
+            except (OSError, KeyError, ValueError, TypeError, AttributeError):
                 raise DataError(f"{self.path}: its relabelled pool ({RELABELLED}) is missing or does not match the "
                                 "pool; run distill again") from None
         return rows
+
+    def _budget_picks(self) -> dict:
+        """budget_picks.json, checked: a list of text hashes, and the filled texts' hashes and distributions."""
+        path = self.path / BUDGET_PICKS
+        try:
+            saved = read_json(path)
+            hashes = saved["text_sha256"]
+            filled = saved.get("filled")
+            if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+                raise ValueError("text_sha256 is not a list of hashes")
+            if filled is not None:
+                probs = np.asarray(filled["probs"], dtype=np.float64).reshape(-1, len(self.labels))
+                if (len(probs) != len(filled["text_sha256"]) or not np.all(np.isfinite(probs)) or probs.min() < 0
+                        or not np.allclose(probs.sum(axis=1), 1, atol=1e-4)):
+                    raise ValueError("the filled distributions do not match their texts")
+                filled = {"text_sha256": [str(h) for h in filled["text_sha256"]], "probs": probs}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise DataError(f"{path}: unreadable or malformed; run distill again") from None
+        return {"text_sha256": hashes, "filled": filled}
+
+    def filled(self) -> tuple[list[str], np.ndarray]:
+        """``--fill-rest``: the pool texts the teacher never labelled that the student learnt beside ``pool()``, with
+        the rounds' probe distributions it learnt them with, in training order: (texts, shape (M, K)). Empty for a
+        run without them."""
+        k = len(self.labels)
+        if not (self.metrics.get("data") or {}).get("filled_size"):
+            return [], np.zeros((0, k))
+        config = self.provenance["config"]
+        saved = self._budget_picks()["filled"] if (self.path / BUDGET_PICKS).is_file() else None
+        if saved is None:
+            raise DataError(f"{self.path}: its filled texts (--fill-rest) were not recorded (a run made before they "
+                            "were); run distill again")
+        source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+        by_hash = {text_hash(t): t for t in source.texts}
+        held_out = self.held_out_keys()
+        keep = [(by_hash.get(h), p) for h, p in zip(saved["text_sha256"], saved["probs"])]
+        if any(t is None for t, _ in keep):
+            raise DataError(f"{self.path}: {config['data']} no longer holds all of the run's filled texts; run distill again")
+        keep = [(t, p) for t, p in keep if text_key(t) not in held_out]
+        if len(keep) != self.metrics["data"]["filled_size"]:
+            raise DataError(f"{self.path}: its filled texts read back as {len(keep)} but it trained on "
+                            f"{self.metrics['data']['filled_size']}; {config['data']} has changed since")
+        return [t for t, _ in keep], np.array([p for _, p in keep]).reshape(-1, k)
+
+    def held_out_keys(self) -> set[str]:
+        """``text_key``s of the texts no teacher-labelled training or checking may use: the eval set's, the --gold
+        texts (trained as gold samples, not with the teacher's labels) and the few-shot demonstrations."""
+        config = self.provenance["config"]
+        evalset = self.eval_set()
+        held_out = {text_key(t) for t in evalset.texts} if evalset else set()
+        if config.get("gold"):
+            held_out |= {text_key(t) for t in read_dataset(config["gold"], config["text_column"],
+                                                           config["label_column"]).texts}
+        return held_out | {text_key(t) for t, _ in config["scoring"]["few_shot"]}
 
     def check_texts(self, limit: int | None = None) -> tuple[list[str], list[str] | None, str]:
         """Texts to compare copies of the student on (export's int8 gate), never a test text or an LLM-written
@@ -297,7 +350,10 @@ class Run:
             if is_store(config["data"]):
                 raise
             source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
-            texts, teacher = [source.texts[i] for i in unique_texts(source.texts)[0].values()][:limit], None
+            held_out = self.held_out_keys()  # the pool as trained: never an eval, gold or few-shot text
+            texts = [source.texts[i] for i in unique_texts(source.texts)[0].values()
+                     if text_key(source.texts[i]) not in held_out][:limit]
+            teacher = None
         if not texts:
             raise DataError(f"{self.path}: no pool texts to check the exported model on")
         if not is_store(config["data"]):
@@ -337,11 +393,44 @@ def open_run(run_dir: str | Path) -> Run:
         raise UserError(f"{path}: not a distill run (no config.json and student/ from `llkd-edge distill`)")
     if not (path / "metrics.json").is_file():
         raise UserError(f"{path}: the distill run did not finish (no metrics.json); finish it with --resume")
+    if not _inside(path, path / "student"):
+        raise UserError(f"{path}/student: lies outside the run folder (a link); copy the student in instead")
     try:
         provenance = read_json(path / "config.json")
         metrics = read_json(path / "metrics.json")
         run = Run(path, provenance, metrics)
-        run.labels, run.max_length  # noqa: B018 - fail here, not later, when a field is missing
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: config.json or metrics.json is unreadable; distil again") from None
+        _check_record(run)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: config.json or metrics.json is unreadable or malformed; distil again") from None
     return run
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path``, links followed, lies inside ``folder`` (a folder from someone else may link out of itself)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _check_record(run: Run) -> None:
+    """The fields every later stage reads, with the types they need: a crafted or damaged record fails here, in
+    one line (ValueError/KeyError/TypeError), not as a traceback deep in export or evolve."""
+    config, teacher = run.provenance["config"], run.provenance["teacher"]
+    labels = run.labels
+    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+        raise ValueError("labels must be distinct non-empty names")
+    if not isinstance(run.max_length, int) or not 1 <= run.max_length <= 8192:
+        raise ValueError("max_length out of range")
+    for name in ("data", "text_column"):
+        if not isinstance(config[name], str):
+            raise TypeError(name)
+    for name in ("store", "eval", "gold", "label_column"):
+        if not isinstance(config.get(name), (str, type(None))):
+            raise TypeError(name)
+    for name in ("limit", "eval_limit"):
+        if config.get(name) is not None and (not isinstance(config[name], int) or config[name] < 0):
+            raise TypeError(name)
+    if not all(isinstance(teacher[k], str) for k in ("sha256", "config_hash")):
+        raise TypeError("teacher")
+    if not all(isinstance(t, str) and isinstance(g, str) for t, g in config["scoring"]["few_shot"]):
+        raise TypeError("few_shot")
+    if not isinstance(run.metrics["data"].get("pool_size", 0), int):
+        raise TypeError("pool_size")

@@ -159,8 +159,10 @@ def fake_run(folder, limit=None, evolve=None):
     (folder / "student").mkdir(parents=True)
     (folder / "student" / "config.json").write_text("{}")
     config = {"data": "bbc-news", "limit": limit, "store": str(folder / "labels.sqlite"), "text_column": "text",
-              "label_column": None, "eval_limit": None, "train": {"max_length": 64}}
-    (folder / "config.json").write_text(json.dumps({"config": config, **({"evolve": evolve} if evolve else {})}))
+              "label_column": None, "eval_limit": None, "train": {"max_length": 64}, "scoring": {"few_shot": []}}
+    teacher = {"sha256": "teacher-sha", "config_hash": "config-hash"}
+    (folder / "config.json").write_text(json.dumps({"config": config, "teacher": teacher,
+                                                    **({"evolve": evolve} if evolve else {})}))
     (folder / "metrics.json").write_text(json.dumps({"data": {"labels": LABELS, "eval": None, "pool_size": 3}}))
     return folder
 
