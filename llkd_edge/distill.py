@@ -243,7 +243,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
 
         held = _held_out(evalset, gold)
         pool, budget_record, filled = label_within_budget(without(source, held), teacher, store_path,
-                                                          config.label_budget, config.train.seed, progress)
+                                                          config.label_budget, config.train.seed, progress,
+                                                          config.pool_calibration)
     else:
         pool = label_dataset(source, teacher, store_path, progress=progress, role="pool")
     overlap = gold_overlap = 0
@@ -278,8 +279,12 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         "versions": versions(),
     }
     write_json(run_dir / "config.json", provenance)
-    if budget_record:  # which texts the teacher labelled: Run.pool reads exactly these back, whatever the store gains
-        write_json(run_dir / BUDGET_PICKS, {"text_sha256": [text_hash(t) for t in pool.texts]})
+    if budget_record:  # which texts the teacher labelled, in pick order, and the probe's fill of the rest: Run.pool
+        # and Run.filled read exactly these back, whatever the store gains
+        write_json(run_dir / BUDGET_PICKS, {
+            "text_sha256": [text_hash(t) for t in pool.texts],
+            "filled": {"text_sha256": [text_hash(t) for t in filled.texts], "probs": filled.probs.tolist()}
+            if filled else None})
 
     # 2. The student, with --gold on the labels the gold texts judge best, and on the gold texts themselves.
     train_started = time.perf_counter()

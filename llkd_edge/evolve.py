@@ -126,8 +126,10 @@ class Evolution:
         if self.labels != self.run.labels:
             raise UserError(f"{self.run.path}: config.json and metrics.json disagree about the labels; distil again")
         self.pool = self.run.pool(relabelled=True)  # a retrained student learns the labels distill's learnt
+        self.filled = self.run.filled()  # and, after a --label-budget run, the texts its probe filled
         self.evalset = self.run.eval_set()
-        held = {text_key(t) for t in [r.text for r in self.pool] + (self.evalset.texts if self.evalset else [])}
+        # never validated on: what the source student trained on (pool, filled, gold texts) or was scored on
+        held = {text_key(t) for t in [r.text for r in self.pool] + self.filled[0]} | self.run.held_out_keys()
         self.val = _validation(config, self.run, held)
         self.out = _prepare_out(config, resume)
         teacher_config = TeacherConfig(model=model, n_threads=config.threads, n_gpu_layers=config.n_gpu_layers,
@@ -257,7 +259,7 @@ class Evolution:
         # The eval texts too: the writer never sees them, but it may have read them in pre-training, and a
         # copy trained on would inflate the eval score.
         held_out = self.evalset.texts if self.evalset else []
-        references = [r.text for r in self.pool] + self.val.texts + [r.text for r in synthetic] + held_out
+        references = [r.text for r in self.pool] + self.filled[0] + self.val.texts + [r.text for r in synthetic] + held_out
         verdicts = screen(candidates, shown, references, self.config.min_words, self.config.near_duplicate)
         to_score = [i for i, v in enumerate(verdicts) if v is None]
         rows = dict(zip(to_score, self.teacher.score([candidates[i] for i in to_score])))
@@ -288,10 +290,12 @@ class Evolution:
         from .train import Pool, build_student, train
 
         rows = [*self.pool, *synthetic]
+        filled_texts, filled_probs = self.filled
         student = build_student(self.train_config.student, self.labels, self.train_config.seed)
         scratch = folder / "training"
         scratch.mkdir(exist_ok=True)
-        stats = train(student, Pool([r.text for r in rows], np.array([r.probs for r in rows], dtype=np.float64)),
+        probs = np.array([r.probs for r in rows], dtype=np.float64).reshape(-1, len(self.labels))
+        stats = train(student, Pool([r.text for r in rows] + filled_texts, np.vstack([probs, filled_probs])),
                       self.train_config, scratch, progress=self.progress)
         shutil.rmtree(scratch)  # the optimiser state is large and a round retrains from scratch anyway
         return student, stats

@@ -341,7 +341,16 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     assert "the student also learnt 60 texts the teacher never saw" in filled.output
     with LabelStore(store, existing=True) as s:
         assert sum("pool" in r for r in s.roles().values()) == 90
-    assert len(open_run(tmp_path / "filled").pool()) == 60
+    # read back as trained: the teacher's 60 in the rounds' pick order, then the probe's 60 with the distributions
+    # the student learnt (evolve retrains on both and validates on neither)
+    run = open_run(tmp_path / "filled")
+    pool, (filled_texts, filled_probs) = run.pool(), run.filled()
+    picks = json.loads((tmp_path / "filled" / "budget_picks.json").read_text())
+    from llkd_edge.store import text_hash
+
+    assert [text_hash(r.text) for r in pool] == picks["text_sha256"]
+    assert [text_hash(t) for t in filled_texts] == picks["filled"]["text_sha256"] and len(filled_texts) == 60
+    assert filled_probs.shape == (60, 5) and not {r.text for r in pool} & set(filled_texts)
 
     # an option that needs the budget is refused without it, before any teacher time
     bad = CliRunner().invoke(main, ["distill", "bbc-news", *small, "--label-strategy", "random", "--out",
