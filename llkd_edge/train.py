@@ -170,6 +170,16 @@ class Pool:
     def conf(self) -> np.ndarray:
         return self.probs.max(axis=1)
 
+    def fingerprint(self) -> str:
+        """sha256 of everything training reads from the pool (texts, distributions, trust, weights): a run resumed
+        on a pool that changed since its checkpoint (a store that gained rows, a shrunk DATA) is refused."""
+        import hashlib
+
+        digest = hashlib.sha256("\x00".join(self.texts).encode("utf-8", "surrogatepass"))
+        for part in (np.asarray(self.probs, dtype=np.float64), self.trusted, self.weights):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()
+
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
@@ -219,7 +229,8 @@ class EpochStats:
     need_seconds: float = 0.0  # of ``seconds``, spent on the extra eval-mode passes (need_pass "eval")
 
 
-def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config) -> None:
+def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config,
+                     pool_sha256: str | None = None, device: str | None = None) -> None:
     """Tensors (weights, optimiser, RNG) as torch tensors; everything else as one JSON string.
 
     ``load_checkpoint`` reads it back with ``weights_only=True``, which unpickles tensors and plain
@@ -230,6 +241,8 @@ def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever
         "selection_state": state.to_dict(),
         "ever_selected": np.flatnonzero(ever).tolist(),
         "pool_size": len(ever),
+        "pool_sha256": pool_sha256,  # what it trained on, and where: a resume must continue the same thing
+        "device": device,
         "stats": [asdict(s) for s in stats],
         "numpy_rng": rng.bit_generator.state,
         "config": asdict(config),
@@ -269,9 +282,28 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, AttributeError, EOFError) as exc:
         raise ModelError(f"{path}: not a checkpoint this version wrote, or unsafe to load "
                          f"({one_line(exc, limit=160, first_line=True)}); delete it to train from the start") from None
-    ever = np.zeros(plain.pop("pool_size"), dtype=bool)
-    ever[plain.pop("ever_selected")] = True
+    try:  # the plain part may come from someone else's folder: any value of the wrong shape is one line
+        n, picked = int(plain.pop("pool_size")), np.asarray(plain.pop("ever_selected"), dtype=np.int64)
+        if n < 0 or picked.ndim != 1 or (len(picked) and (picked.min() < 0 or picked.max() >= n)):
+            raise ValueError("ever_selected does not fit pool_size")
+        int(plain["epoch"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ModelError(f"{path}: its saved state is malformed ({one_line(exc, limit=120)}); delete it to train "
+                         "from the start") from None
+    ever = np.zeros(n, dtype=bool)
+    ever[picked] = True
     return {**saved, **plain, "ever_selected": ever}
+
+
+def _check_resumable(ckpt: Path, saved: dict, n: int, fingerprint: str, device: str) -> None:
+    """One line, before any step, when the checkpoint was trained on another pool or another device (a CPU run
+    continued on a GPU would switch precision mid-run). Checkpoints from before either was recorded: size only."""
+    if len(saved["ever_selected"]) != n or saved.get("pool_sha256") not in (None, fingerprint):
+        raise UserError(f"{ckpt}: trained on another pool ({len(saved['ever_selected'])} texts; now {n}, or their "
+                        "labels changed): DATA or the label store changed since; train again with another --out")
+    if saved.get("device") not in (None, device):
+        raise UserError(f"{ckpt}: trained on {saved['device']}, this run would continue on {device}; "
+                        f"resume with --device {saved['device']}")
 
 
 def train(
@@ -316,8 +348,10 @@ def train(
     stats: list[EpochStats] = []
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT
+    fingerprint = pool.fingerprint()
     if resume and ckpt.exists():
         saved = load_checkpoint(ckpt, map_location=device)
+        _check_resumable(ckpt, saved, n, fingerprint, device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -412,7 +446,8 @@ def train(
             seconds=round(time.perf_counter() - started, 2),
             need_seconds=round(need_seconds, 2),
         ))
-        _save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config)
+        _save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config,
+                         fingerprint, device)
         if on_epoch:
             on_epoch(stats[-1])
     return stats
@@ -432,13 +467,24 @@ def save_student(student: Student, folder: str | Path) -> Path:
 
 
 def load_student(folder: str | Path) -> Student:
-    """A trained student as ``distill`` saved it (RUN_DIR/student)."""
+    """A trained student as ``distill`` saved it (RUN_DIR/student).
+
+    The folder may come from someone else: weights are read from safetensors only (never a pickled
+    ``pytorch_model.bin``), no code it names is run (``trust_remote_code`` off) and nothing is fetched; anything
+    transformers cannot read that way is one ModelError line.
+    """
     _torch()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    safe = {"trust_remote_code": False, "local_files_only": True}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, **safe)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **safe)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise ModelError(f"{folder}: not a student this tool saved, or unsafe to load "
+                         f"({one_line(exc, limit=160, first_line=True)})") from None
     model.eval()
-    return Student(model, AutoTokenizer.from_pretrained(folder), str(folder))
+    return Student(model, tokenizer, str(folder))
 
 
 def predict_logits(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,

@@ -62,3 +62,41 @@ def test_a_checkpoint_round_trips_every_piece_of_state_exactly(tmp_path):
     assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())
     assert saved["optimizer"]["state"][0]["exp_avg"].equal(optimizer.state_dict()["state"][0]["exp_avg"])
     assert saved["config"]["threads"] == 1
+
+
+@pytest.mark.parametrize("plain", [
+    {"pool_size": 3, "ever_selected": [5], "epoch": 0},  # an index past the pool (was an IndexError traceback)
+    {"pool_size": 3, "ever_selected": [-1], "epoch": 0},
+    {"pool_size": "many", "ever_selected": [], "epoch": 0},
+    {"pool_size": 3, "ever_selected": [[0]], "epoch": 0},
+    {"ever_selected": [], "epoch": 0},
+    {"pool_size": 3, "ever_selected": [], "epoch": "last"},
+])
+def test_a_checkpoint_with_a_malformed_plain_part_is_one_error_line(tmp_path, plain):
+    import json
+
+    torch.save({"model": {}, "plain": json.dumps(plain)}, tmp_path / CHECKPOINT)
+    with pytest.raises(ModelError, match="malformed"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+
+
+def test_a_resume_on_another_pool_or_device_is_refused_before_any_step(tmp_path):
+    from llkd_edge.errors import UserError
+    from llkd_edge.train import Pool, _check_resumable
+
+    pool = Pool(["a", "b", "c"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    grown = Pool(["a", "b", "c", "d"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]))
+    relabelled = Pool(["a", "b", "c"], np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]))
+    assert pool.fingerprint() not in (grown.fingerprint(), relabelled.fingerprint())
+    saved = {"ever_selected": np.zeros(3, bool), "pool_sha256": pool.fingerprint(), "device": "cpu"}
+    _check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cpu")  # the same run: fine
+    with pytest.raises(UserError, match="another pool"):
+        _check_resumable(tmp_path, saved, 4, grown.fingerprint(), "cpu")
+    with pytest.raises(UserError, match="another pool"):
+        _check_resumable(tmp_path, saved, 3, relabelled.fingerprint(), "cpu")
+    with pytest.raises(UserError, match="resume with --device cpu"):
+        _check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cuda")
+    old = {"ever_selected": np.zeros(3, bool)}  # a checkpoint from before either was recorded: size only
+    _check_resumable(tmp_path, old, 3, relabelled.fingerprint(), "cuda")
+    with pytest.raises(UserError, match="another pool"):
+        _check_resumable(tmp_path, old, 2, relabelled.fingerprint(), "cpu")
