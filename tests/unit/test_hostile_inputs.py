@@ -203,3 +203,45 @@ def test_budget_picks_and_relabelled_files_that_are_crafted_are_one_error_line(t
         (run.path / BUDGET_PICKS).write_text(content)
         with pytest.raises(DataError, match="malformed"):
             run._budget_picks()
+
+
+# ------------------------------------------------------------ a student/ folder from someone else runs no code
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+BERT = {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 30, "hidden_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8, "id2label": {"0": "a", "1": "b"},
+        "label2id": {"a": 0, "b": 1}}
+
+
+def test_a_student_with_pickled_weights_or_remote_code_is_refused_and_never_run(tmp_path):
+    import pickle
+
+    from llkd_edge.errors import ModelError
+    from llkd_edge.train import load_student
+
+    pytest.importorskip("transformers")
+    marker = tmp_path / "pwned"
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps(BERT))
+    (pickled / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": _Payload(marker)}))
+    with pytest.raises(ModelError, match="unsafe to load"):
+        load_student(pickled)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({**BERT, "auto_map": {
+        "AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.Evil"}}))
+    (remote / "evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    with pytest.raises(ModelError, match="unsafe to load"):
+        load_student(remote)
+    assert not marker.exists()
