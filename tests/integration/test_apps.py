@@ -21,7 +21,6 @@ import pytest
 
 from llkd_edge.runtime import Classifier
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_EXAMPLE = ROOT / "examples" / "node"

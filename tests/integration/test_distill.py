@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from llkd_edge.cli import main
 
-pytestmark = pytest.mark.integration
 
 SLICE = ["--limit", "240", "--eval-limit", "100", "--max-text-tokens", "64", "--student", "minilm-l2",
          "--max-length", "96", "--batch-size", "16", "--epochs", "3"]

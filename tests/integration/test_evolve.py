@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from llkd_edge.cli import main
 from llkd_edge.store import LabelStore, ScoringKey, text_hash
 
-pytestmark = pytest.mark.integration
 
 DISTILL = ["--limit", "60", "--eval-limit", "60", "--max-text-tokens", "64", "--student", "minilm-l2",
            "--max-length", "64", "--batch-size", "16", "--epochs", "3", "--selection", "all"]

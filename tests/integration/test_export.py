@@ -22,7 +22,6 @@ def invoke(args):
     assert result.exit_code == 0, result.output
     return result
 
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 

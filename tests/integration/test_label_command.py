@@ -9,7 +9,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 from click.testing import CliRunner
 
 from llkd_edge.cli import main
@@ -17,7 +16,6 @@ from llkd_edge.config import LabelRunConfig, LabelSet
 from llkd_edge.labelling import label_texts
 from llkd_edge.store import LabelStore
 
-pytestmark = pytest.mark.integration
 
 
 def invoke(args):

@@ -23,7 +23,6 @@ from llkd_edge.data import load_builtin
 from llkd_edge.errors import UserError
 from llkd_edge.labelling import label_texts
 
-pytestmark = pytest.mark.integration
 BBC_LABELS = LabelSet.parse(load_builtin("bbc-news:test").labels)
 
 N = 64

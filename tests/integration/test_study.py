@@ -3,9 +3,7 @@
 import json
 from dataclasses import replace
 
-import pytest
 
-pytestmark = pytest.mark.integration
 
 from bench import study
 

@@ -12,7 +12,6 @@ from llkd_edge.data import load_builtin
 
 BBC_LABELS = LabelSet.parse(load_builtin("bbc-news:test").labels)
 
-pytestmark = pytest.mark.integration
 
 
 def test_registered_model_is_assembled_and_verified(gemma_file):

@@ -12,17 +12,11 @@ from llkd_edge.data import iter_texts
 from llkd_edge.errors import DataError, ModelError
 from llkd_edge.export import int8_gate
 from llkd_edge.runtime import Classifier, read_manifest, softmax
+from tests.support import one_error_line
 
 
 def run(args):
     return CliRunner().invoke(main, args)
-
-
-def one_error_line(result, expected: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert lines[-1].startswith("error: ") and expected in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 def fake_run(tmp_path, finished=True):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from llkd_edge.runs import Run
+from tests.support import one_error_line
 
 
 def _csv(path, rows, header="text,label"):
@@ -121,12 +122,6 @@ def test_static_int8_calibration_and_gate_texts_are_disjoint(n, limit):
 
 
 # ------------------------------------------------------------ run folders from someone else: one line, no traceback
-
-
-def one_error_line(result, message):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
 
 
 def _run_folder(tmp_path, **changes):

@@ -17,19 +17,13 @@ from llkd_edge.store import unique_texts
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelRow, LabelStore, ScoringKey, text_hash
 from llkd_edge.distributions import LabelClash, calibrated_distribution, label_token_ids
+from tests.support import one_error_line
 
 KEY = ScoringKey("teacher-sha", "config-hash")
 
 
 def row(text, probs=(0.75, 0.25)):
     return LabelRow(text, probs, "a" if probs[0] >= probs[1] else "b", max(probs), 0.56, 0.4, 5, False)
-
-
-def one_error_line(result, message):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
-    assert "Traceback" not in result.output
 
 
 # ------------------------------------------------------------------ 1, 2: held-out texts never reach training
