@@ -558,7 +558,12 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
 @click.option("--max-body", default=1_000_000, show_default=True, help="Largest request body, in bytes (else 413).")
 @click.option("--js-libs", help="node_modules folder with onnxruntime-web and @huggingface/tokenizers for the page "
                                 "[default: examples/web/node_modules in a checkout, else a CDN].")
-def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs):
+@click.option("--allowed-hosts", default="", help="Comma-separated Host header names to answer besides localhost, "
+              "127.0.0.1, ::1 and --host (*.example.com: a domain's names; *: any). Others get 400, so a web page "
+              "cannot reach the service by DNS rebinding.")
+@click.option("--read-timeout", default=10.0, show_default=True,
+              help="Seconds a client may take to send a request's headers, and then its body (else closed, or 408).")
+def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs, allowed_hosts, read_timeout):
     """Serve MODEL_DIR over HTTP: POST /predict, GET /health, a page at / that classifies in the browser."""
     try:
         from .serve import ServeConfig, serve as run_service
@@ -567,8 +572,11 @@ def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs)
         raise MissingDependencyError("serve needs FastAPI and uvicorn: pip install 'llkd-edge[serve]'") from None
     if max_texts < 1 or max_body < 1:
         raise UserError("--max-texts and --max-body must be at least 1")
+    if read_timeout <= 0:
+        raise UserError("--read-timeout must be more than 0 seconds")
+    hosts = tuple(h.strip() for h in allowed_hosts.split(",") if h.strip())
     run_service(ServeConfig(model_dir, host=host, port=port, threads=threads, variant=variant, max_texts=max_texts,
-                            max_body=max_body, js_libs=js_libs))
+                            max_body=max_body, js_libs=js_libs, allowed_hosts=hosts, read_timeout=read_timeout))
 
 
 @main.command()

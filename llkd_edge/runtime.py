@@ -9,11 +9,16 @@
 A model folder holds ``llkd_edge.json`` (label names, token budget, which ONNX file is the default, how the
 model was made), the ONNX file(s) and the tokenizer's ``tokenizer.json``. Any folder from Optimum's ONNX
 export with ``id2label`` names in ``config.json`` also loads.
+
+A folder may come from someone else: what it lists is checked before anything is loaded (types and ranges;
+every file it names must lie inside the folder, links followed), and a bad folder is one ``ModelError`` line.
+ONNX Runtime (1.31) itself refuses external tensor data outside the ONNX file's folder; a unit test pins that.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +30,18 @@ from .files import one_line
 
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
+MAX_TOKENS = 8192  # the largest token budget a folder may ask for (a bigger one is a broken or hostile manifest)
+# How texts share ONNX Runtime calls, so that a text's scores never depend on the texts batched with it:
+#   padded       batches of similar length, padded to the longest (fp32: padding is masked out exactly)
+#   same length  only texts of one token length share a call (static int8: its activation ranges are fixed,
+#                but were calibrated on unpadded texts; the attention mask's large negative values fall outside
+#                them and would let padding change the scores)
+#   one text     one text per call (dynamic int8: activation scales come from the whole call's input)
+BATCHING = ("padded", "same length", "one text")
+# Op types (plain strings in the ONNX protobuf) that mark each kind of quantisation: DynamicQuantizeLinear,
+# -MatMul, -LSTM; QuantizeLinear/DequantizeLinear (QDQ) and QLinear* (QOperator), MatMulInteger.
+DYNAMIC_OPS = (b"DynamicQuantize",)
+STATIC_OPS = (b"QuantizeLinear", b"QLinear", b"MatMulInteger", b"ConvInteger")
 
 
 def _onnxruntime():
@@ -46,42 +63,84 @@ def read_manifest(model_dir: str | Path) -> dict:
     """The folder's description: ``llkd_edge.json``, or one built from Optimum's ``config.json``.
 
     Keys used here: ``labels``, ``max_length``, ``pad_token_id``, ``default`` (a variant name) and
-    ``variants`` (variant name -> ONNX file name).
+    ``variants`` (variant name -> ONNX file name). Their types and ranges are checked here.
     """
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (make one with `llkd-edge export RUN_DIR --out {folder}`)")
     if (folder / MANIFEST).is_file():
-        manifest = _read_json(folder / MANIFEST)
-        if not manifest.get("labels") or not manifest.get("variants"):
-            raise ModelError(f"{folder / MANIFEST}: no label names or model files listed; export the run again")
-        return manifest
+        return _checked(_read_json(_inside(folder, MANIFEST)), folder / MANIFEST)
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: no {MANIFEST} or config.json, so no label names; is this an exported model?")
-    config = _read_json(folder / "config.json")
-    id2label = config.get("id2label") or {}
+    config = _read_json(_inside(folder, "config.json"))
+    id2label = (config.get("id2label") if isinstance(config, dict) else None) or {}
+    if not isinstance(id2label, dict):
+        raise ModelError(f"{folder}/config.json: id2label is not an object; export with `llkd-edge export`")
     labels = [id2label.get(str(i), id2label.get(i)) for i in range(len(id2label))]
-    if not labels or any(not name or name.startswith("LABEL_") for name in labels):
+    if not labels or any(not isinstance(name, str) or not name or name.startswith("LABEL_") for name in labels):
         raise ModelError(f"{folder}/config.json has no label names (id2label); export with `llkd-edge export`")
-    return {
+    positions = config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)
+    return _checked({
         "labels": labels,
-        "max_length": min(int(config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)), 512),
-        "pad_token_id": int(config.get("pad_token_id") or 0),
+        "max_length": min(positions, 512) if _is_int(positions) else positions,
+        "pad_token_id": config.get("pad_token_id") or 0,
         "default": "fp32",
         # Optimum writes model.onnx at the top; the transformers.js layout keeps it under onnx/
         "variants": {"fp32": next((f for f in ("model.onnx", "onnx/model.onnx") if (folder / f).is_file()),
                                   "model.onnx")},
-    }
+    }, folder / "config.json")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked(manifest, where: Path) -> dict:
+    """``manifest`` if every key the runtimes read has the right type and range; else one ModelError line."""
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{where}: not a JSON object; export the run again")
+    labels, variants = manifest.get("labels"), manifest.get("variants")
+    if not labels or not variants:
+        raise ModelError(f"{where}: no label names or model files listed; export the run again")
+    max_length, pad = manifest.get("max_length", DEFAULT_MAX_LENGTH), manifest.get("pad_token_id", 0)
+    problem = None
+    if not isinstance(labels, list) or not all(isinstance(name, str) and name for name in labels):
+        problem = "labels must be a list of label names"
+    elif len(set(labels)) != len(labels):
+        problem = "labels must be distinct"
+    elif not isinstance(variants, dict) or not all(isinstance(f, str) and f for f in variants.values()):
+        problem = "variants must map variant names to ONNX file names"
+    elif not isinstance(manifest.get("default"), str) or manifest["default"] not in variants:
+        problem = f"default must be one of its variants ({', '.join(variants)})"
+    elif not _is_int(max_length) or not 0 < max_length <= MAX_TOKENS:
+        problem = f"max_length must be a whole number of tokens from 1 to {MAX_TOKENS}"
+    elif not _is_int(pad) or pad < 0:
+        problem = "pad_token_id must be a token id (a whole number from 0)"
+    if problem:
+        raise ModelError(f"{where}: {problem}; export the run again")
+    return manifest
+
+
+def _inside(folder: Path, name: str, what: str = "file") -> Path:
+    """``folder / name`` if it resolves inside ``folder`` (symlinks followed): a folder from someone else must
+    not make us read other files (``../../x``, an absolute path, a link out)."""
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ModelError(f"{folder}: {what} {name!r} lies outside the model folder; refused")
+    return path
 
 
 class Classifier:
     """An exported student: texts in, label names or (N, K) probabilities out.
 
     ``truncated`` counts the texts, over this object's life, that were cut to ``max_length`` tokens.
+    ``batching``: how texts share a model call (one of ``BATCHING``, read from the graph's op types) so that a
+    text gets the same scores whatever it is scored with: ``padded`` for fp32, ``same length`` for static int8,
+    ``one text`` for dynamic int8.
     """
 
     def __init__(self, session, tokenizer, labels: Sequence[str], max_length: int, pad_token_id: int,
-                 variant: str, path: Path):
+                 variant: str, path: Path, batching: str = "padded"):
         self.session = session
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -91,6 +150,7 @@ class Classifier:
         self.path = path
         self.provider = session.get_providers()[0]
         self.input_names = [i.name for i in session.get_inputs()]
+        self.batching = batching
         self.truncated = 0
 
     @classmethod
@@ -115,27 +175,29 @@ class Classifier:
         variant = variant or manifest["default"]
         if variant not in variants:
             raise ModelError(f"{folder}: no {variant} model (it has {', '.join(variants)})")
-        path = folder / variants[variant]
+        path = _inside(folder, variants[variant], f"the {variant} model")
         if not path.is_file():
             raise ModelError(f"{path}: missing; export the run again")
-        if not (folder / "tokenizer.json").is_file():
+        tokenizer_file = _inside(folder, "tokenizer.json")
+        if not tokenizer_file.is_file():
             raise ModelError(f"{folder}/tokenizer.json: missing; export the run again")
         try:
-            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # the Rust side raises a bare Exception for a bad file
             raise ModelError(f"{folder}/tokenizer.json: unreadable ({one_line(exc, limit=200)})") from None
-        max_length = int(manifest.get("max_length", DEFAULT_MAX_LENGTH))
+        max_length = manifest.get("max_length", DEFAULT_MAX_LENGTH)
         tokenizer.no_padding()  # we pad per batch, to the longest text in it
         tokenizer.enable_truncation(max_length)
         session = _session(path, threads, device)
         outputs = session.get_outputs()[0].shape
         if isinstance(outputs[-1], int) and outputs[-1] != len(manifest["labels"]):
             raise ModelError(f"{path}: gives {outputs[-1]} scores but {len(manifest['labels'])} labels are listed")
-        return cls(session, tokenizer, manifest["labels"], max_length, int(manifest.get("pad_token_id", 0)),
-                   variant, path)
+        return cls(session, tokenizer, manifest["labels"], max_length, manifest.get("pad_token_id", 0), variant, path,
+                   batching=_batching(path))
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Shape (N, K): raw scores. Texts are batched by length, so padding stays small."""
+        """Shape (N, K): raw scores. Texts are batched by length, so padding stays small, and as ``batching``
+        says, so no other text in a call (or its padding) moves a text's scores."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         if batch_size < 1:
@@ -146,11 +208,21 @@ class Classifier:
             return out
         encodings = self.tokenizer.encode_batch(texts)
         self.truncated += sum(1 for e in encodings if e.overflowing)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in self._calls([len(e.ids) for e in encodings], batch_size):
             out[rows] = self.session.run(None, self._feed([encodings[i] for i in rows]))[0]
         return out
+
+    def _calls(self, lengths: list[int], batch_size: int):
+        """Row indices for each model call: texts sorted by token length, cut into batches as ``batching`` says."""
+        order = np.argsort(lengths, kind="stable")
+        groups = [order]
+        if self.batching == "one text":
+            batch_size = 1
+        elif self.batching == "same length":  # runs of one length: nothing to pad
+            groups = np.split(order, np.flatnonzero(np.diff(np.asarray(lengths)[order])) + 1)
+        for group in groups:
+            for start in range(0, len(group), batch_size):
+                yield group[start : start + batch_size]
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Shape (N, K): class probabilities, columns in ``labels`` order."""
@@ -178,6 +250,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _batching(path: Path) -> str:
+    """One of ``BATCHING`` for the ONNX file at ``path``, from the op types it holds. They are plain strings in
+    the protobuf, so a byte search finds them without the onnx package (a name that merely holds one of these
+    words costs speed only, never a different answer)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as graph:
+        if any(graph.find(op) >= 0 for op in DYNAMIC_OPS):
+            return "one text"
+        return "same length" if any(graph.find(op) >= 0 for op in STATIC_OPS) else "padded"
 
 
 def _session(path: Path, threads: int | None, device: str):

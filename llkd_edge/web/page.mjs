@@ -1,5 +1,6 @@
-// The page of `llkd-edge serve`: loads the model folder (/model/...) into onnxruntime-web and classifies
-// what a person types, in the browser. Element ids and data- attributes are what tests read.
+// The page of `llkd-edge serve`: loads the model the service serves (/model/...: the same variant as
+// /predict) into onnxruntime-web and classifies what a person types, in the browser. Element ids and data-
+// attributes are what tests read.
 import * as ort from "onnxruntime-web";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { loadClassifier } from "llkd-classifier";
@@ -11,6 +12,17 @@ const status = (state, message) => { $("status").dataset.state = state; $("statu
 const ortUrl = new URL(import.meta.resolve("onnxruntime-web"));
 ort.env.wasm.wasmPaths = ortUrl.href.slice(0, ortUrl.href.lastIndexOf("/") + 1);
 ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation, which a plain page does not have
+
+// From a CDN, the import map carries each file's Subresource Integrity hash. The browser checks the modules
+// itself; the .wasm ort would fetch unchecked, so it is fetched here with its hash and handed to ort.
+async function checkedWasm() {
+  const { integrity = {} } = JSON.parse(document.querySelector("script[type=importmap]").textContent);
+  const url = new URL("ort-wasm-simd-threaded.wasm", ortUrl).href;
+  if (!integrity[url]) return;
+  const response = await fetch(url, { integrity: integrity[url] });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  ort.env.wasm.wasmBinary = new Uint8Array(await response.arrayBuffer());
+}
 
 async function read(name, kind) {
   const response = await fetch(`/model/${name}`);
@@ -36,8 +48,9 @@ function show(result) {
 
 try {
   const started = performance.now();
-  const variant = new URLSearchParams(location.search).get("variant");  // ?variant=fp32: another model file
-  const clf = await loadClassifier({ ort, Tokenizer, read, variant });
+  await checkedWasm();
+  const manifest = await read("manifest.json", "json");  // labels, token budget and the one model served
+  const clf = await loadClassifier({ ort, Tokenizer, read, manifest });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   status("ready", `Ready: ${clf.labels.length} labels, ${clf.variant} model, loaded in ${seconds} s.`);
   $("text").disabled = $("go").disabled = false;
