@@ -73,6 +73,9 @@ def _about(manifest: dict, report: dict, run: dict) -> str:
         f"from the labels of the GGUF teacher {_code(teacher.get('name', '?'))}, exported to ONNX.",
         f"It reads at most {manifest['max_length']} tokens of a text and gives one probability per label.\n",
         f"Files: {files}. Default: **{manifest['default']}** ({report.get('default_reason', '')}).",
+        "\nA text gets the same scores whatever it is scored with: the runtimes give fp32 texts batched by length "
+        "(padded), dynamic `int8` one text per call (its activation scales are computed per call) and "
+        "`int8-static` only texts of one token length per call (its fixed ranges do not hold padding).",
     ])
 
 
