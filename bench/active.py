@@ -30,7 +30,8 @@ import numpy as np
 from bench.common import RESULTS, markdown_table, record, save_plot, write_report
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
                          run_cell)
-from llkd_edge.active import STRATEGIES, budget_count, fill_rest, run_rounds
+from llkd_edge.active import budget_count, fill_rest, run_rounds
+from llkd_edge.config import STRATEGIES
 from llkd_edge.config import LabelBudget
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json

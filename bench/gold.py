@@ -75,7 +75,7 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
     from tqdm.auto import tqdm
 
     from llkd_edge.gold import Probe  # noqa: F401  (sklearn present before an hour of work)
-    from llkd_edge.train import embed
+    from llkd_edge.encoder import embed
 
     cells: dict[str, dict] = {}
     (work / "cells").mkdir(parents=True, exist_ok=True)

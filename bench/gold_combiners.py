@@ -59,7 +59,7 @@ def biased_product(teacher_g, probe_g, y, teacher_t, probe_t, l2):
 def main() -> None:
     from sklearn.metrics import f1_score
 
-    from llkd_edge.train import embed
+    from llkd_edge.encoder import embed
 
     parser = arguments(__doc__)
     parser.add_argument("--store", default="runs/study/labels.sqlite")

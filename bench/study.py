@@ -149,7 +149,7 @@ def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active"
     """The study split's pool and test texts embedded as distill embeds them (packaged MiniLM-L6, mean-pooled),
     cached in CACHE/DATASET_pPOOL_tTEST.npz (the sizes in the name, so a larger pool never reuses a smaller
     pool's rows); bench/active.py and bench/relabel.py share the cache."""
-    from llkd_edge.train import embed
+    from llkd_edge.encoder import embed
 
     path = cache / f"{dataset}_p{len(split.pool.texts)}_t{len(split.test.texts)}.npz"
     if path.exists():

@@ -1,5 +1,5 @@
 """Which texts are worth the teacher's time (``distill --label-budget``): pure numpy and scikit-learn over
-the student encoder's sentence embeddings (``train.embed``); no teacher, no torch.
+the student encoder's sentence embeddings (``encoder.embed``); no teacher, no torch.
 
 The teacher labels the pool in rounds of ``step`` texts until the budget is spent:
 
@@ -49,7 +49,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
 READ_PROBE = ("active", "balanced", "confident")  # the strategies whose rounds fit the probe and read its scores
 READ_TRUST = ("balanced", "confident")  # ... and the teacher gate (``teacher_trusted``)
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure

@@ -79,9 +79,10 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
                      f"({clf.provider})",
         }
     if run is not None:
-        from .train import _torch, load_student, predict_logits, resolve_device
+        from .encoder import require_torch
+        from .train import load_student, predict_logits, resolve_device
 
-        _torch().set_num_threads(config.threads)
+        require_torch().set_num_threads(config.threads)
         device = resolve_device(config.device)
         student = load_student(run.student_dir)
         student.model.to(device)

@@ -3,7 +3,7 @@ picks, in rounds, through the label store (``labelling.label_within_budget`` is 
 again, and a later run with a larger budget (same pool, strategy, step and seed) re-makes the same first
 rounds from stored labels and pays only for the new ones.
 
-The pool's embeddings (the packaged sentence encoder, ``train.embed``) are kept beside the label store
+The pool's embeddings (the packaged sentence encoder, ``encoder.embed``) are kept beside the label store
 (``labels.sqlite`` -> ``labels.embeddings.npz``) with the hash of the texts they belong to: a resumed or
 larger-budget run on the same pool reads them back, and the run folder stays empty until labelling is
 done (so a run killed in its rounds is started again like any other).
@@ -45,7 +45,7 @@ def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
                     return saved["x"]
         except (OSError, ValueError, KeyError):
             pass  # unreadable or another pool: made again
-    from .train import embed
+    from .encoder import embed
 
     x = embed(texts, progress=progress)
     with atomic_path(path) as tmp:

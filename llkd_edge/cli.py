@@ -20,6 +20,7 @@ from .config import (
     POOL_CALIBRATIONS,
     PROMPT_MODES,
     SELECTION_METHODS,
+    STRATEGIES,
     DistillConfig,
     LabelBudget,
     LabelRunConfig,
@@ -28,7 +29,6 @@ from .config import (
     TrainConfig,
     default_threads,
 )
-from .active import STRATEGIES
 from .errors import MissingDependencyError, UserError
 from .files import one_line
 

@@ -245,6 +245,8 @@ POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) resto
 PROMPT_MODES = ("auto", "fixed")
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
+# which texts the --label-budget rounds pick (active.py); random won or tied in bench/active.py
+STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
 # LLKD rule variants (selection.LlkdRule, bench/llkd_rules.py): the first of each is the paper's rule
 LLKD_STUDENT_STATS = ("all", "teacher")
 LLKD_CLASS_TERMS = ("mean", "mass", "pool-median")
@@ -318,8 +320,6 @@ class LabelBudget:
     fill_rest: bool = True  # distill: the student also learns the rest, labelled by the rounds' probe (label: off)
 
     def __post_init__(self) -> None:
-        from .active import STRATEGIES
-
         _one_of("--label-strategy", self.strategy, STRATEGIES)
         if not self.budget > 0 or (self.budget > 1 and self.budget != int(self.budget)):
             raise UserError(f"--label-budget must be a share in (0, 1] or a whole count of texts, got {self.budget}")

@@ -141,7 +141,8 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
 
     ``probs``/``gold_probs``: shape (N, K)/(G, K), the teacher's distributions, calibrated alike.
     """
-    from .train import Pool, embed
+    from .encoder import embed
+    from .train import Pool
 
     x = embed(texts + gold.texts, progress=progress)
     judgement = judge(gold_probs, x[len(texts):], gold.gold, labels, seed)
@@ -157,7 +158,7 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
 def _relabelled(pool: Labelled, probs: np.ndarray, labels: tuple[str, ...], seed: int, progress: bool):
     """--relabel probe: the pool's distributions times a cross-fitted probe's (relabel.py), and a record."""
     from .relabel import PROBE_C, relabelled
-    from .train import embed
+    from .encoder import embed
 
     started = time.perf_counter()
     out = relabelled(probs, embed(pool.texts, progress=progress), seed)
@@ -334,7 +335,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         metrics["per_class_f1"] = {"teacher": per_class_f1(gold, [evaluated.rows[i].label for i in keep], labels.names),
                                    "student": per_class_f1(gold, predicted, labels.names)}
         if judgement:  # the gold-only probe and the labels the student learnt from, on the same eval texts
-            from .train import embed
+            from .encoder import embed
 
             x = embed([evaluated.texts[i] for i in keep], progress=progress)
             eval_probs = np.array([evaluated.rows[i].probs for i in keep])

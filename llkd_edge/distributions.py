@@ -14,6 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of shape (N, K) scores (the runtime's and training's, so ONNX and PyTorch probabilities
+    are computed alike)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     m = np.max(x, axis=axis, keepdims=True)

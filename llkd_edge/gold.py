@@ -1,7 +1,7 @@
 """A handful of gold-labelled texts (``--gold FILE``), used everywhere: to judge the teacher, as a gold-only
 baseline, to correct the teacher's labels on the pool, and as trusted training samples.
 
-Pure numpy + scikit-learn over sentence embeddings (``train.embed`` makes them); nothing here loads a model.
+Pure numpy + scikit-learn over sentence embeddings (``encoder.embed`` makes them); nothing here loads a model.
 
 The three label sources, each judged on the gold texts without ever scoring a text it was fitted on:
 

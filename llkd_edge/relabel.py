@@ -1,5 +1,5 @@
 """The teacher's labels on the pool, checked against the pool's own structure (``distill --relabel probe``):
-pure numpy + scikit-learn over sentence embeddings (``train.embed`` makes them), no gold label.
+pure numpy + scikit-learn over sentence embeddings (``encoder.embed`` makes them), no gold label.
 
 A linear probe (``gold.Probe``, logistic regression on the frozen sentence encoder's embeddings) learns
 the teacher's labels with 5-fold cross-fitting, so each text gets the distribution of a probe that never

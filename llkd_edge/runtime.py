@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEVICES
+from .distributions import softmax  # noqa: F401 (also the runtime's public name)
 from .errors import MissingDependencyError, ModelError
 from .files import one_line
 
@@ -244,12 +245,6 @@ class Classifier:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {name: feed[name] for name in self.input_names}
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of shape (N, K) scores."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _batching(path: Path) -> str:

@@ -20,28 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .errors import MissingDependencyError, ModelError, UserError
+from .errors import ModelError, UserError
 from .files import atomic_path, one_line
-from .registry import package_file, registry
-from .runtime import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
+from .encoder import model_folder, require_torch
+from .registry import registry
+from .distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
 from .selection import ThresholdState, pool_median_bars, rule_of, select
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError("training needs torch: run `make setup`") from None
-    return torch
-
-
-def _package_folder(entry: dict) -> Path:
-    folder = package_file(entry["package"], entry["path"], "the student", entry["install"], missing=UserError)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder}: no config.json; reinstall {entry['package']}")
-    return folder
 
 
 def kept_layers(total: int, keep: int) -> list[int]:
@@ -63,7 +49,7 @@ class Student:
 
 def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     """A registered student name or a local transformers folder, with a new K-way classification head."""
-    torch = _torch()
+    torch = require_torch()
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -79,7 +65,7 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     known = registry("students")
     if name in known:
         entry = known[name]
-        folder = _package_folder(entry)
+        folder = model_folder(entry)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         if "fresh" in entry:
             config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=len(labels), id2label=id2label,
@@ -107,31 +93,6 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
         info = {"base": str(folder.resolve()), "default_learning_rate": 5e-5}
     info["parameters"] = sum(p.numel() for p in model.parameters())
     return Student(model, tokenizer, name, info)
-
-
-ENCODER = "minilm-l6"  # the packaged sentence encoder behind gold.py's gold-only probe
-
-
-def embed(texts: Sequence[str], max_length: int = 128, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """Shape (N, D): unit-length mean-pooled embeddings from the packaged sentence encoder (all-MiniLM-L6-v2,
-    trained for mean pooling), frozen; what the gold-only probe reads."""
-    torch = _torch()
-    from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = _package_folder(registry("students")[ENCODER])
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(texts), batch_size), desc="embedding", disable=not progress, leave=False):
-            batch = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -200,7 +161,7 @@ def collate(torch, ids: list[list[int]], pad_id: int):
 
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
-    torch = _torch()
+    torch = require_torch()
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: PyTorch sees no CUDA GPU here (no GPU, or a CPU-only torch build)")
     if name == "auto":
@@ -274,7 +235,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     Loaded with ``weights_only=True``: a file holding anything but tensors and plain containers (a crafted
     pickle) is refused with a ModelError, never executed.
     """
-    torch = _torch()
+    torch = require_torch()
     path = Path(path)
     try:
         saved = torch.load(path, weights_only=True, map_location=map_location)
@@ -320,7 +281,7 @@ def train(
     With ``resume``, training continues after the last checkpointed epoch, and ends where an
     uninterrupted run would have (the data order, dropout and random selection are all restored).
     """
-    torch = _torch()
+    torch = require_torch()
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -473,7 +434,7 @@ def load_student(folder: str | Path) -> Student:
     ``pytorch_model.bin``), no code it names is run (``trust_remote_code`` off) and nothing is fetched; anything
     transformers cannot read that way is one ModelError line.
     """
-    _torch()
+    require_torch()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     safe = {"trust_remote_code": False, "local_files_only": True}
@@ -490,7 +451,7 @@ def load_student(folder: str | Path) -> Student:
 def predict_logits(student: Student, texts: Sequence[str], max_length: int, batch_size: int = 64,
                    progress: bool = False) -> np.ndarray:
     """Shape (N, K): the student's raw scores."""
-    torch = _torch()
+    torch = require_torch()
     from tqdm.auto import tqdm
 
     model = student.model
