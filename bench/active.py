@@ -30,12 +30,12 @@ import numpy as np
 from bench.common import RESULTS, markdown_table, record, save_plot, write_report
 from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std, pool_arguments, pool_embeddings,
                          run_cell)
-from llkd_edge.active import budget_count, fill_rest, run_rounds
+from llkd_edge.labels.active import budget_count, fill_rest, run_rounds
 from llkd_edge.config import STRATEGIES
 from llkd_edge.config import LabelBudget
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import Labelled, recalibrated
+from llkd_edge.labels.labelling import Labelled, recalibrated
 from llkd_edge.metrics import classification_scores
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")
@@ -68,7 +68,7 @@ def subset(split, picked: np.ndarray, x: np.ndarray | None = None, temper: bool 
 
 def probe_scores(x, test_x, split, picked: np.ndarray, rows) -> dict:
     """The probe the rounds use, fitted on the picked texts' calibrated labels, scored on the test texts."""
-    from llkd_edge.gold import Probe
+    from llkd_edge.labels.gold import Probe
 
     names = split.labels.names
     y = np.array([names.index(r.label) for r in rows])

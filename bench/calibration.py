@@ -22,7 +22,7 @@ from bench.common import RESULTS, arguments, markdown_table, record, write_repor
 from bench.study import DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std
 from llkd_edge.distributions import pool_divisor, pool_prior
 from llkd_edge.files import read_json
-from llkd_edge.labelling import gold_scores, recalibrated
+from llkd_edge.labels.labelling import gold_scores, recalibrated
 
 TEACHER_DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 STUDENT_DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")

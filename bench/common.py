@@ -10,7 +10,7 @@ from pathlib import Path
 from llkd_edge.config import default_threads
 from llkd_edge.files import save_figure, write_json, write_text
 from llkd_edge.report import cpu_model, machine, markdown_table
-from llkd_edge.runs import versions
+from llkd_edge.student.runs import versions
 
 __all__ = ["RESULTS", "arguments", "cache_options", "command", "cpu_model", "machine", "markdown_table", "record", "save_plot",
            "write_report"]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from bench.common import RESULTS, arguments, command, markdown_table, write_report
-from llkd_edge.bench import run_bench
+from llkd_edge.deploy.bench import run_bench
 from llkd_edge.config import (
     BenchConfig,
     DistillConfig,
@@ -27,8 +27,8 @@ from llkd_edge.config import (
     TrainConfig,
 )
 from llkd_edge.data import builtin_spec
-from llkd_edge.distill import distill
-from llkd_edge.export import export_run
+from llkd_edge.student.distill import distill
+from llkd_edge.deploy.export import export_run
 
 OUT = RESULTS / "edge_students.json"
 

@@ -24,11 +24,11 @@ from bench.common import RESULTS, arguments, markdown_table, record, write_repor
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
 from llkd_edge.data import load_builtin
 from llkd_edge.distributions import answer_information, batch_calibrated, pool_prior
-from llkd_edge.ensemble import log_linear_pool
-from llkd_edge.labelling import label_dataset
+from llkd_edge.teacher.ensemble import log_linear_pool
+from llkd_edge.labels.labelling import label_dataset
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelStore, unique_texts
-from llkd_edge.teacher import load_teacher
+from llkd_edge.teacher.llama import load_teacher
 
 DATASETS = ("election-tweets", "bbc-news", "reuters-r8", "20newsgroups")
 TEACHERS = ("gemma3-270m", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct")

@@ -45,10 +45,10 @@ from llkd_edge.config import (
     TrainConfig,
 )
 from llkd_edge.data import load_builtin
-from llkd_edge.distill import distill
-from llkd_edge.evolve import GENERATION_CTX, evolve
+from llkd_edge.student.distill import distill
+from llkd_edge.student.evolve import GENERATION_CTX, evolve
 from llkd_edge.files import read_json
-from llkd_edge.teacher import load_teacher
+from llkd_edge.teacher.llama import load_teacher
 
 HERE = Path(__file__).parent
 TEACHER = "qwen2.5-coder-1.5b-instruct"

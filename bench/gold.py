@@ -27,10 +27,10 @@ from bench.common import RESULTS, arguments, markdown_table, record, save_plot, 
 from bench.study import FULL, DEFAULT_TEACHER, labelled_split, mean_std
 from llkd_edge.config import TrainConfig
 from llkd_edge.data import Dataset
-from llkd_edge.distill import learn_from_gold
+from llkd_edge.student.distill import learn_from_gold
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import recalibrated
+from llkd_edge.labels.labelling import recalibrated
 from llkd_edge.metrics import classification_scores
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
@@ -59,7 +59,7 @@ def draw(gold: list[str], names, per: int, seed: int) -> np.ndarray:
 
 
 def train_student(texts_or_pool, probs, names, seed: int, threads: int, variant: str = "default"):
-    from llkd_edge.train import Pool, build_student, predict_proba, train
+    from llkd_edge.student.train import Pool, build_student, predict_proba, train
 
     pool = texts_or_pool if isinstance(texts_or_pool, Pool) else Pool(texts_or_pool, probs)
     config = TrainConfig(seed=seed, threads=threads, **{**STUDENT, **VARIANTS[variant]})
@@ -74,8 +74,8 @@ def run(work: Path, threads: int, sizes: tuple[int, ...], store: str, variant: s
         datasets: tuple[str, ...] = DATASETS, seeds: tuple[int, ...] = SEEDS) -> dict:
     from tqdm.auto import tqdm
 
-    from llkd_edge.gold import Probe  # noqa: F401  (sklearn present before an hour of work)
-    from llkd_edge.encoder import embed
+    from llkd_edge.labels.gold import Probe  # noqa: F401  (sklearn present before an hour of work)
+    from llkd_edge.teacher.encoder import embed
 
     cells: dict[str, dict] = {}
     (work / "cells").mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ from bench.common import RESULTS, arguments, markdown_table, record, write_repor
 from bench.gold import DATASETS, PLAN, SEEDS, draw
 from bench.study import DEFAULT_TEACHER, labelled_split, mean_std
 from llkd_edge.distributions import pool_prior
-from llkd_edge.gold import FLOOR, Probe, Product, cv_folds, out_of_fold
-from llkd_edge.labelling import recalibrated
+from llkd_edge.labels.gold import FLOOR, Probe, Product, cv_folds, out_of_fold
+from llkd_edge.labels.labelling import recalibrated
 
 SIZES = (4, 8, 16)
 
@@ -59,7 +59,7 @@ def biased_product(teacher_g, probe_g, y, teacher_t, probe_t, l2):
 def main() -> None:
     from sklearn.metrics import f1_score
 
-    from llkd_edge.encoder import embed
+    from llkd_edge.teacher.encoder import embed
 
     parser = arguments(__doc__)
     parser.add_argument("--store", default="runs/study/labels.sqlite")

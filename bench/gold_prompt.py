@@ -34,9 +34,9 @@ from llkd_edge.config import ScoringConfig, TeacherConfig
 from llkd_edge.data import Dataset, builtin_spec, load_builtin
 from llkd_edge.distributions import answer_information, batch_calibrated, pool_prior
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import resolve_labels
+from llkd_edge.labels.labelling import resolve_labels
 from llkd_edge.metrics import classification_scores
-from llkd_edge.prompts import candidates, gold_accuracy, gold_log_likelihood, gold_sample
+from llkd_edge.teacher.prompts import candidates, gold_accuracy, gold_log_likelihood, gold_sample
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 DRAWS = 200
@@ -62,7 +62,7 @@ def configurations(dataset: str, max_text_tokens: int, train) -> dict[str, Scori
 def label_all(datasets, n: int, max_text_tokens: int, threads: int, cache_path: Path) -> dict:
     from tqdm.auto import tqdm
 
-    from llkd_edge.teacher import load_teacher
+    from llkd_edge.teacher.llama import load_teacher
 
     cache = read_json(cache_path) if cache_path.exists() else {}
     teacher = None

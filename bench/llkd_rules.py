@@ -32,8 +32,8 @@ from bench.calibration import calibrated_split
 from llkd_edge.data import BUILTINS
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json
-from llkd_edge.labelling import gold_scores
-from llkd_edge.relabel import RELABELLINGS
+from llkd_edge.labels.labelling import gold_scores
+from llkd_edge.student.relabel import RELABELLINGS
 
 DATASETS = ("20newsgroups", "reuters-r8", "bbc-news")
 # name -> (method, TrainConfig fields); "paper" is distill's llkd as it ships

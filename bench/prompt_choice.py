@@ -23,7 +23,7 @@ from llkd_edge.config import DEFAULT_TASK, ScoringConfig, TeacherConfig
 from llkd_edge.data import builtin_spec, load_builtin
 from llkd_edge.distributions import batch_calibrated, entropy, pool_prior
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import resolve_labels
+from llkd_edge.labels.labelling import resolve_labels
 from llkd_edge.metrics import classification_scores
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
@@ -59,7 +59,7 @@ def main() -> int:
     if not args.report_only:
         from tqdm.auto import tqdm
 
-        from llkd_edge.teacher import load_teacher
+        from llkd_edge.teacher.llama import load_teacher
 
         teacher = None
         for dataset in DATASETS:
@@ -116,7 +116,7 @@ def main() -> int:
     return 0
 
 
-PRODUCT_CUES = ("Category:", "Label:", "Topic:")  # llkd_edge.prompts.CUES, chosen from this table
+PRODUCT_CUES = ("Category:", "Label:", "Topic:")  # llkd_edge.teacher.prompts.CUES, chosen from this table
 DRAWS = 200
 
 

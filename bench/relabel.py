@@ -23,10 +23,10 @@ from bench.study import (DEFAULT_TEACHER, FULL, Cells, labelled_split, mean_std,
                          run_cell)
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
-from llkd_edge.gold import Probe
-from llkd_edge.labelling import recalibrated, with_probs
+from llkd_edge.labels.gold import Probe
+from llkd_edge.labels.labelling import recalibrated, with_probs
 from llkd_edge.metrics import classification_scores
-from llkd_edge.relabel import PROBE_C, cross_fitted, relabelled
+from llkd_edge.student.relabel import PROBE_C, cross_fitted, relabelled
 
 DATASETS = ("bbc-news", "reuters-r8", "20newsgroups", "election-tweets")
 STUDENT_DATASETS = ("bbc-news", "reuters-r8", "20newsgroups")

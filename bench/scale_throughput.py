@@ -33,9 +33,9 @@ from llkd_edge.config import (
     default_threads,
 )
 from llkd_edge.data import load_builtin
-from llkd_edge.labelling import label_texts
+from llkd_edge.labels.labelling import label_texts
 from llkd_edge.registry import resolve_teacher
-from llkd_edge.teacher import Teacher
+from llkd_edge.teacher.llama import Teacher
 
 OUT = RESULTS / "scale_throughput.json"
 DATA = "bbc-news:train"

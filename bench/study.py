@@ -35,10 +35,10 @@ from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig, TrainConfig
 from llkd_edge.data import Dataset, load_builtin
 from llkd_edge.errors import MissingDependencyError, UserError
 from llkd_edge.files import read_json, write_json
-from llkd_edge.labelling import Labelled, gold_scores, label_dataset, with_probs
+from llkd_edge.labels.labelling import Labelled, gold_scores, label_dataset, with_probs
 from llkd_edge.metrics import calibration, classification_scores
-from llkd_edge.selection import METHODS
-from llkd_edge.teacher import load_teacher
+from llkd_edge.student.selection import METHODS
+from llkd_edge.teacher.llama import load_teacher
 
 HERE = Path(__file__).parent
 DEFAULT_TEACHER = "gemma3-270m"
@@ -149,7 +149,7 @@ def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active"
     """The study split's pool and test texts embedded as distill embeds them (packaged MiniLM-L6, mean-pooled),
     cached in CACHE/DATASET_pPOOL_tTEST.npz (the sizes in the name, so a larger pool never reuses a smaller
     pool's rows); bench/active.py and bench/relabel.py share the cache."""
-    from llkd_edge.encoder import embed
+    from llkd_edge.teacher.encoder import embed
 
     path = cache / f"{dataset}_p{len(split.pool.texts)}_t{len(split.test.texts)}.npz"
     if path.exists():
@@ -164,7 +164,7 @@ def pool_embeddings(dataset: str, split: Split, cache: Path = Path("runs/active"
 def probe_relabelled(dataset: str, split: Split, seed: int) -> Split:
     """The split with its pool's distributions times a cross-fitted probe's, as ``distill --relabel probe`` makes
     them with training seed ``seed`` (the test rows stay the teacher's)."""
-    from llkd_edge.relabel import relabelled
+    from llkd_edge.student.relabel import relabelled
 
     probs = np.array([r.probs for r in split.pool.rows], dtype=np.float64)
     product = relabelled(probs, pool_embeddings(dataset, split)[0], seed)
@@ -207,7 +207,7 @@ PAPER_RULE = {"llkd_floor": 0.0}
 
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
     """Train one student on the first ``n`` pool texts with ``method``; score it on val and test."""
-    from llkd_edge.train import Pool, build_student, predict_proba, selected_mask, train
+    from llkd_edge.student.train import Pool, build_student, predict_proba, selected_mask, train
 
     names = split.labels.names
     texts = split.pool.texts[:n]

@@ -19,8 +19,8 @@ import numpy as np
 from bench.common import RESULTS, arguments, markdown_table, record, write_report
 from llkd_edge.config import LabelSet
 from llkd_edge.data import load_builtin
-from llkd_edge.selection import ThresholdState, select
-from llkd_edge.train import build_student, collate, encode
+from llkd_edge.student.selection import ThresholdState, select
+from llkd_edge.student.train import build_student, collate, encode
 
 OUT = RESULTS / "train_throughput.json"
 STUDENTS = ["tiny", "minilm-l2", "minilm-l3", "minilm-l6"]

@@ -138,8 +138,8 @@ def _scoring(data, opts) -> tuple[ScoringConfig, TeacherConfig]:
     """Build the teacher's configs from the shared options (DATA gives a built-in's default labels/task)."""
     from .config import LabelSet
     from .data import builtin_spec, read_dataset
-    from .runs import is_store
-    from .labelling import resolve_labels
+    from .student.runs import is_store
+    from .labels.labelling import resolve_labels
 
     if is_store(data):
         if not opts["labels"]:
@@ -193,7 +193,7 @@ def label(data, limit, out, batch_size, backend, address, workers, cpus_per_work
           budget, budget_strategy, budget_step, seed, as_json, **opts):
     """Label DATA (a file, or a built-in dataset such as bbc-news:test) with the teacher's distributions."""
     from .config import RayConfig
-    from .labelling import label_texts
+    from .labels.labelling import label_texts
 
     given = {"--address": address, "--workers": workers, "--cpus-per-worker": cpus_per_worker,
              "--gpus-per-worker": gpus_per_worker}
@@ -286,7 +286,7 @@ def distill(data, run_dir, eval_data, selection, soft_labels, student, epochs, b
             label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device, resume,
             as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
-    from .distill import distill as run_distill
+    from .student.distill import distill as run_distill
 
     if label_budget is None and (label_strategy is not None or label_step != 0.05 or fill_rest is not None):
         raise UserError("--label-strategy, --label-step and --fill-rest take effect with --label-budget only")
@@ -457,7 +457,7 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
            temperature, max_new_tokens, retries, timeout_s, threads, n_gpu_layers, resume, as_json):
     """Have the teacher write labelled texts aimed at RUN_DIR's student's mistakes, round after round (EvoKD)."""
     from .config import EvolveConfig
-    from .evolve import evolve as run_evolve
+    from .student.evolve import evolve as run_evolve
 
     config = EvolveConfig(run_dir=run_dir, out=out, rounds=rounds, per_round=per_round, per_request=per_request,
                           teacher=teacher, val=val, val_limit=val_limit, val_labels=val_labels,
@@ -503,7 +503,7 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
 def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreement, check_limit, threads, as_json):
     """Export RUN_DIR's student to ONNX (fp32 and int8), check each against PyTorch, write MODEL_DIR with a model card."""
     from .config import ExportConfig
-    from .export import export_run
+    from .deploy.export import export_run
 
     config = ExportConfig(run_dir=run_dir, out=model_dir, optimize=optimize, quantize=quantize,
                           max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
@@ -537,7 +537,7 @@ def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreem
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def predict(model_dir, texts, input_file, text_column, out, variant, batch_size, threads, device):
     """Label TEXTs (or --input FILE) with an exported model; writes JSONL: text, label, probabilities."""
-    from .predict import predict_stream
+    from .deploy.predict import predict_stream
 
     if bool(texts) == bool(input_file):
         raise UserError("give either TEXT arguments or --input FILE")
@@ -566,7 +566,7 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
 def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs, allowed_hosts, read_timeout):
     """Serve MODEL_DIR over HTTP: POST /predict, GET /health, a page at / that classifies in the browser."""
     try:
-        from .serve import ServeConfig, serve as run_service
+        from .deploy.serve import ServeConfig, serve as run_service
         import fastapi, uvicorn  # noqa: F401,E401
     except ImportError:
         raise MissingDependencyError("serve needs FastAPI and uvicorn: pip install 'llkd-edge[serve]'") from None
@@ -598,7 +598,7 @@ def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs,
 def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, batch_size, rounds, threads, out,
           device, as_json):
     """Time the teacher, the PyTorch student and the ONNX models side by side on the same texts."""
-    from .bench import format_report, run_bench
+    from .deploy.bench import format_report, run_bench
     from .config import BenchConfig
 
     config = BenchConfig(model_dir=model_dir, run_dir=run_dir, teacher=teacher, data=data, text_column=text_column,

@@ -1,1 +1,1 @@
-../../llkd_edge/web/classifier.mjs
+../../llkd_edge/deploy/web/classifier.mjs

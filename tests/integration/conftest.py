@@ -21,7 +21,7 @@ def gemma_file():
 @pytest.fixture(scope="session")
 def gemma(gemma_file, bbc_test):
     """The real default teacher, loaded once, with BBC's labels and a short text budget (fast)."""
-    from llkd_edge.teacher import Teacher
+    from llkd_edge.teacher.llama import Teacher
 
     teacher = Teacher(gemma_file, ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=64), TeacherConfig())
     yield teacher

@@ -157,7 +157,7 @@ def test_training_from_an_existing_store(tmp_path, store):
     assert "relabel: the probe changed" in result.output
     # The run reads back the labels its student learnt (evolve retrains on them): the teacher's where the probe
     # agreed, the probe-corrected ones where it overruled them, as many as metrics.json says it changed.
-    from llkd_edge.runs import open_run
+    from llkd_edge.student.runs import open_run
 
     run = open_run(bare)
     teacher_rows, learnt = run.pool(), run.pool(relabelled=True)
@@ -177,7 +177,7 @@ def test_a_teacher_at_chance_is_not_relabelled_by_the_probe(tmp_path):
     information, and a probe fitted on such labels only makes them surer. distill then trains on the teacher's
     labels as they are, and says why."""
     from llkd_edge.config import LOW_INFORMATION
-    from llkd_edge.runs import open_run
+    from llkd_edge.student.runs import open_run
 
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["distill", "election-tweets", "--limit", "200", "--eval-limit", "20",
@@ -198,7 +198,7 @@ def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_reso
     import pandas as pd
 
     from llkd_edge.data import load_builtin
-    from llkd_edge.runs import open_run
+    from llkd_edge.student.runs import open_run
 
     train = load_builtin("bbc-news:train").head(240)
     variants = ["  " + t.upper().replace(" ", "  \n", 3) + " " for t in train.texts[:10]]
@@ -222,8 +222,8 @@ def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_reso
 
 def test_batch_pool_calibration_divides_the_pools_mean_out_of_every_teacher_row(tmp_path, store):
     from llkd_edge.distributions import batch_calibrated
-    from llkd_edge.labelling import recalibrated
-    from llkd_edge.runs import open_run
+    from llkd_edge.labels.labelling import recalibrated
+    from llkd_edge.student.runs import open_run
     from llkd_edge.store import LabelStore
 
     out = tmp_path / "batch"
@@ -264,8 +264,8 @@ def test_gold_texts_judge_the_teacher_correct_its_labels_and_train_as_trusted_sa
     import pandas as pd
 
     from llkd_edge.data import load_builtin
-    from llkd_edge.runs import open_run
-    from llkd_edge.train import selected_mask
+    from llkd_edge.student.runs import open_run
+    from llkd_edge.student.train import selected_mask
 
     train = load_builtin("bbc-news:train")
     outside = range(240, 600)
@@ -316,8 +316,8 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
         roles = list(s.roles().values())
     assert sum("pool" in r for r in roles) == 60  # the other 60 texts never reached the teacher, nor the store
 
-    from llkd_edge.runs import open_run
-    from llkd_edge.train import selected_mask
+    from llkd_edge.student.runs import open_run
+    from llkd_edge.student.train import selected_mask
 
     # the same rounds first, from the store; only the third round costs teacher calls. --no-fill-rest: the
     # student learns the teacher's 90 labels alone
@@ -410,7 +410,7 @@ def test_few_shot_demonstrations_never_train_with_the_label_their_own_prompt_gav
     import pandas as pd
 
     from llkd_edge.data import load_builtin
-    from llkd_edge.runs import open_run
+    from llkd_edge.student.runs import open_run
 
     train = load_builtin("bbc-news:train").head(60)
     shots = tmp_path / "shots.csv"
@@ -428,8 +428,8 @@ def test_an_ensemble_teaches_through_the_store_and_its_run_reads_the_pooled_pool
     pool-calibrated) rows; the run reads that pool back from the members' rows (Run.pool, as export and evolve
     do); and the store alone, as DATA, trains on the same pooled rows without asking any teacher."""
     from llkd_edge.distributions import batch_calibrated
-    from llkd_edge.ensemble import log_linear_pool
-    from llkd_edge.runs import open_run
+    from llkd_edge.teacher.ensemble import log_linear_pool
+    from llkd_edge.student.runs import open_run
     from llkd_edge.store import LabelStore, ScoringKey
 
     store, out, again = tmp_path / "labels.sqlite", tmp_path / "run", tmp_path / "again"

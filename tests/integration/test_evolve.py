@@ -91,7 +91,7 @@ def test_rounds_write_verify_store_and_retrain(run, tmp_path):
     assert metrics["data"]["pool_size"] == 60 + total_kept
     assert metrics["student"] == e["after"]["eval"] and metrics["teacher"]["n"] == 60
 
-    from llkd_edge.runs import open_run
+    from llkd_edge.student.runs import open_run
 
     assert open_run(out).labels[0] == "business"  # `export OUT` reads it like a distill run
     assert (out / "evolve.png").read_bytes()[:4] == b"\x89PNG"
@@ -103,8 +103,8 @@ def _writer_of_unseen_bbc_texts(scoring, teacher_config):
     unseen BBC test texts of the label asked for, cut to the length the request allows: whether a 270M base
     model writes usable texts is not under test here, what evolve does with texts that pass is."""
     from llkd_edge.data import load_builtin
-    from llkd_edge.synthesis import text_chars
-    from llkd_edge.teacher import Generation, load_teacher
+    from llkd_edge.student.synthesis import text_chars
+    from llkd_edge.teacher.llama import Generation, load_teacher
 
     teacher = load_teacher(scoring, teacher_config)
     test = load_builtin("bbc-news:test")
@@ -124,7 +124,7 @@ def _writer_of_unseen_bbc_texts(scoring, teacher_config):
 
 def test_texts_that_pass_are_stored_as_synthetic_and_trained_on(run, tmp_path):
     from llkd_edge.config import EvolveConfig
-    from llkd_edge.evolve import evolve as run_evolve
+    from llkd_edge.student.evolve import evolve as run_evolve
 
     source, store = run
     out = tmp_path / "kept"

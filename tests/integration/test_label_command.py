@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from llkd_edge.cli import main
 from llkd_edge.config import LabelRunConfig, LabelSet
-from llkd_edge.labelling import label_texts
+from llkd_edge.labels.labelling import label_texts
 from llkd_edge.store import LabelStore
 
 
@@ -142,7 +142,7 @@ def test_a_run_killed_with_sigkill_resumes_with_nothing_lost_or_duplicated(tmp_p
 def test_prompt_auto_tries_each_candidate_once_keeps_the_most_informative_and_a_rerun_costs_nothing(tmp_path):
     from llkd_edge.data import load_builtin
     from llkd_edge.distributions import answer_information
-    from llkd_edge.prompts import sample_texts
+    from llkd_edge.teacher.prompts import sample_texts
 
     store = tmp_path / "labels.sqlite"
     base = ["label", "bbc-news:train", "--limit", "40", "--max-text-tokens", "32", "--prompt-sample", "8",
@@ -247,7 +247,7 @@ def test_an_ensemble_stores_each_members_rows_pools_them_and_each_member_reuses_
     log-linear pool, a re-run asks nobody, and a member asked alone later finds its rows already paid for."""
     import numpy as np
 
-    from llkd_edge.ensemble import log_linear_pool
+    from llkd_edge.teacher.ensemble import log_linear_pool
 
     store, out = tmp_path / "labels.sqlite", tmp_path / "pooled.jsonl"
     both = ["label", "election-tweets:test", "--limit", "6", "--prompt", "fixed", "--store", str(store), "--json"]

@@ -21,7 +21,7 @@ import ray  # an optional extra for users; `make setup` installs it, so it is ne
 from llkd_edge.config import LabelRunConfig, LabelSet, RayConfig, ScoringConfig, TeacherConfig
 from llkd_edge.data import load_builtin
 from llkd_edge.errors import UserError
-from llkd_edge.labelling import label_texts
+from llkd_edge.labels.labelling import label_texts
 
 BBC_LABELS = LabelSet.parse(load_builtin("bbc-news:test").labels)
 
@@ -86,7 +86,7 @@ def test_cli_ray_backend_gives_the_local_backends_distributions_and_resends_noth
 
 
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, cluster, scoring, local_rows):
-    from llkd_edge.ray_pool import RayTeacherPool
+    from llkd_edge.teacher.ray_pool import RayTeacherPool
 
     store = tmp_path / "labels.sqlite"
     pool = RayTeacherPool(scoring, TeacherConfig(), RayConfig(workers=2), progress=False)
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, cluster, scoring, local
 
 
 def test_a_worker_that_cannot_load_the_teacher_is_one_line_and_writes_nothing(tmp_path, cluster, scoring):
-    from llkd_edge.ray_pool import RayTeacherPool
+    from llkd_edge.teacher.ray_pool import RayTeacherPool
 
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a model at all")

@@ -362,7 +362,7 @@ def test_fuzzed_requests_get_no_5xx_and_answers_on_the_schema(server):
 
 def _cdn(route, changed: str | None = None):
     """Play the CDN from the npm copies; the file named ``changed`` gets one comment more."""
-    from llkd_edge.serve import CDN, JS_LIBS
+    from llkd_edge.deploy.serve import CDN, JS_LIBS
 
     rest = route.request.url.removeprefix(CDN + "/")
     name = next(n for n in JS_LIBS if rest.startswith(f"{n}@"))
@@ -391,7 +391,7 @@ def test_the_page_refuses_a_cdn_file_that_is_not_the_pinned_one(exported, tmp_pa
     playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     if not (WEB_LIBS / "onnxruntime-web").is_dir():
         pytest.skip("examples/web has no node_modules: the npm copies play the CDN here")
-    from llkd_edge.serve import CDN
+    from llkd_edge.deploy.serve import CDN
 
     clf = Classifier.load(exported[0], variant="fp32")
     text = bbc_test.texts[0][:300]

@@ -6,7 +6,7 @@ import pytest
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
 from llkd_edge.errors import LabelSpecError, ModelError
 from llkd_edge.registry import resolve_teacher
-from llkd_edge.teacher import Teacher
+from llkd_edge.teacher.llama import Teacher
 
 from llkd_edge.data import load_builtin
 
@@ -104,7 +104,7 @@ def test_few_shot_examples_go_into_the_cached_prefix(gemma_file, bbc_test):
 
 
 def test_generation_follows_the_json_grammar_and_leaves_scoring_unchanged(gemma, bbc_test):
-    from llkd_edge.synthesis import generation_schema, parse_texts
+    from llkd_edge.student.synthesis import generation_schema, parse_texts
 
     before = gemma.predict_proba(bbc_test.texts[:2])
     g = gemma.generate("Write 2 short sports news texts as JSON.", generation_schema(2, 20, 200), max_tokens=200,
@@ -119,7 +119,7 @@ def test_generation_follows_the_json_grammar_and_leaves_scoring_unchanged(gemma,
 
 
 def test_an_instruct_teacher_writes_through_its_chat_template_and_a_timeout_cuts_it_short(bbc_test):
-    from llkd_edge.synthesis import generation_schema, parse_texts
+    from llkd_edge.student.synthesis import generation_schema, parse_texts
 
     smol = Teacher(resolve_teacher("smollm2-135m-instruct"),
                    ScoringConfig(labels=BBC_LABELS, task=bbc_test.task, max_text_tokens=32), TeacherConfig(n_ctx=2048))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.active import budget_count, coverage_picks, margin, next_picks, run_rounds
+from llkd_edge.labels.active import budget_count, coverage_picks, margin, next_picks, run_rounds
 from llkd_edge.config import LabelBudget
 from llkd_edge.errors import UserError
 
@@ -96,7 +96,7 @@ def test_random_rounds_are_seeded_and_draw_from_the_unlabelled_only():
 
 def test_random_rounds_fit_no_probe_and_active_ones_do(monkeypatch):
     # The default strategy pays for no probe fit per round; only active rounds read the probe.
-    import llkd_edge.active as active
+    import llkd_edge.labels.active as active
 
     x, kind = _blobs([20, 20])
     answers = np.eye(2)[kind] * 0.8 + 0.1
@@ -147,7 +147,7 @@ def test_coverage_rounds_pick_one_typical_text_per_cluster_of_the_unlabelled():
 def test_the_rest_is_filled_by_a_probe_on_the_teachers_labels():
     # Two kinds; the teacher labelled 5 texts of each, right. The 50 others get the probe's distribution,
     # sure and right, in ascending index order; nothing picked is filled again.
-    from llkd_edge.active import fill_rest
+    from llkd_edge.labels.active import fill_rest
 
     x, kind = _blobs([30, 30], spread=0.3)
     picked = np.r_[np.arange(5), 30 + np.arange(5)]
@@ -163,7 +163,7 @@ def test_the_rest_is_filled_by_a_probe_on_the_teachers_labels():
 def test_a_tempered_fill_keeps_the_probes_labels_and_is_no_surer_than_the_teacher():
     # The probe is sure (> 0.9) where the teacher said 0.8 at best: tempered, its mean top probability is
     # the teacher's (batch-calibrated, as the probe learns it), and every argmax stays.
-    from llkd_edge.active import fill_rest, tempered
+    from llkd_edge.labels.active import fill_rest, tempered
 
     x, kind = _blobs([30, 30], spread=0.3)
     picked = np.r_[np.arange(5), 30 + np.arange(5)]
@@ -182,7 +182,7 @@ def test_confident_rounds_pick_the_unsure_texts_the_teacher_is_predicted_to_get_
     # Three kinds, the probe equally unsure of kinds 1 and 2 and sure of kind 0. The teacher was sure on the
     # kind-1 texts it labelled and unsure on the kind-2 ones: the ridge predicts that for the rest, and the
     # picks come from kind 1 only, where plain uncertainty (``active``) splits them over kinds 1 and 2.
-    from llkd_edge.active import teacher_trusted
+    from llkd_edge.labels.active import teacher_trusted
 
     x, kind, probs = _unsure_of_kinds_1_and_2()
     labelled = np.r_[35:40, 75:80, 115:120]
@@ -205,7 +205,7 @@ def test_confident_rounds_fit_the_probe_and_the_teacher_gate_each_round():
 
 
 def test_shares_split_a_round_equally_as_far_as_each_class_has_texts():
-    from llkd_edge.active import shares
+    from llkd_edge.labels.active import shares
 
     assert shares(np.array([10, 1, 10]), 9).tolist() == [4, 1, 4]  # the small class's leftover goes to the others
     assert shares(np.array([10, 1, 10]), 10).tolist() == [5, 1, 4]  # remainder: the largest first, then index
@@ -218,7 +218,7 @@ def test_balanced_rounds_give_every_predicted_class_its_share_of_the_confident_p
     # The setting of the test above: ``confident`` spends the whole round on kind 1 (the probe's class 1, where
     # the teacher is trusted and the probe unsure); ``balanced`` gives the probe's class 0 (kind 0) half of it,
     # and still takes class 1's half from kind 1, not from the untrusted kind 2. Most informative first.
-    from llkd_edge.active import teacher_trusted
+    from llkd_edge.labels.active import teacher_trusted
 
     x, kind, probs = _unsure_of_kinds_1_and_2()
     labelled = np.r_[35:40, 75:80, 115:120]

@@ -1,39 +1,86 @@
-"""The house rules ARCHITECTURE.md states, checked on the source: one direction of flow (no import cycle
-among the package's modules, counting imports inside functions too), no pickle from run folders, and the
-light modules (store, config, runtime, selection, files, registry, ...) import no torch, transformers,
-llama_cpp, optimum or Ray, even lazily (pandas for tables is allowed)."""
+"""The house rules ARCHITECTURE.md states, checked on the source (imports inside functions count too):
+
+- one direction of flow: every module has the rank of its stage (base < teacher < labels < student < deploy <
+  cli) and imports nothing of a higher rank, so nothing runs back up the flow; and no import cycle;
+- the light modules import no torch, transformers, llama_cpp, optimum or Ray, even lazily;
+- no pickle from run folders;
+- the map is true: every module is in ARCHITECTURE.md's module tables, and every module they name exists.
+"""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "llkd_edge"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "llkd_edge"
 HEAVY = {"torch", "transformers", "llama_cpp", "optimum", "ray"}
-LIGHT = ("store", "config", "runtime", "selection", "files", "registry", "errors", "metrics", "distributions", "gold",
-         "model_card", "active", "relabel")
+LIGHT = ("store", "config", "runtime", "files", "registry", "errors", "metrics", "distributions", "data",
+         "student.selection", "labels.gold", "labels.active", "student.relabel", "deploy.model_card")
+# The stages in the order data flows through them; the top-level modules other than cli are the base every
+# stage may use (errors, files, configs, data reading, the label store's format, the runtime apps embed).
+RANKS = {"": 0, "teacher": 1, "labels": 2, "student": 3, "deploy": 4, "cli": 5}
+
+
+def _path(module: str) -> Path:
+    folder = PACKAGE / module.replace(".", "/")
+    return folder / "__init__.py" if folder.is_dir() else folder.with_suffix(".py")
+
+
+def _name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+MODULES = sorted(_name(p) for p in PACKAGE.rglob("*.py") if _name(p))
+
+
+def _resolve(module: str, level: int, target: str | None) -> str:
+    """The dotted module (relative to llkd_edge) that ``from <level dots><target>`` in ``module`` names."""
+    package = module.split(".") if _path(module).name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - (level - 1)] if level > 1 else package
+    return ".".join([*base, *(target.split(".") if target else [])])
 
 
 def _imports(module: str) -> tuple[set[str], set[str]]:
     """(package modules, top-level third-party names) that ``module`` imports anywhere in its source."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    tree = ast.parse(_path(module).read_text(encoding="utf-8"))
     ours, theirs = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:
-                    ours.add(node.module.split(".")[0])
-                else:
-                    ours.update(alias.name for alias in node.names)
-            elif node.module:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            names = [_resolve(module, node.level, node.module)]
+            if node.module is None or names[0] not in MODULES:  # `from . import x`, `from .pkg import mod`
+                names = [_resolve(module, node.level, ".".join(filter(None, [node.module, a.name])))
+                         for a in node.names] + names
+            ours.update(n for n in names if n in MODULES)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "llkd_edge" or node.module.startswith("llkd_edge."):
+                ours.add(node.module.removeprefix("llkd_edge").lstrip("."))
+            else:
                 theirs.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
             theirs.update(alias.name.split(".")[0] for alias in node.names)
-    return {m for m in ours if (PACKAGE / f"{m}.py").exists()}, theirs
+    return ours - {"", module}, theirs
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 GRAPH = {m: _imports(m)[0] for m in MODULES}
+
+
+def rank(module: str) -> int:
+    """A module's stage rank: its package's, cli's, or the base's (0) for the other top-level modules."""
+    return RANKS.get(module.split(".")[0], 0)
+
+
+def test_modules_live_in_stage_packages_or_the_base():
+    stray = [m for m in MODULES if "." in m and m.split(".")[0] not in RANKS]
+    assert stray == []
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_nothing_imports_downstream(module):
+    upstream = {dep: rank(dep) for dep in GRAPH[module] if rank(dep) > rank(module)}
+    assert upstream == {}, f"{module} (rank {rank(module)}) imports later stages: {upstream}"
 
 
 def test_the_package_has_no_import_cycle():
@@ -67,5 +114,14 @@ def test_light_modules_import_nothing_heavy(module):
 
 
 def test_nothing_unpickles_with_weights_only_false():
-    offenders = [p.name for p in PACKAGE.glob("*.py") if "weights_only=False" in p.read_text(encoding="utf-8")]
+    offenders = [p.name for p in PACKAGE.rglob("*.py") if "weights_only=False" in p.read_text(encoding="utf-8")]
     assert offenders == []
+
+
+def test_the_map_lists_every_module_and_only_modules():
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([\w/]+)\.py` \|", text, flags=re.MULTILINE)
+    mapped = {r.replace("/", ".") for r in rows}
+    real = {m for m in MODULES if m not in RANKS or m == "cli"}  # the packages' __init__ files are not rows
+    assert sorted(real - mapped) == [], "modules missing from ARCHITECTURE.md"
+    assert sorted(mapped - real) == [], "ARCHITECTURE.md names modules that do not exist"

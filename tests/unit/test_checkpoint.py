@@ -7,8 +7,8 @@ import pytest
 
 from llkd_edge.config import TrainConfig
 from llkd_edge.errors import ModelError
-from llkd_edge.selection import ThresholdState
-from llkd_edge.train import CHECKPOINT, EpochStats, _save_checkpoint, load_checkpoint, selected_mask
+from llkd_edge.student.selection import ThresholdState
+from llkd_edge.student.train import CHECKPOINT, EpochStats, _save_checkpoint, load_checkpoint, selected_mask
 
 torch = pytest.importorskip("torch")
 
@@ -82,7 +82,7 @@ def test_a_checkpoint_with_a_malformed_plain_part_is_one_error_line(tmp_path, pl
 
 def test_a_resume_on_another_pool_or_device_is_refused_before_any_step(tmp_path):
     from llkd_edge.errors import UserError
-    from llkd_edge.train import Pool, _check_resumable
+    from llkd_edge.student.train import Pool, _check_resumable
 
     pool = Pool(["a", "b", "c"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
     grown = Pool(["a", "b", "c", "d"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]))

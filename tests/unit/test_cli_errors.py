@@ -165,7 +165,7 @@ def test_lists_builtins_and_teachers():
 
 
 def test_ray_workers_get_their_cpus_as_threads_and_gpu_layers_only_with_a_gpu_share():
-    from llkd_edge.ray_pool import worker_teacher_config
+    from llkd_edge.teacher.ray_pool import worker_teacher_config
     from llkd_edge.config import RayConfig, TeacherConfig
 
     cpu_only = worker_teacher_config(TeacherConfig(n_threads=16), RayConfig(workers=4, cpus_per_worker=3))
@@ -175,7 +175,7 @@ def test_ray_workers_get_their_cpus_as_threads_and_gpu_layers_only_with_a_gpu_sh
 
 
 def test_a_ray_address_is_checked_before_ray_is_asked():
-    from llkd_edge.ray_pool import _check_reachable
+    from llkd_edge.teacher.ray_pool import _check_reachable
     from llkd_edge.errors import UserError
 
     _check_reachable(None)

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from llkd_edge.cli import main
-from llkd_edge.train import kept_layers
+from llkd_edge.student.train import kept_layers
 
 
 def run(args):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from llkd_edge.cli import main
 from llkd_edge.data import iter_texts
 from llkd_edge.errors import DataError, ModelError
-from llkd_edge.export import int8_gate
+from llkd_edge.deploy.export import int8_gate
 from llkd_edge.runtime import Classifier, read_manifest, softmax
 from tests.support import one_error_line
 
@@ -98,7 +98,7 @@ def test_int8_gate():
 
 def test_of_two_int8_variants_the_default_is_the_one_that_passes_and_agrees_most():
     from llkd_edge.config import ExportConfig
-    from llkd_edge.export import _choose_default
+    from llkd_edge.deploy.export import _choose_default
 
     def report(dynamic, static):
         return {"variants": {"fp32": {"quality": {"accuracy": 0.9}},

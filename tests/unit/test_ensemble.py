@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
-from llkd_edge.ensemble import Ensemble, log_linear_pool
+from llkd_edge.teacher.ensemble import Ensemble, log_linear_pool
 from llkd_edge.errors import UserError
 from llkd_edge.registry import ModelFile
 from llkd_edge.store import LabelRow, ScoringKey
@@ -92,7 +92,7 @@ def test_the_teacher_option_names_one_teacher_or_several_distinct_ones():
 def test_distilling_from_a_store_pools_the_texts_every_member_labelled(tmp_path):
     from types import SimpleNamespace
 
-    from llkd_edge.distill import _pool_from_store
+    from llkd_edge.student.distill import _pool_from_store
     from llkd_edge.errors import StoreError
     from llkd_edge.store import LabelStore
 
@@ -115,7 +115,7 @@ def test_distilling_from_a_store_pools_the_texts_every_member_labelled(tmp_path)
 
 
 def test_a_ray_pool_refuses_an_ensemble_before_starting_anything():
-    from llkd_edge.backend import open_backend
+    from llkd_edge.teacher.backend import open_backend
 
     with pytest.raises(UserError, match="one teacher per actor"):
         open_backend(ScoringConfig(labels=LABELS), TeacherConfig(model="gemma3-270m,smollm2-135m-instruct"), "ray")

@@ -7,7 +7,7 @@ import pytest
 
 from llkd_edge.config import EvolveConfig
 from llkd_edge.errors import UserError
-from llkd_edge.synthesis import (
+from llkd_edge.student.synthesis import (
     Request,
     Weakness,
     analyse,
@@ -189,7 +189,7 @@ def test_evolve_bad_input_is_one_line_exit_2(tmp_path, case):
 
 def test_a_text_that_copies_the_start_of_a_shown_example_is_caught_against_the_excerpt():
     from llkd_edge.data import load_builtin
-    from llkd_edge.synthesis import _shown
+    from llkd_edge.student.synthesis import _shown
 
     article = next(t for t in load_builtin("bbc-news:train").texts if len(t.split()) > 300)
     copy = " ".join(article.split()[:45])  # what a writer does with an example: repeat its opening

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from llkd_edge.cli import main
 from llkd_edge.data import Dataset
 from llkd_edge.errors import DataError
-from llkd_edge.gold import Product, check_gold_set, judge, sample_weights, wilson_interval
+from llkd_edge.labels.gold import Product, check_gold_set, judge, sample_weights, wilson_interval
 
 LABELS = ("a", "b", "c")
 

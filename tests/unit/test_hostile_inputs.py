@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from llkd_edge.runs import Run
+from llkd_edge.student.runs import Run
 from tests.support import one_error_line
 
 
@@ -70,7 +70,7 @@ def test_a_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
 
 
 def test_label_names_are_escaped_in_the_model_card():
-    from llkd_edge.model_card import model_card
+    from llkd_edge.deploy.model_card import model_card
 
     labels = ["a|b", "<script>alert(1)</script>", "`code`"]
     scores = {"accuracy": 0.5, "macro_f1": 0.4, "n": 10, "majority_rate": 0.4}
@@ -91,7 +91,7 @@ def test_label_names_are_escaped_in_the_model_card():
 
 
 def test_the_budget_rounds_read_the_teacher_with_the_runs_pool_calibration():
-    from llkd_edge.active import fill_rest
+    from llkd_edge.labels.active import fill_rest
 
     rng = np.random.default_rng(0)
     x = np.vstack([rng.normal(0, 0.1, (40, 4)) + [3, 0, 0, 0], rng.normal(0, 0.1, (40, 4)) - [3, 0, 0, 0]])
@@ -109,7 +109,7 @@ def test_the_budget_rounds_read_the_teacher_with_the_runs_pool_calibration():
 
 @pytest.mark.parametrize("n, limit", [(1100, 1000), (300, 1000), (40, 1000), (500, None), (3, 2), (1, 1)])
 def test_static_int8_calibration_and_gate_texts_are_disjoint(n, limit):
-    from llkd_edge.export import CALIBRATION_TEXTS, calibration_split
+    from llkd_edge.deploy.export import CALIBRATION_TEXTS, calibration_split
 
     texts = [f"text {i}" for i in range(n)]
     gate, reference, calibration = calibration_split(texts, [t.upper() for t in texts], limit)
@@ -188,7 +188,7 @@ def test_a_student_folder_linking_out_of_the_run_is_refused(tmp_path):
 
 def test_budget_picks_and_relabelled_files_that_are_crafted_are_one_error_line(tmp_path):
     from llkd_edge.errors import DataError
-    from llkd_edge.runs import BUDGET_PICKS
+    from llkd_edge.student.runs import BUDGET_PICKS
 
     run = _run(tmp_path, _csv(tmp_path / "pool.csv", ["one,a", "two,b"]), None)
     run.path.mkdir()
@@ -222,7 +222,7 @@ def test_a_student_with_pickled_weights_or_remote_code_is_refused_and_never_run(
     import pickle
 
     from llkd_edge.errors import ModelError
-    from llkd_edge.train import load_student
+    from llkd_edge.student.train import load_student
 
     pytest.importorskip("transformers")
     marker = tmp_path / "pwned"

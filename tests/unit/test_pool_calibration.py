@@ -6,7 +6,7 @@ import pytest
 from llkd_edge.config import DistillConfig, LabelSet, ScoringConfig
 from llkd_edge.distributions import batch_calibrated, em_prior, pool_divisor, pool_prior
 from llkd_edge.errors import UserError
-from llkd_edge.labelling import recalibrated
+from llkd_edge.labels.labelling import recalibrated
 from llkd_edge.store import LabelRow
 
 
@@ -73,7 +73,7 @@ def test_pool_divisors_none_batch_and_em():
 
 
 def test_a_cross_fitted_probe_overrules_teacher_labels_that_similar_texts_contradict():
-    from llkd_edge.relabel import cross_fitted, relabelled
+    from llkd_edge.student.relabel import cross_fitted, relabelled
 
     # two tight clusters of 20 texts; the teacher says "a" for cluster 0 and "b" for cluster 1, except for
     # three texts of cluster 0 that it calls "b" at 0.6: the probe, fitted without them, sides with their cluster.

@@ -5,7 +5,7 @@ import numpy as np
 from llkd_edge.config import DEFAULT_TASK, LabelSet, ScoringConfig
 from llkd_edge.distributions import answer_information as criterion, mutual_information
 from llkd_edge.data import Dataset
-from llkd_edge.prompts import CUES, candidates, gold_accuracy, gold_log_likelihood, gold_sample, sample_texts
+from llkd_edge.teacher.prompts import CUES, candidates, gold_accuracy, gold_log_likelihood, gold_sample, sample_texts
 
 LABELS = LabelSet.parse("business,sports=sport,tech=technology")
 

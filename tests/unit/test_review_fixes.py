@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from llkd_edge.cli import main
 from llkd_edge.data import eval_dataset, iter_texts, read_dataset, text_key, Dataset
-from llkd_edge.distill import _without
-from llkd_edge.runs import default_eval, resolved
+from llkd_edge.student.distill import _without
+from llkd_edge.student.runs import default_eval, resolved
 from llkd_edge.errors import DataError
-from llkd_edge.labelling import Labelled
+from llkd_edge.labels.labelling import Labelled
 from llkd_edge.store import unique_texts
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelRow, LabelStore, ScoringKey, text_hash

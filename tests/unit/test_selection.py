@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llkd_edge.selection import (METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, pool_median_bars, rule_of,
+from llkd_edge.student.selection import (METHODS, PAPER, LlkdRule, ThresholdState, llkd_weights, pool_median_bars, rule_of,
                                  select, update_state, with_floor)
 
 

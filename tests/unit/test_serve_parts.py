@@ -203,7 +203,7 @@ class Stub:
 
 
 def test_a_failing_batch_is_retried_request_by_request(tmp_path):
-    from llkd_edge.serve import Batcher
+    from llkd_edge.deploy.serve import Batcher
 
     async def scenario():
         batcher = Batcher(Stub(tmp_path, fail_on="bad"))
@@ -221,7 +221,7 @@ def test_a_failing_batch_is_retried_request_by_request(tmp_path):
 
 
 def test_the_batcher_queue_is_bounded(tmp_path):
-    from llkd_edge.serve import Batcher, Busy
+    from llkd_edge.deploy.serve import Batcher, Busy
 
     async def scenario():
         batcher = Batcher(Stub(tmp_path), max_queue=2)  # no worker: nothing leaves the queue
@@ -264,7 +264,7 @@ def _drive(app, messages, scope_extra=None):
 
 
 def test_body_limit_takes_a_body_dripped_a_byte_at_a_time(tmp_path):
-    from llkd_edge.serve import RequestLimits
+    from llkd_edge.deploy.serve import RequestLimits
 
     body = b'{"texts": ["' + b"x" * 20_000 + b'"]}'
     drip = [{"type": "http.request", "body": body[i : i + 1], "more_body": i + 1 < len(body)} for i in range(len(body))]
@@ -273,7 +273,7 @@ def test_body_limit_takes_a_body_dripped_a_byte_at_a_time(tmp_path):
 
 
 def test_body_limit_answers_408_when_the_body_stops_coming(tmp_path):
-    from llkd_edge.serve import RequestLimits
+    from llkd_edge.deploy.serve import RequestLimits
 
     sent, seen = _drive(lambda app: RequestLimits(app, 100_000, seconds=0.3),
                         [{"type": "http.request", "body": b'{"texts": ["', "more_body": True}])
@@ -285,7 +285,7 @@ def test_body_limit_answers_408_when_the_body_stops_coming(tmp_path):
 
 
 def test_allowed_hosts(tmp_path):
-    from llkd_edge.serve import ServeConfig, allowed_hosts
+    from llkd_edge.deploy.serve import ServeConfig, allowed_hosts
 
     assert allowed_hosts(ServeConfig("m")) == ["localhost", "127.0.0.1", "[::1]"]
     assert allowed_hosts(ServeConfig("m", host="0.0.0.0")) == ["localhost", "127.0.0.1", "[::1]"]
@@ -328,7 +328,7 @@ def fetch(url, body: bytes | None = None, host: str | None = None):
 @pytest.fixture
 def stub_service(tmp_path):
     pytest.importorskip("fastapi")
-    from llkd_edge.serve import ServeConfig, create_app
+    from llkd_edge.deploy.serve import ServeConfig, create_app
 
     folder = model_folder(tmp_path / "secret-folder-name" / "model")
     (folder / "tokenizer_config.json").write_text(json.dumps({"unk_token": "[UNK]", "name_or_path": str(folder)}))
@@ -380,7 +380,7 @@ def test_the_page_gets_only_the_files_it_needs(stub_service):
 
 
 def test_cdn_imports_carry_integrity_hashes():
-    from llkd_edge.serve import CDN, JS_INTEGRITY, import_map, js_lib_urls
+    from llkd_edge.deploy.serve import CDN, JS_INTEGRITY, import_map, js_lib_urls
 
     cdn = import_map(js_lib_urls(None))
     assert all(u.startswith(CDN) for name, u in cdn["imports"].items() if name != "llkd-classifier")
@@ -392,7 +392,7 @@ def test_cdn_imports_carry_integrity_hashes():
 
 
 def test_the_integrity_hashes_match_the_pinned_npm_files():
-    from llkd_edge.serve import JS_INTEGRITY, JS_LIBS
+    from llkd_edge.deploy.serve import JS_INTEGRITY, JS_LIBS
 
     if not WEB_LIBS.is_dir():
         pytest.skip("examples/web/node_modules is not installed (tools/install-apps.sh)")
@@ -400,7 +400,7 @@ def test_the_integrity_hashes_match_the_pinned_npm_files():
         assert json.loads((WEB_LIBS / name / "package.json").read_text())["version"] == version
     for file, digest in JS_INTEGRITY.items():
         actual = "sha384-" + base64.b64encode(hashlib.sha384((WEB_LIBS / file).read_bytes()).digest()).decode()
-        assert actual == digest, f"{file}: recompute JS_INTEGRITY in llkd_edge/serve.py (see its comment)"
+        assert actual == digest, f"{file}: recompute JS_INTEGRITY in llkd_edge/deploy/serve.py (see its comment)"
 
 
 def test_classifier_mjs_takes_special_tokens_from_the_post_processor(tmp_path):
@@ -429,7 +429,7 @@ def test_classifier_mjs_takes_special_tokens_from_the_post_processor(tmp_path):
         start = next(i for i, (token, _) in enumerate(pairs) if token in (2, 3))
         expected[name] = {"prefix": [list(p) for p in pairs[:start]], "suffix": [list(p) for p in pairs[start + 3 :]],
                           "typeId": pairs[start][1]}
-    script = (f"import {{ specialTokens }} from {json.dumps(str(ROOT / 'llkd_edge' / 'web' / 'classifier.mjs'))};\n"
+    script = (f"import {{ specialTokens }} from {json.dumps(str(ROOT / 'llkd_edge' / 'deploy' / 'web' / 'classifier.mjs'))};\n"
               f"const kinds = {json.dumps(processors_json)};\n"
               "console.log(JSON.stringify(Object.fromEntries(Object.entries(kinds).map(([k, p]) => [k, specialTokens(p)]))));\n")
     (tmp_path / "probe.mjs").write_text(script)
@@ -443,7 +443,7 @@ def test_classifier_mjs_refuses_a_model_file_outside_the_folder(tmp_path, name):
     if not shutil.which("node"):
         pytest.skip("Node is not installed on this machine")
     manifest = {"labels": ["a", "b"], "default": "fp32", "variants": {"fp32": name}}
-    script = (f"import {{ loadClassifier }} from {json.dumps(str(ROOT / 'llkd_edge' / 'web' / 'classifier.mjs'))};\n"
+    script = (f"import {{ loadClassifier }} from {json.dumps(str(ROOT / 'llkd_edge' / 'deploy' / 'web' / 'classifier.mjs'))};\n"
               "const read = async (file) => { if (file === 'llkd_edge.json') return "
               f"{json.dumps(manifest)}; throw new Error(`read ${{file}}`); }};\n"
               "try { await loadClassifier({ ort: {}, Tokenizer: class {}, read }); }\n"

@@ -74,7 +74,7 @@ def test_export_formats(tmp_path, suffix):
 
 
 def test_synthetic_texts_are_marked_and_a_pool_read_from_the_store_leaves_them_out(tmp_path):
-    from llkd_edge.runs import store_pool
+    from llkd_edge.student.runs import store_pool
 
     path = tmp_path / "s.sqlite"
     with LabelStore(path) as store:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from llkd_edge.distributions import entropy
-from llkd_edge.labelling import teacher_health
+from llkd_edge.labels.labelling import teacher_health
 from llkd_edge.store import LabelRow
 
 LABELS = ("business", "sports", "tech")

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-from .config import RayConfig, ScoringConfig, TeacherConfig
-from .errors import MissingDependencyError, UserError
-from .files import one_line
-from .store import LabelRow
+from ..config import RayConfig, ScoringConfig, TeacherConfig
+from ..errors import MissingDependencyError, UserError
+from ..files import one_line
+from ..store import LabelRow
 
 MAX_RESTARTS = 3  # per actor: enough for the odd killed worker, not a crash loop on a model that cannot load
 REST_S = 10.0  # an actor that lost a batch gets no new work for this long (Ray is restarting it)
@@ -42,7 +42,7 @@ class TeacherWorker:
     """One Ray actor's state: a loaded teacher (or the one-line reason it could not be loaded)."""
 
     def __init__(self, scoring: ScoringConfig, config: TeacherConfig):
-        from .teacher import load_teacher
+        from .llama import load_teacher
 
         self.error: str | None = None
         try:

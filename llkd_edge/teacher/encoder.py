@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDependencyError, UserError
-from .registry import package_file, registry
+from ..errors import MissingDependencyError, UserError
+from ..registry import package_file, registry
 
 
 def require_torch():

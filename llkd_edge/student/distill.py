@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LOW_INFORMATION, DistillConfig, LabelSet, identity, stable_hash
-from .data import Dataset, read_dataset, text_key
-from .errors import DataError, StoreError, UserError
-from .files import rounded, sha256_file, write_json
-from .gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
-from .distributions import pool_divisor
-from .labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
+from ..config import LOW_INFORMATION, DistillConfig, LabelSet, identity, stable_hash
+from ..data import Dataset, read_dataset, text_key
+from ..errors import DataError, StoreError, UserError
+from ..files import rounded, sha256_file, write_json
+from ..labels.gold import CLASS_BALANCE, check_gold_set, judge, sample_weights
+from ..distributions import pool_divisor
+from ..labels.labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
                         teacher_health)
-from .metrics import classification_scores, per_class_f1
+from ..metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .runs import (
     BUDGET_PICKS,
@@ -38,8 +38,8 @@ from .runs import (
     store_pool,
     versions,
 )
-from .store import LabelStore, check_label_store, text_hash
-from .teacher import load_teacher
+from ..store import LabelStore, check_label_store, text_hash
+from ..teacher.llama import load_teacher
 
 
 def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[Labelled, dict[str, int]]:
@@ -72,7 +72,7 @@ def _choose_prompt(config: DistillConfig, teacher, source: Dataset | None, evals
     prompt of its rows for this teacher, labels and settings with the most pool rows (a prompt chosen when
     the store was filled; its texts are not read again); else ``prompts.choose`` on a sample of the pool,
     eval and gold texts excluded, ranked on the gold texts where there are some."""
-    from .prompts import choose
+    from ..teacher.prompts import choose
 
     if source is None:
         base, best, most = teacher.scoring, teacher.scoring, 0  # none fits: as given, and _pool_from_store says so
@@ -141,7 +141,7 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
 
     ``probs``/``gold_probs``: shape (N, K)/(G, K), the teacher's distributions, calibrated alike.
     """
-    from .encoder import embed
+    from ..teacher.encoder import embed
     from .train import Pool
 
     x = embed(texts + gold.texts, progress=progress)
@@ -158,7 +158,7 @@ def learn_from_gold(texts: list[str], probs: np.ndarray, gold: Dataset, gold_pro
 def _relabelled(pool: Labelled, probs: np.ndarray, labels: tuple[str, ...], seed: int, progress: bool):
     """--relabel probe: the pool's distributions times a cross-fitted probe's (relabel.py), and a record."""
     from .relabel import PROBE_C, relabelled
-    from .encoder import embed
+    from ..teacher.encoder import embed
 
     started = time.perf_counter()
     out = relabelled(probs, embed(pool.texts, progress=progress), seed)
@@ -240,7 +240,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if data_is_store:
         pool, left_out = _pool_from_store(config, teacher, progress)
     elif config.label_budget:  # the rounds never spend a teacher call on an eval or gold text
-        from .budget import without
+        from ..labels.budget import without
 
         held = _held_out(evalset, gold)
         pool, budget_record, filled = label_within_budget(without(source, held), teacher, store_path,
@@ -335,7 +335,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         metrics["per_class_f1"] = {"teacher": per_class_f1(gold, [evaluated.rows[i].label for i in keep], labels.names),
                                    "student": per_class_f1(gold, predicted, labels.names)}
         if judgement:  # the gold-only probe and the labels the student learnt from, on the same eval texts
-            from .encoder import embed
+            from ..teacher.encoder import embed
 
             x = embed([evaluated.texts[i] for i in keep], progress=progress)
             eval_probs = np.array([evaluated.rows[i].probs for i in keep])

@@ -63,10 +63,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .config import LLKD_CLASS_TERMS as CLASS_TERMS
-from .config import LLKD_STUDENT_STATS as STUDENT_STATS
-from .config import LLKD_WEIGHTS as WEIGHTS
-from .config import SELECTION_METHODS as METHODS  # the one list; the CLI offers the same
+from ..config import LLKD_CLASS_TERMS as CLASS_TERMS
+from ..config import LLKD_STUDENT_STATS as STUDENT_STATS
+from ..config import LLKD_WEIGHTS as WEIGHTS
+from ..config import SELECTION_METHODS as METHODS  # the one list; the CLI offers the same
 
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gold import Probe, Product, cv_folds
+from ..labels.gold import Probe, Product, cv_folds
 
 PROBE_C = 1.0  # hundreds of noisy labels: more regularisation than gold.Probe's default for a few clean ones
 RELABELLINGS = ("none", "probe")

@@ -38,18 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, identity, stable_hash
-from .data import Dataset, read_dataset, text_key
-from .errors import DataError, UserError
-from .files import append_jsonl, read_json, read_jsonl, rounded, write_json, write_jsonl
-from .labelling import check_gold, label_dataset
-from .metrics import classification_scores
+from ..config import EvolveConfig, ScoringConfig, TeacherConfig, TrainConfig, identity, stable_hash
+from ..data import Dataset, read_dataset, text_key
+from ..errors import DataError, UserError
+from ..files import append_jsonl, read_json, read_jsonl, rounded, write_json, write_jsonl
+from ..labels.labelling import check_gold, label_dataset
+from ..metrics import classification_scores
 from .plots import evolve_png
 from .runs import is_store, open_run, prepare_run_folder, resolved, versions
-from .store import LabelRow, LabelStore
+from ..store import LabelRow, LabelStore
 from .synthesis import (RoundRecord, Weakness, analyse, generation_schema, parse_texts, plan_requests, request_prompt,
                         round_summary, screen, synthetic_row, text_chars, verify)
-from .teacher import load_teacher
+from ..teacher.llama import load_teacher
 
 GENERATION_CTX = 4096  # the teacher's context while writing: the prompt and every new text must fit
 

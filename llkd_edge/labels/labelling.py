@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import TeacherBackend, open_backend
-from .config import LOW_INFORMATION, LabelRunConfig, LabelSet
-from .data import Dataset, builtin_spec, read_dataset, text_key
-from .distributions import answer_information
-from .errors import LabelSpecError, UserError
-from .files import write_text
-from .metrics import classification_scores
-from .store import LabelRow, LabelStore, export_rows, unique_texts
+from ..teacher.backend import TeacherBackend, open_backend
+from ..config import LOW_INFORMATION, LabelRunConfig, LabelSet
+from ..data import Dataset, builtin_spec, read_dataset, text_key
+from ..distributions import answer_information
+from ..errors import LabelSpecError, UserError
+from ..files import write_text
+from ..metrics import classification_scores
+from ..store import LabelRow, LabelStore, export_rows, unique_texts
 
 
 @dataclass
@@ -106,14 +106,14 @@ def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
     label, confidence and entropy follow; the stored rows are untouched. ``prior`` None: the rows as they are."""
     if prior is None or not rows:
         return list(rows)
-    from .distributions import batch_calibrated
+    from ..distributions import batch_calibrated
 
     return with_probs(rows, batch_calibrated(np.array([r.probs for r in rows]), prior), labels)
 
 
 def with_probs(rows: list[LabelRow], probs: np.ndarray, labels) -> list[LabelRow]:
     """The rows with their distributions replaced by ``probs`` (N, K): label, confidence and entropy follow."""
-    from .distributions import entropy
+    from ..distributions import entropy
 
     ent = entropy(probs)
     return [replace(r, probs=tuple(float(p) for p in probs[i]), label=labels[int(probs[i].argmax())],
@@ -222,7 +222,7 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
                else open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
     choice = None
     if config.prompt == "auto":  # on the backend that labels afterwards: a Ray pool tries candidates in parallel
-        from .prompts import choose
+        from ..teacher.prompts import choose
 
         try:
             choice = choose(teacher, [t for t in dataset.texts if text_key(t) not in held] or dataset.texts,

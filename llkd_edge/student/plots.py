@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import save_figure
+from ..files import save_figure
 from .synthesis import VERDICTS
 
 

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import iter_texts
-from .errors import DataError, UserError
-from .files import atomic_path
-from .runtime import Classifier
+from ..data import iter_texts
+from ..errors import DataError, UserError
+from ..files import atomic_path
+from ..runtime import Classifier
 
 
 @dataclass

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .errors import UserError
-from .runtime import Classifier
+from ..errors import UserError
+from ..runtime import Classifier
 
-WEB = files("llkd_edge") / "web"
+WEB = files("llkd_edge.deploy") / "web"
 MAX_TEXTS = 256  # per request
 MAX_BODY = 1_000_000  # bytes per request body
 BATCH_TEXTS = 64  # one ONNX Runtime call takes at most this many texts from waiting requests
@@ -44,7 +44,7 @@ WILDCARD_BINDS = ("", "0.0.0.0", "::")  # addresses that name no host a client w
 # tests), else from a CDN at these pinned versions.
 JS_LIBS = {"onnxruntime-web": ("1.30.0", "dist/ort.wasm.min.mjs"), "@huggingface/tokenizers": ("0.2.0", "dist/tokenizers.mjs")}
 CDN = "https://cdn.jsdelivr.net/npm"
-REPO_JS_LIBS = Path(__file__).resolve().parents[1] / "examples" / "web" / "node_modules"
+REPO_JS_LIBS = Path(__file__).resolve().parents[2] / "examples" / "web" / "node_modules"
 # Subresource Integrity of every file the page loads from the CDN: the two modules, the wasm glue module that
 # ort imports, and the .wasm (page.mjs fetches it with this hash and hands the bytes to ort). The browser
 # refuses a file whose hash differs. After changing a version above, recompute from the npm copies:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
-from .errors import ModelError, UserError
-from .files import atomic_path, one_line
-from .encoder import model_folder, require_torch
-from .registry import registry
-from .distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
+from ..config import TrainConfig
+from ..errors import ModelError, UserError
+from ..files import atomic_path, one_line
+from ..teacher.encoder import model_folder, require_torch
+from ..registry import registry
+from ..distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
 from .selection import ThresholdState, pool_median_bars, rule_of, select
 
 CHECKPOINT = "checkpoint.pt"

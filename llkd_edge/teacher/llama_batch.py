@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
 
 
 class BatchedScorer:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BenchConfig, ScoringConfig, TeacherConfig
-from .distributions import batch_calibrated
-from .errors import DataError, UserError
-from .files import write_json
-from .metrics import classification_scores
-from .plots import bench_png
-from .report import machine, markdown_table
-from .runs import open_run, versions
-from .runtime import Classifier, read_manifest
+from ..config import BenchConfig, ScoringConfig, TeacherConfig
+from ..distributions import batch_calibrated
+from ..errors import DataError, UserError
+from ..files import write_json
+from ..metrics import classification_scores
+from ..student.plots import bench_png
+from ..report import machine, markdown_table
+from ..student.runs import open_run, versions
+from ..runtime import Classifier, read_manifest
 
 
 def latencies(fn: Callable[[list[str]], object], texts: Sequence[str]) -> np.ndarray:
@@ -79,8 +79,8 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
                      f"({clf.provider})",
         }
     if run is not None:
-        from .encoder import require_torch
-        from .train import load_student, predict_logits, resolve_device
+        from ..teacher.encoder import require_torch
+        from ..student.train import load_student, predict_logits, resolve_device
 
         require_torch().set_num_threads(config.threads)
         device = resolve_device(config.device)
@@ -159,7 +159,7 @@ def _find_run(config: BenchConfig, manifest: dict):
 
 def _bench_texts(config: BenchConfig, run, labels: list[str]) -> tuple[list[str], list[str] | None]:
     if config.data:
-        from .data import read_dataset
+        from ..data import read_dataset
 
         data = read_dataset(config.data, config.text_column, config.label_column)
         pairs = [(t, g) for t, g in zip(data.texts, data.gold or [None] * len(data.texts)) if t.strip()]
@@ -181,7 +181,7 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
     calibration divided out, None: as the teacher gives them)."""
     from tqdm.auto import tqdm
 
-    from .teacher import load_teacher
+    from ..teacher.llama import load_teacher
 
     teacher_config = TeacherConfig(model=name, n_threads=config.threads)
     if len(teacher_config.members) > 1:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_ANSWER_CUE, DEFAULT_TASK, ScoringConfig
-from .data import Dataset, text_key
-from .distributions import answer_information, batch_calibrated, pool_prior
+from ..config import DEFAULT_ANSWER_CUE, DEFAULT_TASK, ScoringConfig
+from ..data import Dataset, text_key
+from ..distributions import answer_information, batch_calibrated, pool_prior
 
 CUES = (DEFAULT_ANSWER_CUE, "Label:", "Topic:")  # "Answer:" was tried and lost on every built-in set
 GOLD_FOR_CHOICE = 48  # gold texts each candidate is tried on, at most (spread over the classes, seeded)

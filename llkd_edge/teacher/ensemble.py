@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ScoringConfig, stable_hash
-from .distributions import entropy
-from .registry import ModelFile
-from .store import LabelRow, ScoringKey
+from ..config import ScoringConfig, stable_hash
+from ..distributions import entropy
+from ..registry import ModelFile
+from ..store import LabelRow, ScoringKey
 
 
 def log_linear_pool(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .active import budget_count, fill_rest, run_rounds
-from .config import LabelBudget
-from .data import Dataset
-from .files import atomic_path
-from .store import unique_texts
+from ..config import LabelBudget
+from ..data import Dataset
+from ..files import atomic_path
+from ..store import unique_texts
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _embeddings(texts: list[str], path: Path, progress: bool) -> np.ndarray:
                     return saved["x"]
         except (OSError, ValueError, KeyError):
             pass  # unreadable or another pool: made again
-    from .encoder import embed
+    from ..teacher.encoder import embed
 
     x = embed(texts, progress=progress)
     with atomic_path(path) as tmp:
@@ -116,7 +116,7 @@ def pick_and_label(dataset: Dataset, labels: tuple[str, ...], label, store_path:
 def without(dataset: Dataset, held: set[str]) -> Dataset:
     """``dataset`` without the texts whose ``data.text_key`` is in ``held`` (eval and gold texts: never
     worth a teacher call in the pool)."""
-    from .data import text_key
+    from ..data import text_key
 
     keep = [i for i, t in enumerate(dataset.texts) if text_key(t) not in held]
     return replace(dataset, texts=[dataset.texts[i] for i in keep],

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
-from .errors import UserError
+from ..config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
+from ..errors import UserError
 
 if TYPE_CHECKING:  # imported for the annotations only: loading them costs nothing at run time
-    from .registry import ModelFile
-    from .store import LabelRow, ScoringKey
+    from ..registry import ModelFile
+    from ..store import LabelRow, ScoringKey
 
 
 @runtime_checkable
@@ -58,7 +58,7 @@ def open_backend(scoring: ScoringConfig, teacher: TeacherConfig, backend: str = 
                  ray: RayConfig | None = None, progress: bool = True) -> TeacherBackend:
     """Load the teacher ``teacher`` describes on ``backend`` (one of ``config.BACKENDS``)."""
     if backend == "local":
-        from .teacher import load_teacher
+        from .llama import load_teacher
 
         return load_teacher(scoring, teacher)
     if backend == "ray":

@@ -17,9 +17,9 @@ from typing import TypedDict
 
 import numpy as np
 
-from .distributions import entropy
-from .metrics import classification_scores
-from .store import LabelRow
+from ..distributions import entropy
+from ..metrics import classification_scores
+from ..store import LabelRow
 
 VERDICTS = ("accepted", "teacher_disagrees", "low_confidence", "duplicate", "copies_prompt", "too_short")
 SHOWN_WORDS = 60  # a text shown in a prompt is cut to this many words

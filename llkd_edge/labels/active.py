@@ -188,7 +188,7 @@ def _per_class(unlabelled: np.ndarray, score: np.ndarray, predicted: np.ndarray,
 def as_read(probs: np.ndarray, calibration: str = "batch") -> np.ndarray:
     """The teacher's distributions ``probs`` (M, K) as distill reads them: divided by the pool calibration's
     divisor fitted on them (``distributions.pool_divisor``); ``none``: as the teacher gave them."""
-    from .distributions import batch_calibrated, pool_divisor
+    from ..distributions import batch_calibrated, pool_divisor
 
     divisor = pool_divisor(probs, calibration)
     return probs if divisor is None else batch_calibrated(probs, divisor)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Dataset, text_key
-from .errors import DataError
+from ..data import Dataset, text_key
+from ..errors import DataError
 
 FLOOR = 1e-6  # probabilities are floored here before logs: a zero from one expert must not veto the other
 TEACHER_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -40,7 +40,7 @@ def check_gold_set(gold: Dataset, labels: tuple[str, ...], eval_texts: list[str]
     no text shared with the eval set or with the prompt's few-shot ``demonstrations`` ((text, label) pairs:
     the teacher would be judged on texts it was shown with their answers). Anything else is one
     ``DataError`` line."""
-    from .data import eval_dataset
+    from ..data import eval_dataset
 
     if gold.gold is None:
         raise DataError(f"{gold.name}: --gold needs gold labels (a `label` column, or --label-column)")

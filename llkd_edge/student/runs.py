@@ -28,11 +28,11 @@ from typing import TypedDict
 
 import numpy as np
 
-from .data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
-from .errors import DataError, UserError
-from .files import read_json
-from .labelling import recalibrated, with_probs
-from .store import LabelRow, LabelStore, ScoringKey, text_hash, unique_texts
+from ..data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
+from ..errors import DataError, UserError
+from ..files import read_json
+from ..labels.labelling import recalibrated, with_probs
+from ..store import LabelRow, LabelStore, ScoringKey, text_hash, unique_texts
 
 
 class TeacherRecord(TypedDict):
@@ -178,7 +178,7 @@ def _pooled(per_key: list[dict[str, LabelRow]], order: list[str], labels) -> lis
     """The rows of ``order`` (text hashes): one key's as stored, several keys' (an ensemble's) pooled."""
     if len(per_key) == 1:
         return [per_key[0][h] for h in order]
-    from .ensemble import pooled_rows
+    from ..teacher.ensemble import pooled_rows
 
     return pooled_rows([[rows[h] for h in order] for rows in per_key], labels)
 

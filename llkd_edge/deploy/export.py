@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ExportConfig, identity
-from .errors import DataError, MissingDependencyError, ModelError, UserError
-from .files import atomic_path, read_json, sha256_file, write_json
-from .metrics import classification_scores
+from ..config import ExportConfig, identity
+from ..errors import DataError, MissingDependencyError, ModelError, UserError
+from ..files import atomic_path, read_json, sha256_file, write_json
+from ..metrics import classification_scores
 from .model_card import CARD, model_card
-from .runs import Run, open_run, versions
-from .runtime import MANIFEST, Classifier
+from ..student.runs import Run, open_run, versions
+from ..runtime import MANIFEST, Classifier
 
 REPORT = "export_report.json"
 VARIANT_FILES = {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx", "int8-static": "onnx/model_int8.onnx"}
@@ -234,7 +234,7 @@ def _input_names(path: Path):
 def _parity(run: Run, work: Path, variants: dict, texts: list[str], reference: list[str] | None,
             reference_kind: str, config: ExportConfig) -> dict:
     """Max |logit difference| and argmax agreement of each ONNX variant against PyTorch, and quality."""
-    from .train import load_student, predict_logits
+    from ..student.train import load_student, predict_logits
 
     student = load_student(run.student_dir)
     torch_logits = predict_logits(student, texts, run.max_length)

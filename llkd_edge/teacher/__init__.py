@@ -1,0 +1,1 @@
+"""The teacher stage: GGUF models in llama.cpp (``llama``), the Ray pool, ensembles, prompts, the sentence encoder, and the backend registry every stage opens a teacher through. The only place that imports llama_cpp."""
