@@ -126,7 +126,11 @@ def _inside(folder: Path, name: str, what: str = "file") -> Path:
     """``folder / name`` if it resolves inside ``folder`` (symlinks followed): a folder from someone else must
     not make us read other files (``../../x``, an absolute path, a link out)."""
     path = folder / name
-    if not path.resolve().is_relative_to(folder.resolve()):
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):  # a NUL byte, a link loop
+        raise ModelError(f"{folder}: {what} {name!r} is not a usable file name; refused") from None
+    if not inside:
         raise ModelError(f"{folder}: {what} {name!r} lies outside the model folder; refused")
     return path
 

@@ -6,7 +6,7 @@
 //
 // Writes one JSON line per text: {"text", "label", "probabilities": {label: p}}, as `llkd-edge predict` does.
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -18,8 +18,13 @@ async function main(argv) {
   const variant = variantAt >= 0 ? args.splice(variantAt, 2)[1] : null;
   const [modelDir, ...texts] = args;
   if (!modelDir) throw new Error("usage: node predict.mjs MODEL_DIR [--variant fp32|int8|int8-static] [TEXT ...]");
+  const root = await realpath(modelDir);
   const read = async (name, kind) => {
-    const data = await readFile(path.join(modelDir, name));
+    // a folder from someone else must not make us read other files: links out of it are refused
+    const file = await realpath(path.join(modelDir, name));
+    const rel = path.relative(root, file);
+    if (rel.split(path.sep)[0] === ".." || path.isAbsolute(rel)) throw new Error(`${name}: lies outside the model folder; refused`);
+    const data = await readFile(file);
     return kind === "json" ? JSON.parse(data.toString("utf8")) : new Uint8Array(data);
   };
   const clf = await loadClassifier({ ort, Tokenizer, read, variant, sessionOptions: { intraOpNumThreads: 1 } });

@@ -49,6 +49,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     run = open_run(config.run_dir)
     out = Path(config.out)
     _check_out(out)
+    check_student_files(run.student_dir)
     # The gate's texts are the training pool, never the test set: which model a folder serves must not be
     # chosen on the texts its quality is reported on.
     static = "int8-static" in QUANTISED[config.quantize]
@@ -102,7 +103,12 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         manifest["sizes_mb"] = {v: round((work / f).stat().st_size / 1e6, 2) for v, f in variants.items()}
         write_json(work / MANIFEST, manifest)
         write_json(work / REPORT, report)
-        (work / CARD).write_text(model_card(manifest, report), encoding="utf-8")
+        try:  # the run's record from someone else's folder may hold values of the wrong type
+            card = model_card(manifest, report)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise UserError(f"{run.path}: metrics.json holds values the model card cannot show "
+                            f"({type(exc).__name__}); distil again") from None
+        (work / CARD).write_text(card, encoding="utf-8")
     return report
 
 
@@ -141,6 +147,27 @@ def _quiet():
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")  # weight formats torch.load would unpickle
+
+
+def check_student_files(student_dir: Path) -> None:
+    """One line unless ``student_dir`` holds what ``distill`` saves and nothing that would run: safetensors weights,
+    no pickled weight file, no code named by ``auto_map``. Optimum loads the folder with transformers' defaults,
+    so a folder from someone else is checked here first."""
+    if not (student_dir / "model.safetensors").is_file():
+        raise ModelError(f"{student_dir}: no model.safetensors (a student this tool saved has one); refused")
+    pickled = sorted(p.name for pattern in PICKLED for p in student_dir.glob(pattern))
+    if pickled:
+        raise ModelError(f"{student_dir}: holds pickled weights ({', '.join(pickled)}); refused")
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            record = read_json(student_dir / name) if (student_dir / name).is_file() else {}
+        except (OSError, ValueError):
+            raise ModelError(f"{student_dir}/{name}: unreadable; refused") from None
+        if not isinstance(record, dict) or "auto_map" in record:
+            raise ModelError(f"{student_dir}/{name}: names code to run (auto_map) or is not an object; refused")
 
 
 def _onnx_export(student_dir: Path, work: Path) -> None:
@@ -321,7 +348,7 @@ def int8_gate(fp32_quality: dict | None, int8_quality: dict | None, agreement: f
 def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> dict:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(run.student_dir)
+    tokenizer = AutoTokenizer.from_pretrained(run.student_dir, trust_remote_code=False, local_files_only=True)
     export_versions = versions("optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu")
     return {
         "format": 1,

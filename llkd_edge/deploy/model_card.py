@@ -129,18 +129,19 @@ def _provenance(manifest: dict, report: dict, run: dict) -> str:
              f"token log-probs (verbalisers {_names((config.get('scoring') or {}).get('labels', {}).get('verbalisers', []))}).",
              f"- Data: {data.get('pool_size')} unlabelled texts from {_code(data.get('pool'))}; eval set {_code((run.get('eval') or {}).get('set'))} "
              f"({data.get('eval_size')} texts).",
-             f"- Student training: selection `{selection.get('method', train.get('selection'))}` "
+             f"- Student training: selection {_code(selection.get('method', train.get('selection')))} "
              f"(samples used at least once: {selection.get('fraction_used', '?')}), {train.get('epochs')} epochs, "
              f"seed {train.get('seed')}, {train.get('max_length')} tokens.",
              f"- Pool calibration: {(run.get('pool_calibration') or {}).get('method')}."]
     relabel = run.get("relabel")
     if relabel:
-        lines.append(f"- Labels checked by a cross-fitted probe on the pool's sentence embeddings (`--relabel "
-                     f"{relabel.get('method')}`): {relabel.get('changed', 0):.1%} of them changed.")
+        lines.append(f"- Labels checked by a cross-fitted probe on the pool's sentence embeddings "
+                     f"({_code('--relabel ' + str(relabel.get('method')))}): {relabel.get('changed', 0):.1%} of them "
+                     "changed.")
     gold = run.get("gold")
     if gold:
         lines.append(f"- Gold texts: {gold.get('n')} ({_md(gold.get('file'))}); the pool was labelled by {_code(gold.get('chosen'))} "
-                     f"({gold.get('why')}).")
+                     f"({_md(gold.get('why'))}).")
     variants = report.get("variants") or {}
     for name, v in variants.items():
         gate = v.get("gate")

@@ -117,13 +117,16 @@ class Batcher:
         texts = [t for request, _ in waiting for t in request]
         try:
             probs = await asyncio.to_thread(self.clf.predict_proba, texts)
-        except Exception as exc:  # noqa: BLE001 (a request's future carries it; the request answers 500 itself)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 (a tokenizers panic is no Exception, and must not end the worker)
             if len(waiting) > 1:  # one request's texts must not fail the others batched with it: each alone
                 for one in waiting:
                     await self._answer([one])
                 return
-            if not waiting[0][1].done():
-                waiting[0][1].set_exception(exc)
+            if not waiting[0][1].done():  # as an Exception, so the app's 500 handler answers it
+                failure = exc if isinstance(exc, Exception) else RuntimeError(f"the model failed ({type(exc).__name__})")
+                waiting[0][1].set_exception(failure)
             return
         self.calls += 1
         self.requests += len(waiting)
@@ -280,19 +283,42 @@ def _tokenizer_config(folder: Path) -> dict:
     return {k: config[k] for k in TOKENIZER_CONFIG_KEYS if k in config} if isinstance(config, dict) else {}
 
 
+class SlowReader(Exception):
+    """A client took more than the read timeout to take one part of a response: its connection is dropped."""
+
+
 class RequestLimits:
     """ASGI wrapper: headers over ``MAX_HEAD`` bytes are answered 431, a request body over ``limit`` bytes 413, and
     one not received within ``seconds`` 408, before the app sees them. The body is read here (the limits bound it)
-    and replayed to the app, so chunked uploads without Content-Length are held too."""
+    and replayed to the app, so chunked uploads without Content-Length are held too. A client that does not take
+    a part of a response within ``seconds`` (a slow reader holding a connection open) is dropped."""
 
     def __init__(self, app, limit: int, seconds: float = READ_TIMEOUT):
         self.app, self.limit, self.seconds = app, limit, seconds
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        try:
+            return await self._limited(scope, receive, self._bounded(send))
+        except SlowReader:  # uvicorn closes a connection whose response was started but not finished
+            return None
+
+    def _bounded(self, send):
+        async def bounded(message):
+            try:
+                async with asyncio.timeout(self.seconds):
+                    await send(message)
+            except TimeoutError:
+                raise SlowReader from None
+
+        return bounded
+
+    async def _limited(self, scope, receive, send):
         # h11 refuses a longer head only while it is incomplete; one that arrives whole in a read passes it
-        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEAD:
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEAD:
             return await _refuse(send, 431, f"request headers over {MAX_HEAD} bytes")
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+        if scope["method"] in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:

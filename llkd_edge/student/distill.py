@@ -285,7 +285,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         write_json(run_dir / BUDGET_PICKS, {
             "text_sha256": [text_hash(t) for t in pool.texts],
             "filled": {"text_sha256": [text_hash(t) for t in filled.texts], "probs": filled.probs.tolist()}
-            if filled else None})
+            if filled and filled.texts else None})
 
     # 2. The student, with --gold on the labels the gold texts judge best, and on the gold texts themselves.
     train_started = time.perf_counter()

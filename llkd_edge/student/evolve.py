@@ -139,6 +139,9 @@ class Evolution:
                             f"ensemble {model}: pass --teacher with one of {', '.join(teacher_config.members)}")
         self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
         self.warnings: list[str] = []
+        if (self.run.metrics["data"].get("filled_size") or 0) and not self.filled[0]:
+            self.warn(f"{self.run.path} predates recorded --fill-rest texts: evolve retrains on the teacher's labels "
+                      "only, without the texts its probe filled")
         if provenance["config"].get("gold"):
             self.warn(f"{self.run.path} was trained with --gold; evolve retrains on the teacher's own labels of the pool "
                       "and on the written texts: the gold texts and the labels they corrected are not used yet")

@@ -290,8 +290,9 @@ class Run:
                 raise ValueError("text_sha256 is not a list of hashes")
             if filled is not None:
                 probs = np.asarray(filled["probs"], dtype=np.float64).reshape(-1, len(self.labels))
-                if (len(probs) != len(filled["text_sha256"]) or not np.all(np.isfinite(probs)) or probs.min() < 0
-                        or not np.allclose(probs.sum(axis=1), 1, atol=1e-4)):
+                if len(probs) != len(filled["text_sha256"]) or (len(probs) and (
+                        not np.all(np.isfinite(probs)) or probs.min() < 0
+                        or not np.allclose(probs.sum(axis=1), 1, atol=1e-4))):
                     raise ValueError("the filled distributions do not match their texts")
                 filled = {"text_sha256": [str(h) for h in filled["text_sha256"]], "probs": probs}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -301,15 +302,14 @@ class Run:
     def filled(self) -> tuple[list[str], np.ndarray]:
         """``--fill-rest``: the pool texts the teacher never labelled that the student learnt beside ``pool()``, with
         the rounds' probe distributions it learnt them with, in training order: (texts, shape (M, K)). Empty for a
-        run without them."""
+        run without them, and for one made before they were recorded (its metrics' ``filled_size`` says so)."""
         k = len(self.labels)
         if not (self.metrics.get("data") or {}).get("filled_size"):
             return [], np.zeros((0, k))
         config = self.provenance["config"]
         saved = self._budget_picks()["filled"] if (self.path / BUDGET_PICKS).is_file() else None
-        if saved is None:
-            raise DataError(f"{self.path}: its filled texts (--fill-rest) were not recorded (a run made before they "
-                            "were); run distill again")
+        if saved is None:  # a run made before they were recorded: its filled texts cannot be read back
+            return [], np.zeros((0, k))
         source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
         by_hash = {text_hash(t): t for t in source.texts}
         held_out = self.held_out_keys()

@@ -247,7 +247,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
         n, picked = int(plain.pop("pool_size")), np.asarray(plain.pop("ever_selected"), dtype=np.int64)
         if n < 0 or picked.ndim != 1 or (len(picked) and (picked.min() < 0 or picked.max() >= n)):
             raise ValueError("ever_selected does not fit pool_size")
-        int(plain["epoch"])
+        if not isinstance(plain["epoch"], int) or isinstance(plain["epoch"], bool):
+            raise ValueError("epoch is not a whole number")
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ModelError(f"{path}: its saved state is malformed ({one_line(exc, limit=120)}); delete it to train "
                          "from the start") from None

@@ -125,6 +125,13 @@ class Teacher:
             raise ModelError(
                 f"{model.path}: llama.cpp cannot load it (corrupt, truncated, or an unsupported architecture)"
             ) from None
+        except Exception as exc:  # llama-cpp-python compiles the file's chat templates on load (in its sandbox)
+            from jinja2 import TemplateError
+
+            if not isinstance(exc, TemplateError):
+                raise
+            raise ModelError(f"{model.path}: its chat template cannot be used ({type(exc).__name__}: "
+                             f"{one_line(exc, limit=160)})") from None
         self._n_vocab = self._llm.n_vocab()
         self._llama_cpp = llama_cpp
         self.prompt_style = self._prompt_style()

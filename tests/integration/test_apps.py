@@ -62,6 +62,19 @@ def test_node_gives_the_python_runtimes_probabilities(exported, bbc_test):
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_node_refuses_a_model_file_linked_out_of_the_folder(exported, tmp_path):
+    _needs_node_example()
+    model_dir, _ = exported
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    secret = tmp_path / "secret.json"
+    shutil.move(copy / "tokenizer.json", secret)
+    (copy / "tokenizer.json").symlink_to(secret)
+    bad = subprocess.run(["node", "predict.mjs", str(copy), "a text"], cwd=NODE_EXAMPLE, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "lies outside the model folder" in bad.stderr, bad.stderr
+
+
 def test_node_adds_the_special_tokens_of_the_tokenizers_own_template(exported, bbc_test, tmp_path):
     """A template other than BERT's [CLS] text [SEP] (two tokens before, two after, typed): Node must add what
     the Rust tokenizer adds, and cut long texts to the same budget."""

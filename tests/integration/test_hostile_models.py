@@ -32,7 +32,7 @@ def _label(tmp_path, model):
                                      "--out", str(tmp_path / "labels.jsonl")])
 
 
-@pytest.mark.parametrize("attack", ["run", "read", "mutate"])
+@pytest.mark.parametrize("attack", ["run", "read", "mutate", "broken"])
 def test_a_hostile_chat_template_runs_nothing_and_is_one_error_line(tmp_path, attack):
     marker = tmp_path / "pwned"
     secret = tmp_path / "secret.txt"
@@ -44,6 +44,8 @@ def test_a_hostile_chat_template_runs_nothing_and_is_one_error_line(tmp_path, at
         "read": f"{{% include '{secret}' %}}",
         # the arguments are read-only: a template cannot change what it was given
         "mutate": "{{ messages.append({'role': 'user', 'content': 'x'}) }}",
+        # not even a template: llama-cpp-python compiles it as the model loads
+        "broken": "{% for %}",
     }[attack]
     model = _with_template(tmp_path, attack, payload + SMOL_CHAT)
     result = _label(tmp_path, model)

@@ -239,6 +239,26 @@ def test_a_drip_fed_head_and_an_idle_connection_are_closed(server):
     print(f"\ndripped head closed after {seconds:.1f} s")
 
 
+def test_a_slow_reader_is_dropped(server):
+    """A client that asks for the model file and then takes nothing must not hold its connection (and a slot of
+    the connection limit) forever: the server drops it after the read timeout, the file unfinished."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes block
+        sock.settimeout(GUARD)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /model/model.onnx HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(READ_TIMEOUT * 3)
+        received, started = b"", time.monotonic()
+        try:
+            while chunk := sock.recv(1 << 16):
+                received += chunk
+                assert time.monotonic() - started < GUARD
+        except ConnectionResetError:
+            pass
+    size = (server.model_dir / Classifier.load(server.model_dir).path.relative_to(server.model_dir)).stat().st_size
+    assert received.startswith(b"HTTP/1.1 200") and len(received) < size
+
+
 @pytest.mark.parametrize("size", [40_000, 2_000_000])
 def test_oversized_headers_are_refused(server, size):
     """A head that arrives whole gets 431 from the service; one still growing past h11's limit gets h11's 400

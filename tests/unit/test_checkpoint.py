@@ -71,6 +71,7 @@ def test_a_checkpoint_round_trips_every_piece_of_state_exactly(tmp_path):
     {"pool_size": 3, "ever_selected": [[0]], "epoch": 0},
     {"ever_selected": [], "epoch": 0},
     {"pool_size": 3, "ever_selected": [], "epoch": "last"},
+    {"pool_size": 3, "ever_selected": [], "epoch": "3"},  # passed int() but failed later at epoch + 1
 ])
 def test_a_checkpoint_with_a_malformed_plain_part_is_one_error_line(tmp_path, plain):
     import json

@@ -240,3 +240,63 @@ def test_a_student_with_pickled_weights_or_remote_code_is_refused_and_never_run(
     with pytest.raises(ModelError, match="unsafe to load"):
         load_student(remote)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------ review follow-ups
+
+
+def test_a_budget_run_with_nothing_left_to_fill_reads_back(tmp_path):
+    from llkd_edge.student.runs import BUDGET_PICKS
+
+    run = _run(tmp_path, _csv(tmp_path / "pool.csv", ["one,a", "two,b"]), None)
+    run.path.mkdir()
+    (run.path / BUDGET_PICKS).write_text('{"text_sha256": ["x"], "filled": {"text_sha256": [], "probs": []}}')
+    assert run._budget_picks()["filled"]["probs"].shape == (0, 2)
+    (run.path / BUDGET_PICKS).write_text('{"text_sha256": ["x"]}')  # a run from before the fill was recorded
+    run.metrics["data"]["filled_size"] = 5
+    texts, probs = run.filled()
+    assert texts == [] and probs.shape == (0, 2)
+
+
+def test_export_refuses_a_student_that_would_unpickle_or_run_code(tmp_path):
+    from llkd_edge.deploy.export import check_student_files
+    from llkd_edge.errors import ModelError
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text(json.dumps(BERT))
+    with pytest.raises(ModelError, match="no model.safetensors"):
+        check_student_files(student)
+    (student / "model.safetensors").write_bytes(b"")
+    check_student_files(student)  # what distill saves
+    (student / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelError, match="pickled weights"):
+        check_student_files(student)
+    (student / "pytorch_model.bin").unlink()
+    (student / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["evil.T", None]}}))
+    with pytest.raises(ModelError, match="auto_map"):
+        check_student_files(student)
+
+
+def test_every_free_text_of_the_record_is_escaped_in_the_card():
+    from llkd_edge.deploy.model_card import model_card
+
+    evil = "<b>x</b>|y"
+    manifest = {"labels": ["a", "b"], "max_length": 64, "variants": {"fp32": "model.onnx"}, "default": "fp32",
+                "run": {"selection": {"method": evil}, "relabel": {"method": evil, "changed": 0.1},
+                        "gold": {"n": 3, "file": evil, "chosen": evil, "why": evil}}}
+    import re
+
+    body = model_card(manifest, {}).split("\n---\n", 1)[1]
+    assert body.count("<b>") == 3  # selection, relabel, chosen: each only inside a code span, shown as text
+    assert "<b>" not in re.sub(r"`[^`]*`", "", body)
+
+
+def test_a_model_file_name_that_cannot_be_a_path_is_one_line(tmp_path):
+    from llkd_edge.errors import ModelError
+    from llkd_edge.runtime import Classifier
+
+    (tmp_path / "llkd_edge.json").write_text(json.dumps({"labels": ["a", "b"], "variants": {"fp32": "a\u0000b"},
+                                                         "default": "fp32"}))
+    with pytest.raises(ModelError, match="not a usable file name"):
+        Classifier.load(tmp_path)

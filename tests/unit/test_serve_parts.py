@@ -220,6 +220,34 @@ def test_a_failing_batch_is_retried_request_by_request(tmp_path):
     assert batcher.requests == 2 and batcher.clf.calls == 4  # the shared call failed, then one call each
 
 
+class Panic(BaseException):
+    """What a Rust panic in tokenizers raises (pyo3's PanicException is no Exception)."""
+
+
+class PanickingStub(Stub):
+    def predict_proba(self, texts):
+        if "bad" in texts:
+            self.calls += 1
+            raise Panic("tokenizer panicked")
+        return super().predict_proba(texts)
+
+
+def test_a_panic_fails_its_request_alone_and_the_worker_lives_on(tmp_path):
+    from llkd_edge.deploy.serve import Batcher
+
+    async def scenario():
+        batcher = Batcher(PanickingStub(tmp_path))
+        worker = asyncio.create_task(batcher.run())
+        bad = await asyncio.wait_for(asyncio.gather(batcher.predict(["bad"]), return_exceptions=True), 30)
+        after = await asyncio.wait_for(batcher.predict(["good"]), 30)  # the worker still answers
+        worker.cancel()
+        return bad[0], after
+
+    bad, after = asyncio.run(scenario())
+    assert isinstance(bad, RuntimeError) and "Panic" in str(bad)
+    assert after.shape == (1, 2)
+
+
 def test_the_batcher_queue_is_bounded(tmp_path):
     from llkd_edge.deploy.serve import Batcher, Busy
 
