@@ -9,8 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 
 from llkd_edge.runtime import Classifier
+from tests.support import start_service, stop_service
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,26 +134,12 @@ def service(exported):
     """`llkd-edge serve MODEL_DIR` on a free loopback port, as a user starts it, serving fp32 (not the folder's
     default): the page must then load fp32 too, and its numbers can be held to the runtime's at 1e-4."""
     model_dir, _ = exported
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cli = [sys.executable, "-m", "llkd_edge.cli", "serve", str(model_dir), "--port", str(port), "--max-texts", "64",
-           "--max-body", "200000", "--threads", "1", "--variant", "fp32"]
-    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, _ = start_service(model_dir, "--max-texts", "64", "--max-body", "200000", "--threads", "1",
+                                 "--variant", "fp32")
     try:
-        assert "serving" in proc.stdout.readline()
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=5)
-                break
-            except OSError:
-                time.sleep(0.1)
         yield url, model_dir
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        assert "Traceback" not in proc.stderr.read()
+        assert "Traceback" not in stop_service(proc)
 
 
 def _post(url, body: bytes, headers=None):

@@ -10,7 +10,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from llkd_edge.runtime import Classifier
+from tests.support import start_service, stop_service
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_LIBS = ROOT / "examples" / "web" / "node_modules"
@@ -44,32 +44,14 @@ class Service:
     proc: subprocess.Popen
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(model_dir: Path, *options: str) -> Service:
-    port = _free_port()
-    cli = [sys.executable, "-m", "llkd_edge.cli", "serve", str(model_dir), "--port", str(port), "--threads", "1",
-           "--max-texts", "64", "--max-body", "200000", "--read-timeout", str(READ_TIMEOUT), *options]
-    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    assert "serving" in proc.stdout.readline()
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=5)
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc, url, port = start_service(model_dir, "--threads", "1", "--max-texts", "64", "--max-body", "200000",
+                                    "--read-timeout", str(READ_TIMEOUT), *options)
     return Service(url, port, model_dir, proc)
 
 
 def _stop(service: Service) -> str:
-    service.proc.terminate()
-    service.proc.wait(timeout=30)
-    return service.proc.stderr.read()
+    return stop_service(service.proc)
 
 
 @pytest.fixture(scope="module")
