@@ -186,7 +186,7 @@ def test_a_student_folder_linking_out_of_the_run_is_refused(tmp_path):
     one_error_line(result, "lies outside the run folder")
 
 
-def test_budget_picks_and_relabelled_files_that_are_crafted_are_one_error_line(tmp_path):
+def test_a_crafted_budget_picks_file_is_one_line(tmp_path):
     from llkd_edge.errors import DataError
     from llkd_edge.student.runs import BUDGET_PICKS
 
@@ -300,3 +300,29 @@ def test_a_model_file_name_that_cannot_be_a_path_is_one_line(tmp_path):
                                                          "default": "fp32"}))
     with pytest.raises(ModelError, match="not a usable file name"):
         Classifier.load(tmp_path)
+
+
+def test_a_crafted_relabelled_file_is_one_line_and_never_unpickled(tmp_path):
+    from llkd_edge.errors import DataError
+    from llkd_edge.store import LabelRow, LabelStore, ScoringKey, text_hash
+    from llkd_edge.student.runs import RELABELLED
+
+    key = ScoringKey("s", "c")
+    store = tmp_path / "pool.sqlite"
+    with LabelStore(store) as s:
+        s.register(key, "t", ["a", "b"], {})
+        s.mark(["one", "two"], "pool", "pool.csv")
+        s.add(key, [LabelRow(t, (0.75, 0.25), "a", 0.75, 0.56, 0.4, 5, False) for t in ("one", "two")])
+    run = _run(tmp_path, str(store), None)
+    run.provenance["config"]["store"] = str(store)
+    run.metrics["data"]["pool_size"] = 2
+    run.metrics["relabel"] = {"method": "probe", "changed": 0.0}
+    run.path.mkdir()
+    assert [r.text for r in run.pool(relabelled=False)] == ["one", "two"]
+    hashes = np.array([text_hash("one"), text_hash("two")])
+    for probs in (np.array([[0.5, 0.5]]),  # one row for two texts
+                  np.array([[2.0, -1.0], [0.5, 0.5]]),  # not distributions
+                  np.array([{"a": 1}, {"b": 2}], dtype=object)):  # a pickle inside the npz
+        np.savez(run.path / RELABELLED, text_sha256=hashes[: len(probs)], probs=probs)
+        with pytest.raises(DataError, match="relabelled pool"):
+            run.pool(relabelled=True)
