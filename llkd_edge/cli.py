@@ -25,6 +25,7 @@ from .config import (
     LabelBudget,
     LabelRunConfig,
     ScoringConfig,
+    ServeConfig,
     TeacherConfig,
     TrainConfig,
     default_threads,
@@ -554,26 +555,23 @@ def predict(model_dir, texts, input_file, text_column, out, variant, batch_size,
 @click.option("--port", default=8000, show_default=True)
 @click.option("--variant", type=click.Choice(["fp32", "int8", "int8-static"]), help="Default: the folder's default model.")
 @click.option("--threads", type=int, help="ONNX Runtime CPU threads [default: all cores].")
-@click.option("--max-texts", default=256, show_default=True, help="Most texts one request may send.")
-@click.option("--max-body", default=1_000_000, show_default=True, help="Largest request body, in bytes (else 413).")
+@click.option("--max-texts", default=ServeConfig.max_texts, show_default=True, help="Most texts one request may send.")
+@click.option("--max-body", default=ServeConfig.max_body, show_default=True,
+              help="Largest request body, in bytes (else 413).")
 @click.option("--js-libs", help="node_modules folder with onnxruntime-web and @huggingface/tokenizers for the page "
                                 "[default: examples/web/node_modules in a checkout, else a CDN].")
 @click.option("--allowed-hosts", default="", help="Comma-separated Host header names to answer besides localhost, "
               "127.0.0.1, ::1 and --host (*.example.com: a domain's names; *: any). Others get 400, so a web page "
               "cannot reach the service by DNS rebinding.")
-@click.option("--read-timeout", default=10.0, show_default=True,
+@click.option("--read-timeout", default=ServeConfig.read_timeout, show_default=True,
               help="Seconds a client may take to send a request's headers, and then its body (else closed, or 408).")
 def serve(model_dir, host, port, variant, threads, max_texts, max_body, js_libs, allowed_hosts, read_timeout):
     """Serve MODEL_DIR over HTTP: POST /predict, GET /health, a page at / that classifies in the browser."""
     try:
-        from .deploy.serve import ServeConfig, serve as run_service
+        from .deploy.serve import serve as run_service
         import fastapi, uvicorn  # noqa: F401,E401
     except ImportError:
         raise MissingDependencyError("serve needs FastAPI and uvicorn: pip install 'llkd-edge[serve]'") from None
-    if max_texts < 1 or max_body < 1:
-        raise UserError("--max-texts and --max-body must be at least 1")
-    if read_timeout <= 0:
-        raise UserError("--read-timeout must be more than 0 seconds")
     hosts = tuple(h.strip() for h in allowed_hosts.split(",") if h.strip())
     run_service(ServeConfig(model_dir, host=host, port=port, threads=threads, variant=variant, max_texts=max_texts,
                             max_body=max_body, js_libs=js_libs, allowed_hosts=hosts, read_timeout=read_timeout))

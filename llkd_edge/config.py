@@ -471,3 +471,30 @@ class BenchConfig:
     def __post_init__(self) -> None:
         _one_of("--device", self.device, DEVICES)
         _at_least_one(self, "limit", "batch_size", "rounds", "threads")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``llkd-edge serve``: an exported model over HTTP, with the limits that keep one client from taking the
+    others down (deploy/serve.py)."""
+
+    model_dir: str
+    host: str = "127.0.0.1"  # loopback: see SECURITY.md before binding anything else
+    port: int = 8000
+    threads: int | None = None
+    variant: str | None = None
+    max_texts: int = 256  # per request
+    max_body: int = 1_000_000  # bytes per request body (else 413)
+    js_libs: str | None = None  # a node_modules folder holding the page's libraries; None: the repo's, else CDN
+    allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides localhost and the bind address; "*": any
+    read_timeout: float = 10.0  # seconds a client may take to send a request's head, then its body, or take a reply
+    max_queue: int = 256  # requests waiting for the model; more are answered 503
+    max_connections: int = 512  # open connections (uvicorn's limit_concurrency, answered 503); well under the fd limit
+
+    def __post_init__(self) -> None:
+        if self.max_texts < 1 or self.max_body < 1:
+            raise UserError("--max-texts and --max-body must be at least 1")
+        if not self.read_timeout > 0:
+            raise UserError("--read-timeout must be more than 0 seconds")
+        if self.max_queue < 1 or self.max_connections < 1:
+            raise UserError("the queue and connection limits must be at least 1")

@@ -22,20 +22,15 @@ says only that it failed; its detail goes to the server's stderr.
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the route's annotations at definition
 import json
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from ..config import ServeConfig
 from ..errors import UserError
 from ..runtime import Classifier
 
 WEB = files("llkd_edge.deploy") / "web"
-MAX_TEXTS = 256  # per request
-MAX_BODY = 1_000_000  # bytes per request body
 BATCH_TEXTS = 64  # one ONNX Runtime call takes at most this many texts from waiting requests
-MAX_QUEUE = 256  # requests waiting for the model; more are answered 503 instead of queueing without bound
-MAX_CONNECTIONS = 512  # open connections (uvicorn's limit_concurrency, answered 503); well under the fd limit
-READ_TIMEOUT = 10.0  # seconds a client may take to send a request's head, and then its body
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open after a response
 MAX_HEAD = 16 * 1024  # bytes of request line and headers (h11 refuses a longer head)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # Host headers always allowed
@@ -67,22 +62,6 @@ TOKENIZER_CONFIG_KEYS = ("additional_special_tokens", "remove_space", "clean_up_
                          "target_lang")
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    model_dir: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    threads: int | None = None
-    variant: str | None = None
-    max_texts: int = MAX_TEXTS
-    max_body: int = MAX_BODY
-    js_libs: str | None = None  # a node_modules folder holding the page's libraries; None: the repo's, else CDN
-    allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides localhost and the bind address; "*": any
-    read_timeout: float = READ_TIMEOUT
-    max_queue: int = MAX_QUEUE
-    max_connections: int = MAX_CONNECTIONS
-
-
 class Busy(Exception):
     """The batcher's queue is full: the service answers 503 rather than queue without bound."""
 
@@ -90,7 +69,7 @@ class Busy(Exception):
 class Batcher:
     """Collects the texts of requests waiting at the same moment and scores them in one call, off the event loop."""
 
-    def __init__(self, clf: Classifier, max_texts: int = BATCH_TEXTS, max_queue: int = MAX_QUEUE):
+    def __init__(self, clf: Classifier, max_texts: int = BATCH_TEXTS, max_queue: int = ServeConfig.max_queue):
         self.clf, self.max_texts = clf, max_texts
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self.calls = 0  # ONNX Runtime calls made; with `requests` served, how much batching happened
@@ -293,7 +272,7 @@ class RequestLimits:
     and replayed to the app, so chunked uploads without Content-Length are held too. A client that does not take
     a part of a response within ``seconds`` (a slow reader holding a connection open) is dropped."""
 
-    def __init__(self, app, limit: int, seconds: float = READ_TIMEOUT):
+    def __init__(self, app, limit: int, seconds: float = ServeConfig.read_timeout):
         self.app, self.limit, self.seconds = app, limit, seconds
 
     async def __call__(self, scope, receive, send):

@@ -39,7 +39,7 @@ from .runs import (
     versions,
 )
 from ..store import LabelStore, check_label_store, text_hash
-from ..teacher.llama import load_teacher
+from ..teacher.backend import open_backend
 
 
 def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[Labelled, dict[str, int]]:
@@ -229,7 +229,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
 
     # 1. Teacher labels for the pool and the eval texts, through the store.
-    teacher = (teacher_factory or load_teacher)(config.scoring, config.teacher)
+    teacher = (teacher_factory or open_backend)(config.scoring, config.teacher)  # the local backend
     label_started = time.perf_counter()
     choice = None
     if config.prompt == "auto":

@@ -3,13 +3,14 @@ teacher, whatever runs it.
 
 Two backends implement it: ``teacher.Teacher`` (one llama.cpp model in this process) and
 ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors). A new one (a GPU server, a remote model,
-an ensemble) implements ``TeacherBackend`` and gets a branch in ``open_backend``; nothing else changes.
+an ensemble) implements ``TeacherBackend`` and gets a factory in ``FACTORIES`` (and its name in
+``config.BACKENDS``); nothing else changes.
 Flow is one way: callers import this module, this module imports the backends only when asked for one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
@@ -54,19 +55,31 @@ class TeacherBackend(Protocol):
     def close(self) -> None: ...
 
 
+def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
+    """One llama.cpp model in this process, or an ensemble of them (``a,b`` as the teacher)."""
+    from .llama import load_teacher
+
+    return load_teacher(scoring, teacher)
+
+
+def _ray(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
+    """A teacher in each of N Ray actors, on this machine or a cluster."""
+    from .ray_pool import RayTeacherPool
+
+    if len(teacher.members) > 1:
+        raise UserError(f"--backend ray runs one teacher per actor; label with the ensemble {teacher.model!r} "
+                        "on --backend local, or with each member on its own Ray run into the same --store")
+    return RayTeacherPool(scoring, teacher, ray, progress)
+
+
+# The backends by name (their names, as choices, are ``config.BACKENDS``): a new one is a factory here.
+FACTORIES: dict[str, Callable[[ScoringConfig, TeacherConfig, RayConfig, bool], TeacherBackend]] = {
+    "local": _local, "ray": _ray}
+
+
 def open_backend(scoring: ScoringConfig, teacher: TeacherConfig, backend: str = "local",
                  ray: RayConfig | None = None, progress: bool = True) -> TeacherBackend:
-    """Load the teacher ``teacher`` describes on ``backend`` (one of ``config.BACKENDS``)."""
-    if backend == "local":
-        from .llama import load_teacher
-
-        return load_teacher(scoring, teacher)
-    if backend == "ray":
-        from .ray_pool import RayTeacherPool
-
-        if len(teacher.members) > 1:
-            raise UserError(f"--backend ray runs one teacher per actor; label with the ensemble {teacher.model!r} "
-                            "on --backend local, or with each member on its own Ray run into the same --store")
-
-        return RayTeacherPool(scoring, teacher, ray or RayConfig(), progress)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    """Load the teacher ``teacher`` describes on ``backend`` (a name in ``FACTORIES``)."""
+    if backend not in FACTORIES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    return FACTORIES[backend](scoring, teacher, ray or RayConfig(), progress)

@@ -1,7 +1,7 @@
 import pytest
 
 from llkd_edge.config import LabelSet, ScoringConfig, stable_hash
-from llkd_edge.errors import LabelSpecError
+from llkd_edge.errors import LabelSpecError, UserError
 
 
 def test_parse_plain_names_uses_names_as_verbalisers():
@@ -49,3 +49,20 @@ def test_few_shot_labels_must_be_in_the_label_set():
 def test_stable_hash_ignores_key_order_but_not_values():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_every_backend_choice_has_a_factory_and_every_factory_a_choice():
+    from llkd_edge.config import BACKENDS
+    from llkd_edge.teacher.backend import FACTORIES, open_backend
+
+    assert set(FACTORIES) == set(BACKENDS)
+    with pytest.raises(ValueError, match="unknown backend"):
+        open_backend(None, None, backend="carrier-pigeon")
+
+
+@pytest.mark.parametrize("bad", [{"max_texts": 0}, {"max_body": 0}, {"read_timeout": 0}, {"max_queue": 0}])
+def test_bad_serve_settings_are_one_line_errors(bad):
+    from llkd_edge.config import ServeConfig
+
+    with pytest.raises(UserError):
+        ServeConfig("m", **bad)

@@ -313,7 +313,8 @@ def test_body_limit_answers_408_when_the_body_stops_coming(tmp_path):
 
 
 def test_allowed_hosts(tmp_path):
-    from llkd_edge.deploy.serve import ServeConfig, allowed_hosts
+    from llkd_edge.config import ServeConfig
+    from llkd_edge.deploy.serve import allowed_hosts
 
     assert allowed_hosts(ServeConfig("m")) == ["localhost", "127.0.0.1", "[::1]"]
     assert allowed_hosts(ServeConfig("m", host="0.0.0.0")) == ["localhost", "127.0.0.1", "[::1]"]
@@ -356,7 +357,8 @@ def fetch(url, body: bytes | None = None, host: str | None = None):
 @pytest.fixture
 def stub_service(tmp_path):
     pytest.importorskip("fastapi")
-    from llkd_edge.deploy.serve import ServeConfig, create_app
+    from llkd_edge.config import ServeConfig
+    from llkd_edge.deploy.serve import create_app
 
     folder = model_folder(tmp_path / "secret-folder-name" / "model")
     (folder / "tokenizer_config.json").write_text(json.dumps({"unk_token": "[UNK]", "name_or_path": str(folder)}))
