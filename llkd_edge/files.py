@@ -53,6 +53,12 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def lies_inside(folder: str | Path, path: str | Path) -> bool:
+    """Whether ``path``, links followed, lies inside ``folder``: a folder from someone else must not make us read
+    other files (``../x``, an absolute name, a link out). Raises OSError/ValueError for a name no path can hold."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -27,7 +27,7 @@ import numpy as np
 from .config import DEVICES
 from .distributions import softmax  # noqa: F401 (also the runtime's public name)
 from .errors import MissingDependencyError, ModelError
-from .files import one_line
+from .files import lies_inside, one_line
 
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
@@ -127,7 +127,7 @@ def _inside(folder: Path, name: str, what: str = "file") -> Path:
     not make us read other files (``../../x``, an absolute path, a link out)."""
     path = folder / name
     try:
-        inside = path.resolve().is_relative_to(folder.resolve())
+        inside = lies_inside(folder, path)
     except (OSError, ValueError):  # a NUL byte, a link loop
         raise ModelError(f"{folder}: {what} {name!r} is not a usable file name; refused") from None
     if not inside:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from ..errors import DataError, UserError
-from ..files import read_json
+from ..files import lies_inside, read_json
 from ..labels.labelling import recalibrated, with_probs
 from ..store import LabelRow, LabelStore, ScoringKey, text_hash, unique_texts
 
@@ -220,6 +220,11 @@ class Run:
         config = self.provenance["config"]
         return run_store(config["data"], config.get("store"))
 
+    def source(self) -> Dataset:
+        """The run's DATA, read again as distill read it (its first ``limit`` rows)."""
+        config = self.provenance["config"]
+        return read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+
     def eval_set(self) -> Dataset | None:
         """The run's gold eval set, read again exactly as distill scored it (None when the run had none)."""
         config = self.provenance["config"]
@@ -244,7 +249,7 @@ class Run:
         if is_store(config["data"]):
             rows = members_pool(config["data"], keys, self.labels, config["limit"])[0]
         else:
-            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            source = self.source()
             order = list(unique_texts(source.texts)[0])
             with LabelStore(self.store) as store:
                 per_key = [store.rows(key, order) for key in keys]
@@ -310,7 +315,7 @@ class Run:
         saved = self._budget_picks()["filled"] if (self.path / BUDGET_PICKS).is_file() else None
         if saved is None:  # a run made before they were recorded: its filled texts cannot be read back
             return [], np.zeros((0, k))
-        source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+        source = self.source()
         by_hash = {text_hash(t): t for t in source.texts}
         held_out = self.held_out_keys()
         keep = [(by_hash.get(h), p) for h, p in zip(saved["text_sha256"], saved["probs"])]
@@ -349,7 +354,7 @@ class Run:
         except DataError:
             if is_store(config["data"]):
                 raise
-            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            source = self.source()
             held_out = self.held_out_keys()  # the pool as trained: never an eval, gold or few-shot text
             texts = [source.texts[i] for i in unique_texts(source.texts)[0].values()
                      if text_key(source.texts[i]) not in held_out][:limit]
@@ -357,7 +362,7 @@ class Run:
         if not texts:
             raise DataError(f"{self.path}: no pool texts to check the exported model on")
         if not is_store(config["data"]):
-            source = read_dataset(config["data"], config["text_column"], config["label_column"]).head(config["limit"])
+            source = self.source()
             if source.gold is not None:
                 by_key = {text_key(t): g for t, g in zip(source.texts, source.gold)}
                 gold = [by_key.get(text_key(t)) for t in texts]
@@ -393,7 +398,7 @@ def open_run(run_dir: str | Path) -> Run:
         raise UserError(f"{path}: not a distill run (no config.json and student/ from `llkd-edge distill`)")
     if not (path / "metrics.json").is_file():
         raise UserError(f"{path}: the distill run did not finish (no metrics.json); finish it with --resume")
-    if not _inside(path, path / "student"):
+    if not lies_inside(path, path / "student"):
         raise UserError(f"{path}/student: lies outside the run folder (a link); copy the student in instead")
     try:
         provenance = read_json(path / "config.json")
@@ -403,11 +408,6 @@ def open_run(run_dir: str | Path) -> Run:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: config.json or metrics.json is unreadable or malformed; distil again") from None
     return run
-
-
-def _inside(folder: Path, path: Path) -> bool:
-    """Whether ``path``, links followed, lies inside ``folder`` (a folder from someone else may link out of itself)."""
-    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _check_record(run: Run) -> None:
