@@ -37,7 +37,7 @@ from llkd_edge.errors import MissingDependencyError, UserError
 from llkd_edge.files import read_json, write_json
 from llkd_edge.labels.labelling import Labelled, gold_scores, label_dataset, with_probs
 from llkd_edge.metrics import calibration, classification_scores
-from llkd_edge.student.selection import METHODS
+from llkd_edge.config import SELECTION_METHODS as METHODS
 from llkd_edge.teacher.llama import load_teacher
 
 HERE = Path(__file__).parent

@@ -46,11 +46,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-READ_PROBE = ("active", "balanced", "confident")  # the strategies whose rounds fit the probe and read its scores
-READ_TRUST = ("balanced", "confident")  # ... and the teacher gate (``teacher_trusted``)
 CANDIDATES = 3  # candidates per pick in an active round: enough to choose diverse ones, few enough to stay unsure
 
 
@@ -103,31 +102,87 @@ def _fill(picks: np.ndarray, n: int, total: int) -> np.ndarray:
     return np.array(picks[:n], dtype=int)
 
 
+@dataclass(frozen=True)
+class Round:
+    """What a later round's strategy reads: the probe's distributions for the whole pool (N, K) or None, the
+    embeddings ``x`` (N, D), the teacher gate ``trusted`` (N,) or None, the indices not labelled yet, how many
+    to pick, the run's seed and the round's number."""
+
+    probs: np.ndarray | None
+    x: np.ndarray
+    trusted: np.ndarray | None
+    unlabelled: np.ndarray
+    n: int
+    seed: int
+    number: int
+
+    @property
+    def kmeans_seed(self) -> int:
+        return self.seed + self.number
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a round picks, and what it needs computed first: the probe (``reads_probe``, a fit per round) and the
+    teacher gate (``reads_trust``: ``teacher_trusted``). ``pick(round) -> indices`` into the pool, best first.
+    A new strategy is an entry in ``STRATEGIES`` (and its name in ``config.STRATEGIES``; a test holds them equal)."""
+
+    name: str
+    reads_probe: bool
+    reads_trust: bool
+    pick: Callable[[Round], np.ndarray]
+
+
+def _random(r: Round) -> np.ndarray:
+    return np.random.default_rng([r.seed, r.number]).permutation(r.unlabelled)[: r.n]
+
+
+def _coverage(r: Round) -> np.ndarray:
+    return r.unlabelled[coverage_picks(r.x[r.unlabelled], r.n, r.kmeans_seed)]
+
+
+def _active(r: Round) -> np.ndarray:
+    return _diverse(r.unlabelled, -margin(r.probs[r.unlabelled]), r.x, r.n, r.kmeans_seed)
+
+
+def _trust_score(r: Round) -> np.ndarray:
+    """The probe's least certain first, texts that pass the teacher gate before all others."""
+    return (1.0 - margin(r.probs[r.unlabelled])) + np.asarray(r.trusted, dtype=bool)[r.unlabelled]
+
+
+def _confident(r: Round) -> np.ndarray:
+    return _diverse(r.unlabelled, _trust_score(r), r.x, r.n, r.kmeans_seed)
+
+
+def _balanced(r: Round) -> np.ndarray:
+    return _per_class(r.unlabelled, _trust_score(r), np.asarray(r.probs)[r.unlabelled].argmax(axis=1), r.x, r.n,
+                      r.kmeans_seed)
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("active", True, False, _active),
+    Strategy("balanced", True, True, _balanced),
+    Strategy("confident", True, True, _confident),
+    Strategy("coverage", False, False, _coverage),
+    Strategy("random", False, False, _random),
+)}
+
+
 def next_picks(strategy: str, probs: np.ndarray | None, x: np.ndarray, unlabelled: np.ndarray, n: int, seed: int,
                round_: int, trusted: np.ndarray | None = None) -> np.ndarray:
     """Indices (into the pool) of the next ``n`` texts for the teacher, most informative first.
 
-    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by ``active``, ``balanced`` and
-    ``confident`` only; None will do for the others); ``x``: (N, D) embeddings; ``trusted``: (N,) booleans, the
-    texts the teacher is predicted to be sure of (``balanced`` and ``confident``; ``teacher_trusted``);
+    ``probs``: shape (N, K), the probe's distributions for the whole pool (read by the strategies with
+    ``reads_probe``; None will do for the others); ``x``: (N, D) embeddings; ``trusted``: (N,) booleans, the
+    texts the teacher is predicted to be sure of (``reads_trust``; ``teacher_trusted``);
     ``unlabelled``: indices not labelled yet. A partial round (the budget's last) takes the first picks of a full one
     (``next_picks(..., step, ...)[:r]``): a larger budget's rounds then hold a smaller one's.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
     unlabelled = np.asarray(unlabelled, dtype=int)
     n = min(n, len(unlabelled))
-    if strategy == "random":
-        return np.random.default_rng([seed, round_]).permutation(unlabelled)[:n]
-    if strategy == "coverage":
-        return unlabelled[coverage_picks(x[unlabelled], n, seed + round_)]
-    if strategy == "active":
-        score = -margin(probs[unlabelled])
-    elif strategy in READ_TRUST:
-        score = (1.0 - margin(probs[unlabelled])) + np.asarray(trusted, dtype=bool)[unlabelled]  # passers first
-        if strategy == "balanced":
-            return _per_class(unlabelled, score, np.asarray(probs)[unlabelled].argmax(axis=1), x, n, seed + round_)
-    else:
-        raise ValueError(f"unknown strategy {strategy!r}")
-    return _diverse(unlabelled, score, x, n, seed + round_)
+    return STRATEGIES[strategy].pick(Round(probs, x, trusted, unlabelled, n, seed, round_))
 
 
 def _diverse(unlabelled: np.ndarray, score: np.ndarray, x: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -267,8 +322,9 @@ def run_rounds(x: np.ndarray, total: int, step: int, strategy: str, seed: int, a
         else:
             # random and coverage rounds skip fitting the probe and the teacher gate
             told = np.vstack(probs)
-            scores = _probe(x[picked], told, calibration).predict(x) if strategy in READ_PROBE else None
-            trusted = teacher_trusted(x[picked], told, x, calibration) if strategy in READ_TRUST else None
+            how = STRATEGIES[strategy]
+            scores = _probe(x[picked], told, calibration).predict(x) if how.reads_probe else None
+            trusted = teacher_trusted(x[picked], told, x, calibration) if how.reads_trust else None
             chosen = next_picks(strategy, scores, x, np.setdiff1d(np.arange(len(x)), picked), step, seed,
                                 len(seconds), trusted)[:size]
         seconds.append(time.perf_counter() - tick)

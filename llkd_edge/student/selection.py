@@ -59,6 +59,7 @@ but only the full floor is at or above ``all`` on every set (the paper's rule is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -66,7 +67,6 @@ import numpy as np
 from ..config import LLKD_CLASS_TERMS as CLASS_TERMS
 from ..config import LLKD_STUDENT_STATS as STUDENT_STATS
 from ..config import LLKD_WEIGHTS as WEIGHTS
-from ..config import SELECTION_METHODS as METHODS  # the one list; the CLI offers the same
 
 
 
@@ -272,6 +272,63 @@ def with_floor(mask, teacher_ok, need, floor: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One batch as a selection method reads it: the teacher's confidence, the student's need, both gates and
+    what LLKD keeps (``kept``, which ``random`` draws as many as), shape (N,) each."""
+
+    conf: np.ndarray
+    need: np.ndarray
+    teacher_ok: np.ndarray
+    student_ok: np.ndarray
+    kept: np.ndarray
+    rule: LlkdRule
+    rng: np.random.Generator | None
+    topk_ratio: float
+
+
+@dataclass(frozen=True)
+class Method:
+    """A selection method: its name, whether it reads the student's need (only those pay for
+    ``need_pass="eval"``'s extra pass), and ``pick(batch) -> (mask, weights)``. A new method is an entry in
+    ``METHODS`` (and its name in ``config.SELECTION_METHODS``, which a test holds equal)."""
+
+    name: str
+    reads_need: bool
+    pick: Callable[[Batch], tuple[np.ndarray, np.ndarray]]
+
+
+def _plain(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return mask, mask.astype(float)
+
+
+def _topk(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    n = len(b.conf)
+    mask = np.zeros(n, dtype=bool)
+    mask[np.argsort(-b.conf, kind="stable")[: max(1, int(round(b.topk_ratio * n)))]] = True
+    return _plain(mask)
+
+
+def _random(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """As many as LLKD keeps on this batch, drawn uniformly."""
+    if b.rng is None:
+        raise ValueError("random selection needs an rng")
+    n = len(b.conf)
+    mask = np.zeros(n, dtype=bool)
+    mask[b.rng.choice(n, size=int(b.kept.sum()), replace=False)] = True
+    return _plain(mask)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("llkd", True, lambda b: (b.kept, llkd_weights(b.conf, b.need, b.kept, b.rule.weights))),
+    Method("all", False, lambda b: _plain(np.ones(len(b.conf), dtype=bool))),
+    Method("random", True, _random),
+    Method("confidence", False, lambda b: _plain(b.teacher_ok)),
+    Method("uncertainty", True, lambda b: _plain(b.student_ok)),
+    Method("topk", False, _topk),
+)}
+
+
 def select(
     method: str,
     conf,
@@ -282,7 +339,7 @@ def select(
     topk_ratio: float = 0.5,
     rule: LlkdRule = PAPER,
 ) -> tuple[np.ndarray, np.ndarray, ThresholdState]:
-    """Select and weight one batch with ``method`` (one of METHODS); see the module docstring.
+    """Select and weight one batch with ``method`` (a name in METHODS); see the module docstring.
 
     The thresholds are updated with the batch before it is judged (FreeMatch's order), for every
     method, so ``random`` can draw exactly as many samples as LLKD would have kept.
@@ -297,23 +354,5 @@ def select(
     student_ok = need >= state.student_thresholds()[pseudo]
     gates = teacher_ok & (student_ok | (state.steps <= rule.warmup_steps))
     kept = with_floor(gates, teacher_ok, need, rule.floor)  # what LLKD keeps (random draws as many)
-    n = len(conf)
-    if method == "llkd":
-        return kept, llkd_weights(conf, need, kept, rule.weights), state
-    if method == "all":
-        mask = np.ones(n, dtype=bool)
-    elif method == "confidence":
-        mask = teacher_ok
-    elif method == "uncertainty":
-        mask = student_ok
-    elif method == "topk":
-        k = max(1, int(round(topk_ratio * n)))
-        mask = np.zeros(n, dtype=bool)
-        mask[np.argsort(-conf, kind="stable")[:k]] = True
-    else:  # random: as many as LLKD keeps on this batch, drawn uniformly
-        if rng is None:
-            raise ValueError("random selection needs an rng")
-        k = int(kept.sum())
-        mask = np.zeros(n, dtype=bool)
-        mask[rng.choice(n, size=k, replace=False)] = True
-    return mask, mask.astype(float), state
+    mask, weights = METHODS[method].pick(Batch(conf, need, teacher_ok, student_ok, kept, rule, rng, topk_ratio))
+    return mask, weights, state

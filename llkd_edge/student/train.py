@@ -25,7 +25,7 @@ from ..files import atomic_path, one_line
 from ..teacher.encoder import model_folder, require_torch
 from ..registry import registry
 from ..distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
-from .selection import ThresholdState, pool_median_bars, rule_of, select
+from .selection import METHODS, ThresholdState, pool_median_bars, rule_of, select
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -332,8 +332,8 @@ def train(
     targets_soft = torch.tensor(pool.probs, dtype=torch.float32, device=device)
     conf, pseudo = pool.conf, pool.pseudo
     log_k = math.log(k)
-    # Only these methods read the student's need; the others skip the extra pass whatever need_pass says.
-    eval_need = config.need_pass == "eval" and config.selection in ("llkd", "uncertainty", "random")
+    # Only methods that read the student's need pay for the extra pass, whatever need_pass says.
+    eval_need = config.need_pass == "eval" and METHODS[config.selection].reads_need
 
     def need_of(logits) -> np.ndarray:
         p = torch.softmax(logits.float(), dim=-1)

@@ -231,3 +231,27 @@ def test_balanced_rounds_give_every_predicted_class_its_share_of_the_confident_p
     assert kind[picks].tolist() == [1, 1, 0, 0] and len(set(picks.tolist())) == 4
     picked, _, _ = run_rounds(x, 30, 10, "balanced", 0, lambda idx: np.eye(3)[kind[idx]] * 0.7 + 0.1)
     assert len(set(picked.tolist())) == 30 and set(kind[picked].tolist()) == {0, 1, 2}
+
+
+def test_the_strategies_are_the_configs_choices_and_say_truly_what_they_read():
+    from llkd_edge.config import STRATEGIES as NAMES
+    from llkd_edge.labels.active import STRATEGIES
+
+    assert tuple(sorted(STRATEGIES)) == NAMES  # one list of names: the CLI's choices are the strategies
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8))
+    probs = rng.dirichlet(np.ones(3), size=60)
+    unlabelled = np.arange(10, 60)
+    trusted = rng.random(60) < 0.5
+    for name, how in STRATEGIES.items():
+        # run_rounds skips the probe fit and the teacher gate for a strategy that says it reads neither: then it
+        # must pick without them; one that reads them must fail without them
+        call = lambda: next_picks(name, probs if how.reads_probe else None, x, unlabelled, 5, seed=0, round_=1,
+                                  trusted=trusted if how.reads_trust else None)
+        assert len(call()) == 5, name
+        if how.reads_probe:
+            with pytest.raises((TypeError, IndexError)):
+                next_picks(name, None, x, unlabelled, 5, seed=0, round_=1, trusted=trusted)
+        if how.reads_trust:
+            with pytest.raises((TypeError, IndexError)):
+                next_picks(name, probs, x, unlabelled, 5, seed=0, round_=1, trusted=None)

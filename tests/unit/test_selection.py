@@ -258,3 +258,16 @@ def test_distills_default_rule_keeps_every_teacher_passed_sample_and_weights_the
     assert paper_mask.tolist() == [False, True, False, False]
     assert mask.tolist() == (conf >= after.teacher_thresholds()[pseudo]).tolist() == [True, True, True, False]
     assert weights[:3] == pytest.approx(need[:3] / need[:3].mean())  # conf is equal: the need alone weights
+
+
+def test_the_methods_are_the_configs_choices_and_say_truly_whether_they_read_the_need():
+    from llkd_edge.config import SELECTION_METHODS
+
+    assert tuple(METHODS) == SELECTION_METHODS  # one list of names: the CLI's choices are the methods
+    conf, need, pseudo = batch(5)
+    for name, method in METHODS.items():
+        masks = [select(name, conf, n, pseudo, ThresholdState.initial(4), rng=np.random.default_rng(0))[0]
+                 for n in (need, 1.0 - need)]
+        # a method that claims not to read the need picks the same samples whatever it is (train.py then
+        # skips need_pass="eval"'s extra forward pass for it); one that reads it picks otherwise here
+        assert (masks[0] == masks[1]).all() != method.reads_need, name
