@@ -27,7 +27,7 @@ from bench.common import RESULTS, arguments, markdown_table, record, save_plot, 
 from bench.study import FULL, DEFAULT_TEACHER, labelled_split, mean_std
 from llkd_edge.config import TrainConfig
 from llkd_edge.data import Dataset
-from llkd_edge.student.distill import learn_from_gold
+from llkd_edge.student.pool import learn_from_gold
 from llkd_edge.distributions import pool_prior
 from llkd_edge.files import read_json, write_json
 from llkd_edge.labels.labelling import recalibrated
@@ -59,7 +59,8 @@ def draw(gold: list[str], names, per: int, seed: int) -> np.ndarray:
 
 
 def train_student(texts_or_pool, probs, names, seed: int, threads: int, variant: str = "default"):
-    from llkd_edge.student.train import Pool, build_student, predict_proba, train
+    from llkd_edge.student.pool import Pool
+    from llkd_edge.student.train import build_student, predict_proba, train
 
     pool = texts_or_pool if isinstance(texts_or_pool, Pool) else Pool(texts_or_pool, probs)
     config = TrainConfig(seed=seed, threads=threads, **{**STUDENT, **VARIANTS[variant]})

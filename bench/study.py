@@ -207,7 +207,9 @@ PAPER_RULE = {"llkd_floor": 0.0}
 
 def run_cell(split: Split, plan: Plan, n: int, method: str, seed: int, lr: float, epochs: int, threads: int) -> dict:
     """Train one student on the first ``n`` pool texts with ``method``; score it on val and test."""
-    from llkd_edge.student.train import Pool, build_student, predict_proba, selected_mask, train
+    from llkd_edge.student.checkpoint import selected_mask
+    from llkd_edge.student.pool import Pool
+    from llkd_edge.student.train import build_student, predict_proba, train
 
     names = split.labels.names
     texts = split.pool.texts[:n]

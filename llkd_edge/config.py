@@ -358,8 +358,11 @@ class DistillConfig:
     # texts' probe corrects the teacher's labels instead (gold.py). Nor (decided in distill, from the labels) when
     # the teacher's answer information is under LOW_INFORMATION: there it only made noisy labels surer.
     relabel: str | None = "probe"
+    backend: str = field(default="local", metadata=RUNTIME)  # where the teacher runs (teacher/backend.FACTORIES)
+    ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)  # with backend "ray"
 
     def __post_init__(self) -> None:
+        _one_of("--backend", self.backend, BACKENDS)
         _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)
         _one_of("--prompt", self.prompt, PROMPT_MODES)
         _one_of("--relabel", self.relabel, (None, "probe"))

@@ -129,7 +129,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     labels member by member, and its rows are the members' pooled: ``labelled`` counts the texts that any
     member had to be asked about.
     """
-    members = getattr(teacher, "members", None)
+    members = teacher.members
     if members:  # an ensemble: each member through the store under its own key; the pooled rows are read-time
         parts = [label_dataset(dataset, m, store_path, commit_every, progress, role, member=True) for m in members]
         return replace(parts[0], rows=teacher.pooled([p.rows for p in parts]),

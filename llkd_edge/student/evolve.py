@@ -290,7 +290,8 @@ class Evolution:
         return records
 
     def retrain(self, synthetic: list[LabelRow], folder: Path):
-        from .train import Pool, build_student, train
+        from .pool import Pool
+        from .train import build_student, train
 
         rows = [*self.pool, *synthetic]
         filled_texts, filled_probs = self.filled

@@ -9,12 +9,10 @@ that trains on the batch.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +23,9 @@ from ..files import atomic_path, one_line
 from ..teacher.encoder import model_folder, require_torch
 from ..registry import registry
 from ..distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
+from .checkpoint import CHECKPOINT, EpochStats, check_resumable, load_checkpoint, save_checkpoint
+from .pool import Pool
 from .selection import METHODS, ThresholdState, pool_median_bars, rule_of, select
-
-CHECKPOINT = "checkpoint.pt"
-
 
 def kept_layers(total: int, keep: int) -> list[int]:
     """``keep`` evenly spaced layer indices out of ``total``, always the first and the last."""
@@ -95,53 +92,6 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
     return Student(model, tokenizer, name, info)
 
 
-# ------------------------------------------------------------------------------------------ data
-
-
-@dataclass(frozen=True)
-class Pool:
-    """The training pool: texts with the teacher's distributions. ``probs`` has shape (N, K).
-
-    ``trusted`` (shape (N,), bool): gold-labelled samples, trained on in every batch they fall in, whatever
-    the selection method says, with weight ``TrainConfig.gold_weight``; they neither move nor are judged by
-    the selection thresholds. ``weights`` (shape (N,)): a multiplier on each sample's loss weight (the
-    per-class trust of its label, gold.sample_weights). Both default to none trusted and all ones.
-    """
-
-    texts: list[str]
-    probs: np.ndarray
-    trusted: np.ndarray | None = None
-    weights: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.texts)
-        object.__setattr__(self, "trusted", np.zeros(n, dtype=bool) if self.trusted is None
-                           else np.asarray(self.trusted, dtype=bool))
-        object.__setattr__(self, "weights", np.ones(n) if self.weights is None
-                           else np.asarray(self.weights, dtype=np.float64))
-        if self.probs.shape[0] != n or self.trusted.shape != (n,) or self.weights.shape != (n,):
-            raise ValueError(f"pool parts disagree: {n} texts, probs {self.probs.shape}, trusted "
-                             f"{self.trusted.shape}, weights {self.weights.shape}")
-
-    @property
-    def pseudo(self) -> np.ndarray:
-        return self.probs.argmax(axis=1)
-
-    @property
-    def conf(self) -> np.ndarray:
-        return self.probs.max(axis=1)
-
-    def fingerprint(self) -> str:
-        """sha256 of everything training reads from the pool (texts, distributions, trust, weights): a run resumed
-        on a pool that changed since its checkpoint (a store that gained rows, a shrunk DATA) is refused."""
-        import hashlib
-
-        digest = hashlib.sha256("\x00".join(self.texts).encode("utf-8", "surrogatepass"))
-        for part in (np.asarray(self.probs, dtype=np.float64), self.trusted, self.weights):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        return digest.hexdigest()
-
-
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
@@ -174,98 +124,6 @@ def _autocast(torch, device: str):
     if device == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16), "bf16 autocast"
     return contextlib.nullcontext(), "fp32"
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    steps: int
-    selected: int  # samples that received a gradient this epoch
-    seen: int  # samples passed through the student this epoch
-    ever_selected: int  # distinct samples selected so far (the paper's "data used")
-    mean_loss: float
-    teacher_thresholds: list[float]
-    student_thresholds: list[float]
-    seconds: float
-    need_seconds: float = 0.0  # of ``seconds``, spent on the extra eval-mode passes (need_pass "eval")
-
-
-def _save_checkpoint(path: Path, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config,
-                     pool_sha256: str | None = None, device: str | None = None) -> None:
-    """Tensors (weights, optimiser, RNG) as torch tensors; everything else as one JSON string.
-
-    ``load_checkpoint`` reads it back with ``weights_only=True``, which unpickles tensors and plain
-    containers only: a checkpoint.pt from someone else's run folder cannot run code on load.
-    """
-    plain = {
-        "epoch": epoch,
-        "selection_state": state.to_dict(),
-        "ever_selected": np.flatnonzero(ever).tolist(),
-        "pool_size": len(ever),
-        "pool_sha256": pool_sha256,  # what it trained on, and where: a resume must continue the same thing
-        "device": device,
-        "stats": [asdict(s) for s in stats],
-        "numpy_rng": rng.bit_generator.state,
-        "config": asdict(config),
-    }
-    with atomic_path(path) as tmp:  # a kill mid-save leaves the previous checkpoint intact
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "plain": json.dumps(plain, default=_plain),
-            },
-            tmp,
-        )
-
-
-def _plain(value):
-    """numpy scalars in the checkpoint's plain part as Python numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not plain data")
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
-    """A checkpoint written by ``train``, its plain part decoded (``ever_selected`` back to a bool mask).
-
-    Loaded with ``weights_only=True``: a file holding anything but tensors and plain containers (a crafted
-    pickle) is refused with a ModelError, never executed.
-    """
-    torch = require_torch()
-    path = Path(path)
-    try:
-        saved = torch.load(path, weights_only=True, map_location=map_location)
-        plain = json.loads(saved.pop("plain"))
-    except (pickle.UnpicklingError, RuntimeError, KeyError, ValueError, AttributeError, EOFError) as exc:
-        raise ModelError(f"{path}: not a checkpoint this version wrote, or unsafe to load "
-                         f"({one_line(exc, limit=160, first_line=True)}); delete it to train from the start") from None
-    try:  # the plain part may come from someone else's folder: any value of the wrong shape is one line
-        n, picked = int(plain.pop("pool_size")), np.asarray(plain.pop("ever_selected"), dtype=np.int64)
-        if n < 0 or picked.ndim != 1 or (len(picked) and (picked.min() < 0 or picked.max() >= n)):
-            raise ValueError("ever_selected does not fit pool_size")
-        if not isinstance(plain["epoch"], int) or isinstance(plain["epoch"], bool):
-            raise ValueError("epoch is not a whole number")
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise ModelError(f"{path}: its saved state is malformed ({one_line(exc, limit=120)}); delete it to train "
-                         "from the start") from None
-    ever = np.zeros(n, dtype=bool)
-    ever[picked] = True
-    return {**saved, **plain, "ever_selected": ever}
-
-
-def _check_resumable(ckpt: Path, saved: dict, n: int, fingerprint: str, device: str) -> None:
-    """One line, before any step, when the checkpoint was trained on another pool or another device (a CPU run
-    continued on a GPU would switch precision mid-run). Checkpoints from before either was recorded: size only."""
-    if len(saved["ever_selected"]) != n or saved.get("pool_sha256") not in (None, fingerprint):
-        raise UserError(f"{ckpt}: trained on another pool ({len(saved['ever_selected'])} texts; now {n}, or their "
-                        "labels changed): DATA or the label store changed since; train again with another --out")
-    if saved.get("device") not in (None, device):
-        raise UserError(f"{ckpt}: trained on {saved['device']}, this run would continue on {device}; "
-                        f"resume with --device {saved['device']}")
 
 
 def train(
@@ -313,7 +171,7 @@ def train(
     fingerprint = pool.fingerprint()
     if resume and ckpt.exists():
         saved = load_checkpoint(ckpt, map_location=device)
-        _check_resumable(ckpt, saved, n, fingerprint, device)
+        check_resumable(ckpt, saved, n, fingerprint, device)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -408,16 +266,11 @@ def train(
             seconds=round(time.perf_counter() - started, 2),
             need_seconds=round(need_seconds, 2),
         ))
-        _save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config,
+        save_checkpoint(ckpt, torch, model, optimizer, scheduler, state, ever, stats, epoch, rng, config,
                          fingerprint, device)
         if on_epoch:
             on_epoch(stats[-1])
     return stats
-
-
-def selected_mask(checkpoint_dir: str | Path) -> np.ndarray:
-    """Shape (N,), bool: which pool samples ever received a gradient, from the last epoch's checkpoint."""
-    return load_checkpoint(Path(checkpoint_dir) / CHECKPOINT)["ever_selected"]
 
 
 def save_student(student: Student, folder: str | Path) -> Path:

@@ -35,6 +35,12 @@ class TeacherBackend(Protocol):
     scoring: ScoringConfig
     retried_batches: int
     prompt_style: str  # "chat" (the model's chat template) or "plain"
+    members: list | None  # an ensemble's member teachers (each a TeacherBackend); None for one teacher
+
+    @property
+    def label_tokens(self) -> list[list[int]] | dict[str, list[list[int]]]:
+        """Each label's token ids as the teacher reads them (an ensemble's: by member), recorded in a run."""
+        ...
 
     @property
     def details(self) -> dict: ...

@@ -88,6 +88,7 @@ class Teacher:
     """
 
     retried_batches = 0  # a local teacher never loses a batch (the Ray pool counts the ones it resends)
+    members = None  # one teacher, not an ensemble
 
     def __init__(self, model: ModelFile, scoring: ScoringConfig, config: TeacherConfig | None = None):
         config = config or TeacherConfig()

@@ -122,6 +122,12 @@ class RayTeacherPool:
         self.model = first["model"]
         self.details = {**first["details"], "backend": "ray", "workers": self.ray_config.workers, "nodes": first["nodes"]}
 
+    members = None  # one teacher in every actor, not an ensemble
+
+    @property
+    def label_tokens(self) -> list[list[int]]:
+        return self.details["label_tokens"]
+
     @property
     def prompt_style(self) -> str:
         return self.details["prompt_style"]

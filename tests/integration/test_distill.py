@@ -265,7 +265,7 @@ def test_gold_texts_judge_the_teacher_correct_its_labels_and_train_as_trusted_sa
 
     from llkd_edge.data import load_builtin
     from llkd_edge.student.runs import open_run
-    from llkd_edge.student.train import selected_mask
+    from llkd_edge.student.checkpoint import selected_mask
 
     train = load_builtin("bbc-news:train")
     outside = range(240, 600)
@@ -317,7 +317,7 @@ def test_a_label_budget_labels_the_picked_share_and_a_larger_budget_pays_only_fo
     assert sum("pool" in r for r in roles) == 60  # the other 60 texts never reached the teacher, nor the store
 
     from llkd_edge.student.runs import open_run
-    from llkd_edge.student.train import selected_mask
+    from llkd_edge.student.checkpoint import selected_mask
 
     # the same rounds first, from the store; only the third round costs teacher calls. --no-fill-rest: the
     # student learns the teacher's 90 labels alone

@@ -8,7 +8,7 @@ import pytest
 from llkd_edge.config import TrainConfig
 from llkd_edge.errors import ModelError
 from llkd_edge.student.selection import ThresholdState
-from llkd_edge.student.train import CHECKPOINT, EpochStats, _save_checkpoint, load_checkpoint, selected_mask
+from llkd_edge.student.checkpoint import CHECKPOINT, EpochStats, load_checkpoint, save_checkpoint, selected_mask
 
 torch = pytest.importorskip("torch")
 
@@ -48,7 +48,7 @@ def test_a_checkpoint_round_trips_every_piece_of_state_exactly(tmp_path):
     rng.random(3)
     stats = [EpochStats(epoch=0, steps=1, selected=2, seen=5, ever_selected=2, mean_loss=np.float64(0.5),
                         teacher_thresholds=[0.5, 0.6, 0.7], student_thresholds=[0.1, 0.2, 0.3], seconds=1.25)]
-    _save_checkpoint(tmp_path / CHECKPOINT, torch, model, optimizer, scheduler, state, ever, stats, 0, rng,
+    save_checkpoint(tmp_path / CHECKPOINT, torch, model, optimizer, scheduler, state, ever, stats, 0, rng,
                      TrainConfig(threads=1))
     saved = load_checkpoint(tmp_path / CHECKPOINT)
     assert saved["epoch"] == 0
@@ -83,21 +83,22 @@ def test_a_checkpoint_with_a_malformed_plain_part_is_one_error_line(tmp_path, pl
 
 def test_a_resume_on_another_pool_or_device_is_refused_before_any_step(tmp_path):
     from llkd_edge.errors import UserError
-    from llkd_edge.student.train import Pool, _check_resumable
+    from llkd_edge.student.checkpoint import check_resumable
+    from llkd_edge.student.pool import Pool
 
     pool = Pool(["a", "b", "c"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
     grown = Pool(["a", "b", "c", "d"], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]]))
     relabelled = Pool(["a", "b", "c"], np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]))
     assert pool.fingerprint() not in (grown.fingerprint(), relabelled.fingerprint())
     saved = {"ever_selected": np.zeros(3, bool), "pool_sha256": pool.fingerprint(), "device": "cpu"}
-    _check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cpu")  # the same run: fine
+    check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cpu")  # the same run: fine
     with pytest.raises(UserError, match="another pool"):
-        _check_resumable(tmp_path, saved, 4, grown.fingerprint(), "cpu")
+        check_resumable(tmp_path, saved, 4, grown.fingerprint(), "cpu")
     with pytest.raises(UserError, match="another pool"):
-        _check_resumable(tmp_path, saved, 3, relabelled.fingerprint(), "cpu")
+        check_resumable(tmp_path, saved, 3, relabelled.fingerprint(), "cpu")
     with pytest.raises(UserError, match="resume with --device cpu"):
-        _check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cuda")
+        check_resumable(tmp_path, saved, 3, pool.fingerprint(), "cuda")
     old = {"ever_selected": np.zeros(3, bool)}  # a checkpoint from before either was recorded: size only
-    _check_resumable(tmp_path, old, 3, relabelled.fingerprint(), "cuda")
+    check_resumable(tmp_path, old, 3, relabelled.fingerprint(), "cuda")
     with pytest.raises(UserError, match="another pool"):
-        _check_resumable(tmp_path, old, 2, relabelled.fingerprint(), "cpu")
+        check_resumable(tmp_path, old, 2, relabelled.fingerprint(), "cpu")

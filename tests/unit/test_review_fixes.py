@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from llkd_edge.cli import main
 from llkd_edge.data import eval_dataset, iter_texts, read_dataset, text_key, Dataset
-from llkd_edge.student.distill import _without
+from llkd_edge.student.pool import without as _without
 from llkd_edge.student.runs import default_eval, resolved
 from llkd_edge.errors import DataError
 from llkd_edge.labels.labelling import Labelled
