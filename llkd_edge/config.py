@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from .errors import LabelSpecError, UserError
+from .labelset import LabelSet  # noqa: F401  (configs hold one; imported from here by most callers)
 
 DEFAULT_TEACHER = "gemma3-270m"
 DEFAULT_TASK = "Classify the text into one of the categories"
@@ -34,73 +35,25 @@ def identity(config) -> dict:
             for f in fields(config) if f.metadata.get("identity", True)}
 
 
-def _one_of(option: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise UserError(f"unknown {option} {value!r}; use one of {', '.join(map(str, choices))}")
+def choice(choices: tuple, default, **metadata):
+    """A field whose value must be one of ``choices``: ``check_choices`` refuses any other, and the CLI offers
+    exactly these (and the default) for the option of the same name (cli.config_option)."""
+    return field(default=default, metadata={"choices": choices, **metadata})
+
+
+def check_choices(config) -> None:
+    """Every ``choice`` field of ``config`` holds one of its choices, else one line naming the option."""
+    for f in fields(config):
+        value, choices = getattr(config, f.name), f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            option = f.metadata.get("option", "--" + f.name.replace("_", "-"))
+            raise UserError(f"unknown {option} {value!r}; use one of {', '.join(map(str, choices))}")
 
 
 def _at_least_one(config, *names: str) -> None:
     for name in names:
         if getattr(config, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Label names and the words the teacher is asked to say for each (its verbalisers).
-
-    Parse from ``"a,b,c"``, ``"sci_tech=science and technology,sports"`` or a file with one ``name`` or
-    ``name=verbaliser`` per line (blank lines and ``#`` comments ignored).
-    """
-
-    names: tuple[str, ...]
-    verbalisers: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.names) != len(self.verbalisers):
-            raise ValueError("names and verbalisers must have the same length")
-        if any(not n for n in self.names) or any(not v for v in self.verbalisers):
-            raise LabelSpecError("empty label name or verbaliser in the label set")
-        if len(self.names) < 2:
-            raise LabelSpecError(f"need at least 2 labels, got {len(self.names)}: {', '.join(self.names)}")
-        dupes = sorted({n for n in self.names if self.names.count(n) > 1})
-        if dupes:
-            raise LabelSpecError(f"duplicate labels: {', '.join(dupes)}")
-        lowered = [v.lower() for v in self.verbalisers]
-        dupes = sorted({v for v in lowered if lowered.count(v) > 1})
-        if dupes:
-            raise LabelSpecError(f"two labels share the verbaliser {dupes[0]!r}; give each label its own word")
-
-    @classmethod
-    def parse(cls, spec: str) -> LabelSet:
-        spec = spec.strip()
-        if not spec:
-            raise LabelSpecError("no labels given: use --labels a,b,c or --labels labels.txt")
-        path = Path(spec)
-        if "," not in spec and (path.is_file() or path.suffix in {".txt", ".labels"}):
-            if not path.is_file():
-                raise LabelSpecError(f"{spec}: no such labels file")
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError:
-                raise LabelSpecError(f"{spec}: the labels file is not valid UTF-8") from None
-            items = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-        else:
-            items = [item.strip() for item in spec.split(",")]
-        names, verbalisers = [], []
-        for item in items:
-            name, sep, word = item.partition("=")
-            name, word = name.strip(), word.strip()
-            names.append(name)
-            verbalisers.append(word if sep else name.replace("_", " "))
-        return cls(tuple(names), tuple(verbalisers))
-
-    def spec(self) -> str:
-        """The canonical text form, which ``parse`` reads back."""
-        return ",".join(n if n.replace("_", " ") == v else f"{n}={v}" for n, v in zip(self.names, self.verbalisers))
-
-    def index(self, name: str) -> int:
-        return self.names.index(name)
 
 
 @dataclass(frozen=True)
@@ -180,6 +133,7 @@ class TeacherConfig:
 
 
 BACKENDS = ("local", "ray")
+PROMPT_MODES = ("auto", "fixed")
 LABEL_ROLES = ("auto", "pool", "eval")  # what `label` marks its texts as in the store (auto: eval for a test split)
 # teacher answer information below this: its answers hardly depend on the text (the run warns; no --relabel)
 LOW_INFORMATION = 0.10
@@ -215,26 +169,24 @@ class LabelRunConfig:
     limit: int | None = None
     out: str | None = None
     commit_every: int = 16
-    backend: str = "local"
+    backend: str = choice(BACKENDS, "local")
     ray: RayConfig = field(default_factory=RayConfig)
-    role: str = "auto"
-    prompt: str = "fixed"  # auto: choose the prompt on a sample (prompts.choose); fixed: ask with scoring as given
+    role: str = choice(LABEL_ROLES, "auto")
+    prompt: str = choice(PROMPT_MODES, "fixed")  # auto: choose the prompt on a sample (prompts.choose); fixed: as given
     prompt_sample: int = 12  # texts each candidate prompt is tried on (12 x 12 candidates: 14% of labelling 1000)
     gold: str | None = None  # a few gold-labelled texts (--gold): the teacher's accuracy on them is reported
     budget: LabelBudget | None = None  # --budget: label only the part of DATA that active rounds pick
     seed: int = 0  # the rounds' seed (with --budget)
 
     def __post_init__(self) -> None:
-        _one_of("--role", self.role, LABEL_ROLES)
+        check_choices(self)
         if self.budget is not None and self.role not in ("auto", "pool"):
             raise UserError("--budget picks training texts: it labels a pool, not held-out texts (--role)")
-        _one_of("--prompt", self.prompt, PROMPT_MODES)
         _at_least_one(self, "prompt_sample")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.commit_every < 1:
             raise UserError("commit_every must be at least 1")
-        _one_of("--backend", self.backend, BACKENDS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -242,7 +194,6 @@ class LabelRunConfig:
 
 SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk")
 POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) restores the bias: RESULTS.md
-PROMPT_MODES = ("auto", "fixed")
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
 # which texts the --label-budget rounds pick (active.py); random won or tied in bench/active.py
@@ -258,7 +209,7 @@ class TrainConfig:
     """How the student is built and trained (all of it decides the result, so all of it is saved)."""
 
     student: str = "minilm-l6"
-    selection: str = "llkd"
+    selection: str = choice(SELECTION_METHODS, "llkd")
     soft_labels: bool = False
     epochs: int = 4
     batch_size: int = 32
@@ -272,28 +223,23 @@ class TrainConfig:
     topk_ratio: float = 0.5
     # The student's need for LLKD/uncertainty/random selection: "train" reads it from the training forward pass
     # (dropout on, free); "eval" from an extra no-grad pass in eval mode (no dropout noise, ~1/3 more compute).
-    need_pass: str = "train"
+    need_pass: str = choice(NEED_PASSES, "train")
     # LLKD's rule (selection.LlkdRule; bench/llkd_rules.py measures the variants)
-    llkd_student_stats: str = "all"
-    llkd_class_terms: str = "mean"
+    llkd_student_stats: str = choice(LLKD_STUDENT_STATS, "all")
+    llkd_class_terms: str = choice(LLKD_CLASS_TERMS, "mean")
     # distill's default: every teacher-passed sample is kept and the student's need only weights (1.0); 0.0 is
     # the paper's rule, where the need also gates. With the default student over three built-in sets (3 seeds) the
     # two tie on the mean and only 1.0 is at or above `all` on every set (bench/RESULTS.md "LLKD's rule, varied").
     llkd_floor: float = 1.0
-    llkd_weights: str = "product"
+    llkd_weights: str = choice(LLKD_WEIGHTS, "product")
     llkd_warmup: float = 0.0  # share of the training steps before the student gate opens
     seed: int = 0
     threads: int = field(default_factory=default_threads, metadata=RUNTIME)
     # auto: CUDA when torch sees a GPU (bf16 autocast where the GPU supports it), else CPU
-    device: str = field(default="auto", metadata=RUNTIME)
+    device: str = choice(DEVICES, "auto", **RUNTIME)
 
     def __post_init__(self) -> None:
-        _one_of("--need-pass", self.need_pass, NEED_PASSES)
-        _one_of("--device", self.device, DEVICES)
-        _one_of("--selection", self.selection, SELECTION_METHODS)
-        _one_of("llkd_student_stats", self.llkd_student_stats, LLKD_STUDENT_STATS)
-        _one_of("llkd_class_terms", self.llkd_class_terms, LLKD_CLASS_TERMS)
-        _one_of("llkd_weights", self.llkd_weights, LLKD_WEIGHTS)
+        check_choices(self)
         if not 0 <= self.llkd_floor <= 1:
             raise UserError(f"llkd_floor must be in [0, 1], got {self.llkd_floor}")
         if not 0 <= self.llkd_warmup < 1:
@@ -315,12 +261,12 @@ class LabelBudget:
 
     budget: float  # (0, 1]: a share of the pool; above 1: a count of texts
     # or "active", "balanced", "confident", "coverage" (active.py); random won or tied in bench/active.py
-    strategy: str = "random"
+    strategy: str = choice(STRATEGIES, "random", option="--label-strategy")
     step: float = 0.05  # texts per round: a share of the pool (at least 2 per label)
     fill_rest: bool = True  # distill: the student also learns the rest, labelled by the rounds' probe (label: off)
 
     def __post_init__(self) -> None:
-        _one_of("--label-strategy", self.strategy, STRATEGIES)
+        check_choices(self)
         if not self.budget > 0 or (self.budget > 1 and self.budget != int(self.budget)):
             raise UserError(f"--label-budget must be a share in (0, 1] or a whole count of texts, got {self.budget}")
         if not 0 < self.step <= 1:
@@ -347,8 +293,8 @@ class DistillConfig:
     # How the pool's teacher distributions are read before training: "batch" divides out the teacher's mean
     # distribution over the pool (distributions.batch_calibrated), "none" takes them as stored. batch is the
     # default: it raised every student of bench/calibration.py, on three datasets and three seeds.
-    pool_calibration: str = "batch"
-    prompt: str = "fixed"  # auto: choose the prompt on a sample of the pool (prompts.choose)
+    pool_calibration: str = choice(POOL_CALIBRATIONS, "batch")
+    prompt: str = choice(PROMPT_MODES, "fixed")  # auto: choose the prompt on a sample of the pool (prompts.choose)
     prompt_sample: int = 12
     gold: str | None = None  # a few gold-labelled texts (--gold): judge the teacher, correct it, train on them
     label_budget: LabelBudget | None = None  # None: the teacher labels the whole pool
@@ -357,15 +303,12 @@ class DistillConfig:
     # bbc-news and 20newsgroups in both study regimes (bench/RESULTS.md). With --gold it is not applied: the gold
     # texts' probe corrects the teacher's labels instead (gold.py). Nor (decided in distill, from the labels) when
     # the teacher's answer information is under LOW_INFORMATION: there it only made noisy labels surer.
-    relabel: str | None = "probe"
-    backend: str = field(default="local", metadata=RUNTIME)  # where the teacher runs (teacher/backend.FACTORIES)
+    relabel: str | None = choice((None, "probe"), "probe")
+    backend: str = choice(BACKENDS, "local", **RUNTIME)  # where the teacher runs (teacher/backend.FACTORIES)
     ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)  # with backend "ray"
 
     def __post_init__(self) -> None:
-        _one_of("--backend", self.backend, BACKENDS)
-        _one_of("--pool-calibration", self.pool_calibration, POOL_CALIBRATIONS)
-        _one_of("--prompt", self.prompt, PROMPT_MODES)
-        _one_of("--relabel", self.relabel, (None, "probe"))
+        check_choices(self)
         if self.gold:  # not applied with --gold, so not recorded as applied (config.json, the run's identity)
             object.__setattr__(self, "relabel", None)
         _at_least_one(self, "prompt_sample")
@@ -395,7 +338,7 @@ class EvolveConfig:
     teacher: str | None = None  # the generator and verifier; None: the run's teacher
     val: str | None = None  # validation texts; None: the rows of the run's DATA after its --limit
     val_limit: int = 200
-    val_labels: str = "auto"  # gold when every validation text has one, else the teacher's
+    val_labels: str = choice(VAL_LABELS, "auto")  # gold when every validation text has one, else the teacher's
     min_confidence: float = 0.5  # the teacher must give the intended label at least this probability
     hard_share: float = 0.75  # of each class's texts, the share aimed at its worst confusion
     prompt_examples: int = 3  # student mistakes shown per request
@@ -417,7 +360,7 @@ class EvolveConfig:
         for name in ("min_confidence", "hard_share", "near_duplicate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        _one_of("--val-labels", self.val_labels, VAL_LABELS)
+        check_choices(self)
         if not self.temperature >= 0:
             raise UserError(f"--temperature must be at least 0, got {self.temperature}")
         if not self.timeout_s > 0:
@@ -427,7 +370,7 @@ class EvolveConfig:
 
 
 OPTIMIZE_LEVELS = ("O1", "O2", "none")
-QUANTIZE_MODES = ("both", "int8", "static", "none")
+QUANTIZE_MODES = ("int8", "static", "both", "none")
 
 
 @dataclass(frozen=True)
@@ -436,16 +379,15 @@ class ExportConfig:
 
     run_dir: str
     out: str = field(metadata=RUNTIME)  # where the model folder goes, not what it holds
-    optimize: str = "O2"
-    quantize: str = "int8"  # dynamic; "static" (calibrated) and "both" go through the same gate
+    optimize: str = choice(OPTIMIZE_LEVELS, "O2")
+    quantize: str = choice(QUANTIZE_MODES, "int8")  # dynamic; "static" (calibrated) and "both" go through the same gate
     max_accuracy_drop: float = 0.01  # int8 may lose at most this much accuracy against fp32 ...
     min_agreement: float = 0.99  # ... and must give fp32's label on at least this share of texts
     check_limit: int | None = 1000  # texts for the parity check
     threads: int = field(default_factory=default_threads, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
-        _one_of("--optimize", self.optimize, OPTIMIZE_LEVELS)
-        _one_of("--quantize", self.quantize, QUANTIZE_MODES)
+        check_choices(self)
         if not 0 <= self.min_agreement <= 1:
             raise UserError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
         if self.check_limit is not None and self.check_limit < 1:
@@ -469,10 +411,10 @@ class BenchConfig:
     rounds: int = 3
     threads: int = field(default_factory=default_threads)
     out: str | None = None  # None: MODEL_DIR/bench
-    device: str = "cpu"  # where the students run: cpu, cuda (ONNX Runtime's CUDA provider, PyTorch on the GPU), auto
+    device: str = choice(DEVICES, "cpu")  # where the students run: cpu, cuda (ONNX Runtime's CUDA provider, PyTorch on the GPU), auto
 
     def __post_init__(self) -> None:
-        _one_of("--device", self.device, DEVICES)
+        check_choices(self)
         _at_least_one(self, "limit", "batch_size", "rounds", "threads")
 
 
