@@ -181,23 +181,28 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
     calibration divided out, None: as the teacher gives them)."""
     from tqdm.auto import tqdm
 
-    from ..teacher.llama import load_teacher
+    from ..teacher.backend import open_backend
 
     teacher_config = TeacherConfig(model=name, n_threads=config.threads)
     if len(teacher_config.members) > 1:
         raise UserError(f"bench times one teacher; the run was labelled by the ensemble {name}: pass --teacher with "
                         f"one of {', '.join(teacher_config.members)} (an ensemble costs the sum of its members), or none")
-    teacher = load_teacher(scoring, teacher_config)
+    teacher = open_backend(scoring, teacher_config, progress=progress)
+
+    def probs(batch: list[str]) -> np.ndarray:
+        return np.array([r.probs for r in next(teacher.score_batches([list(batch)]))])
+
     try:
-        teacher.predict_proba(texts[:1])  # warm-up: evaluates the shared prompt prefix and the calibration inputs
+        probs(texts[:1])  # warm-up: evaluates the shared prompt prefix and the calibration inputs
         rows: list[np.ndarray] = []
         bar = tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)
-        seconds = latencies(lambda batch: rows.append(teacher.predict_proba(batch)[0]), bar)
+        seconds = latencies(lambda batch: rows.append(probs(batch)[0]), bar)
+        parallel = teacher.details.get("parallel", 1)
         about = (f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
-                 f"{scoring.max_text_tokens} text tokens, {teacher.n_gpu_layers} GPU layers, "
-                 f"{teacher.parallel} texts per decode")
+                 f"{scoring.max_text_tokens} text tokens, {teacher.details.get('n_gpu_layers', 0)} GPU layers, "
+                 f"{parallel} texts per decode")
         # One text per decode: throughput is one over the mean latency; wider decodes are timed on all texts at once.
-        rate = len(texts) / seconds.sum() if teacher.parallel == 1 else throughput(teacher.predict_proba, texts)
+        rate = len(texts) / seconds.sum() if parallel == 1 else throughput(probs, texts)
         scores = np.array(rows) if prior is None else batch_calibrated(np.array(rows), np.asarray(prior))
         if prior is not None:
             about += ", pool calibration of the run applied"

@@ -49,7 +49,7 @@ from .runs import is_store, open_run, prepare_run_folder, resolved, versions
 from ..store import LabelRow, LabelStore
 from .synthesis import (RoundRecord, Weakness, analyse, generation_schema, parse_texts, plan_requests, request_prompt,
                         round_summary, screen, synthetic_row, text_chars, verify)
-from ..teacher.llama import load_teacher
+from ..teacher.backend import Writer, open_backend
 
 GENERATION_CTX = 4096  # the teacher's context while writing: the prompt and every new text must fit
 
@@ -137,7 +137,10 @@ class Evolution:
         if len(teacher_config.members) > 1:
             raise UserError(f"evolve writes and checks texts with one teacher; {self.run.path} was labelled by the "
                             f"ensemble {model}: pass --teacher with one of {', '.join(teacher_config.members)}")
-        self.teacher = (teacher_factory or load_teacher)(self.scoring, teacher_config)
+        self.teacher = (teacher_factory or open_backend)(self.scoring, teacher_config)
+        if not isinstance(self.teacher, Writer):
+            self.teacher.close()
+            raise UserError(f"evolve needs a teacher that writes texts; {model} cannot (a local GGUF model can)")
         self.warnings: list[str] = []
         if (self.run.metrics["data"].get("filled_size") or 0) and not self.filled[0]:
             self.warn(f"{self.run.path} predates recorded --fill-rest texts: evolve retrains on the teacher's labels "

@@ -1,8 +1,9 @@
 """The teacher backend: what ``label_dataset`` and the stages that label (distill, evolve, bench) need from a
 teacher, whatever runs it.
 
-Two backends implement it: ``teacher.Teacher`` (one llama.cpp model in this process) and
-``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors). A new one (a GPU server, a remote model,
+Two backends implement it: ``llama.Teacher`` (one llama.cpp model in this process, or ``ensemble.Ensemble`` of
+several) and ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors). ``label`` and ``distill`` open
+their teacher here on any backend; ``bench`` times a local one; ``evolve`` needs a ``Writer``. A new one (a GPU server, a remote model,
 an ensemble) implements ``TeacherBackend`` and gets a factory in ``FACTORIES`` (and its name in
 ``config.BACKENDS``); nothing else changes.
 Flow is one way: callers import this module, this module imports the backends only when asked for one.
@@ -59,6 +60,21 @@ class TeacherBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Writer(TeacherBackend, Protocol):
+    """A teacher that also writes texts, for ``evolve``: the local llama.cpp teacher (``llama.Teacher``)."""
+
+    @property
+    def instruct(self) -> bool:
+        """Whether it follows instructions through a chat template (else it gets a plain completion prompt)."""
+        ...
+
+    def generate(self, instruction: str, schema: dict, max_tokens: int = 512, temperature: float = 0.9,
+                 seed: int = 0, timeout_s: float | None = None):
+        """Text for ``instruction`` constrained by the JSON ``schema`` (``llama.Generation``)."""
+        ...
 
 
 def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:

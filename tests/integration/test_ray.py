@@ -135,3 +135,27 @@ def test_a_worker_that_cannot_load_the_teacher_is_one_line_and_writes_nothing(tm
         RayTeacherPool(scoring, TeacherConfig(model=str(bad)), RayConfig(workers=2), progress=False)
     with pytest.raises(UserError, match="need 3 CPUs but the Ray cluster has 2"):
         RayTeacherPool(scoring, TeacherConfig(), RayConfig(workers=3), progress=False)
+
+
+def test_distill_labels_its_pool_and_eval_texts_through_the_ray_backend(tmp_path, cluster, scoring, local_rows):
+    """`distill --backend ray`: the teacher opened through the registry on Ray, the labels the local backend's,
+    and the pool of workers let go before the student trains."""
+    import pandas as pd
+
+    from llkd_edge.config import DistillConfig, TrainConfig
+    from llkd_edge.student.distill import distill
+
+    test = load_builtin("bbc-news:test")
+    held = tmp_path / "eval.csv"  # the 16 texts after the pool's 48, with their gold labels
+    pd.DataFrame({"text": test.texts[48:N], "label": test.gold[48:N]}).to_csv(held, index=False)
+    store = tmp_path / "labels.sqlite"
+    metrics = distill(DistillConfig(
+        data="bbc-news:test", limit=48, eval=str(held), out=str(tmp_path / "run"), scoring=scoring, store=str(store),
+        teacher=TeacherConfig(n_threads=1), backend="ray", ray=RayConfig(workers=2), min_per_class=1, relabel=None,
+        train=TrainConfig(student="tiny", epochs=1, threads=2)), progress=False)
+    assert metrics["labelled_now"] == {"pool": 48, "eval": 16}
+    assert metrics["teacher"]["n"] == 16 and metrics["student"] is not None
+    assert_same(read_store(store), local_rows)  # every text, one row each, the local backend's distributions
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert run["config"]["backend"] == "ray" and run["teacher"]["label_tokens"]
+    assert ray.is_initialized()  # the cluster it joined is left running; only its own actors were let go

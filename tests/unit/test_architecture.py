@@ -125,3 +125,10 @@ def test_the_map_lists_every_module_and_only_modules():
     real = {m for m in MODULES if m not in RANKS}  # the packages' __init__ files are not rows
     assert sorted(real - mapped) == [], "modules missing from ARCHITECTURE.md"
     assert sorted(mapped - real) == [], "ARCHITECTURE.md names modules that do not exist"
+
+
+def test_every_stage_opens_its_teacher_through_the_backend_registry():
+    # label, distill, evolve and bench get a teacher from teacher/backend.open_backend (FACTORIES), so a backend
+    # added there serves them all; only the teacher package itself knows llama.cpp's Teacher
+    direct = sorted(m for m in MODULES if "teacher.llama" in GRAPH[m] and not m.startswith("teacher."))
+    assert direct == []
