@@ -32,6 +32,14 @@ def main() -> None:
     """Distil a GGUF LLM's labels into a small, fast text classifier."""
 
 
+def show(record: dict, as_json: bool, summary) -> None:
+    """``--json``: the stage's record as one JSON object on stdout; else ``summary(record)``, for people."""
+    if as_json:
+        click.echo(json.dumps(record))
+    else:
+        summary(record)
+
+
 @main.command()
 @click.argument("data")
 @teacher_options
@@ -81,10 +89,7 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
         **prompt_fields(data, opts),
     )
     summary = label_texts(config)
-    if as_json:
-        click.echo(json.dumps(summary.to_dict()))
-    else:
-        label_summary(summary)
+    show(summary.to_dict(), as_json, lambda _: label_summary(summary))
 
 
 @main.command()
@@ -176,11 +181,7 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
             label_budget, step=label_step, fill_rest=fill_rest is not False, **given(strategy=label_strategy)),
         **prompt_fields(data, opts),
     )
-    metrics = run_distill(config, resume=resume)
-    if as_json:
-        click.echo(json.dumps(metrics))
-    else:
-        distill_summary(run_dir, metrics)
+    show(run_distill(config, resume=resume), as_json, lambda m: distill_summary(run_dir, m))
 
 
 @main.command()
@@ -206,7 +207,7 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
 @config_option("--timeout", EvolveConfig, "timeout_s", help="Seconds allowed per generation.")
 @config_option("--threads", EvolveConfig, type=int, show_default="all cores")
 @config_option("--n-gpu-layers", EvolveConfig, type=int, show_default="all when llama.cpp was built for a GPU, else 0",
-              help="Teacher layers to offload to a GPU (-1: all).")
+               help="Teacher layers to offload to a GPU (-1: all).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted evolve run in OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit, val_labels, min_confidence, seed,
@@ -219,11 +220,7 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
                           min_confidence=min_confidence, seed=seed, temperature=temperature,
                           max_new_tokens=max_new_tokens, retries=retries,
                           timeout_s=timeout, threads=threads, n_gpu_layers=n_gpu_layers)
-    metrics = run_evolve(config, resume=resume)
-    if as_json:
-        click.echo(json.dumps(metrics))
-    else:
-        evolve_summary(out, metrics)
+    show(run_evolve(config, resume=resume), as_json, lambda m: evolve_summary(out, m))
 
 
 @main.command()
@@ -245,11 +242,7 @@ def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreem
     config = ExportConfig(run_dir=run_dir, out=model_dir, optimize=optimize, quantize=quantize,
                           max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
                           check_limit=check_limit, threads=threads)
-    report = export_run(config)
-    if as_json:
-        click.echo(json.dumps(report))
-    else:
-        export_summary(model_dir, report)
+    show(export_run(config), as_json, lambda r: export_summary(model_dir, r))
 
 
 @main.command()
@@ -325,12 +318,7 @@ def bench(model_dir, run_dir, teacher, data, text_column, label_column, limit, b
     config = BenchConfig(model_dir=model_dir, run_dir=run_dir, teacher=teacher, data=data, text_column=text_column,
                          label_column=label_column, limit=limit, batch_size=batch_size, rounds=rounds,
                          threads=threads, out=out, device=device)
-    report = run_bench(config)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(format_report(report))
-    click.echo(f"wrote {', '.join(report['wrote'])}")
+    show(run_bench(config), as_json, lambda r: click.echo(f"{format_report(r)}\nwrote {', '.join(r['wrote'])}"))
 
 
 @main.command()
