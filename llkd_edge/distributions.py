@@ -166,8 +166,8 @@ def mutual_information(probs: np.ndarray) -> float:
 def answer_information(probs: np.ndarray) -> float:
     """``mutual_information`` after batch calibration, as a share of log K: how much the teacher's answers
     depend on the text, 0 (not at all) to 1 (a confident, evenly spread answer for every text). Needs no gold
-    labels; on the built-in sets it ranged from 0.05 (election-tweets, where the teacher is at chance) to 0.5
-    (bbc-news, 87% accurate). High information is necessary for good labels, not sufficient: confident
+    labels; on the built-in sets it is lowest where the teacher is at chance and highest where it is mostly right
+    (figures in bench/RESULTS.md). High information is necessary for good labels, not sufficient: confident
     answers can be confidently wrong."""
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[-1]

@@ -235,9 +235,9 @@ def judge(teacher: np.ndarray, x: np.ndarray, gold: list[str], labels: tuple[str
         class_trust=trust, probe=Probe.fit(x, y, k))
 
 
-# The class-balance power of the taught pool labels' weights (sample_weights). bench/gold.py, 8 gold texts per
-# class, 4 sets x 3 seeds: 0.5 and 1 both beat 0 on every set (mean macro-F1 0.763 / 0.762 / 0.741); 0.5 is
-# the milder of two equals, and does not give one noisy label of a rare class many times the weight of others.
+# The class-balance power of the taught pool labels' weights (sample_weights). In bench/gold.py's study (figures in
+# bench/RESULTS.md) 0.5 and 1 both beat 0 on every set and tie each other; 0.5 is the milder of two equals, and
+# does not give one noisy label of a rare class many times the weight of others.
 CLASS_BALANCE = 0.5
 
 

@@ -35,11 +35,10 @@ sample has conf * need = 0 (a student certain of everything), the selected weigh
 
 **What distill does by default** (``TrainConfig.llkd_floor = 1.0``, ``--llkd-floor``): the rule above with a full
 floor, so every sample that passes the teacher's bar is kept and the student's need enters through the weights
-only (w_i = conf_i * need_i): select i iff conf_i >= tau_T(pseudo_i). Why: with the default student (minilm-l6,
-128 tokens) on three built-in sets over 3 seeds, the paper's student gate won reuters-r8 (0.565 vs 0.536) and
-lost 20newsgroups (0.519 vs 0.551), tying bbc-news (0.905 vs 0.904); the two tie on the mean (0.663 vs 0.664),
-but only the full floor is at or above ``all`` on every set (the paper's rule is 2.7 points under it on
-20newsgroups), and its seed spread is a third of the paper's (bench/RESULTS.md "LLKD's rule, varied").
+only (w_i = conf_i * need_i): select i iff conf_i >= tau_T(pseudo_i). Why: with the default student on three
+built-in sets over 3 seeds, the paper's student gate won one set and lost another and the two tie on the mean,
+but only the full floor is at or above ``all`` on every set, and its seeds vary less (figures in bench/RESULTS.md,
+"LLKD's rule, varied").
 ``--llkd-floor 0`` is the paper's rule; ``random`` draws as many samples per batch as the rule in force keeps.
 
 ``LlkdRule`` holds the variants issue 16's study measures (bench/llkd_rules.py); its defaults are the paper's rule:
