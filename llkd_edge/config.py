@@ -111,7 +111,8 @@ class TeacherConfig:
     # None: all layers when the llama.cpp build can offload, else none; -1: all
     n_gpu_layers: int | None = field(default=None, metadata=RUNTIME)
     n_ctx: int = 0  # 0: just enough for the prompt plus max_text_tokens
-    # texts scored per llama.cpp decode (multi-sequence batching); 0: 8 on a GPU, 1 on a CPU
+    # texts scored per llama.cpp decode (multi-sequence batching); 0: 8 on a GPU, 1 on a CPU;
+    # for a teacher behind a server (openai:URL): requests in flight, 0: 8
     parallel: int = field(default=0, metadata=RUNTIME)
 
     def __post_init__(self) -> None:

@@ -113,7 +113,9 @@ def teacher_options(func):
         click.option("--labels", help='Label set: "a,b,c", "sci_tech=science and technology,...", or a labels file. '
                      "Defaults to the built-in dataset's labels."),
         config_option("--teacher", TeacherConfig, "model",
-                      help="A registered teacher name (see `llkd-edge teachers`) or a .gguf path; several, comma-separated, "
+                      help="A registered teacher name (see `llkd-edge teachers`), a .gguf path, or a model behind an "
+                          "OpenAI-compatible server: openai:http://HOST:PORT/v1[#MODEL] (openai-chat:... to ask through "
+                          "its chat API; API key from $LLKD_EDGE_API_KEY); several, comma-separated, "
                           "for an ensemble (each labels into the store, their answers are pooled)."),
         click.option("--store", help="The label store (sqlite) to reuse and fill [default: labels.sqlite; for "
                      "distill from a store: that store]."),
@@ -131,8 +133,9 @@ def teacher_options(func):
         config_option("--threads", TeacherConfig, "n_threads", type=int, show_default="all cores", help="CPU threads."),
         click.option("--n-gpu-layers", type=int, show_default="all when llama.cpp was built for a GPU, else 0",
                      help="Teacher layers to offload to a GPU (-1: all)."),
-        config_option("--parallel", TeacherConfig, show_default="8 on a GPU, 1 on a CPU",
-                     help="Texts the teacher scores per llama.cpp decode (multi-sequence batching)."),
+        config_option("--parallel", TeacherConfig, show_default="8 on a GPU, 1 on a CPU; 8 for a server",
+                     help="Texts the teacher scores per llama.cpp decode (multi-sequence batching); for a served "
+                     "teacher, requests in flight."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -98,7 +98,8 @@ class Labelled:
     skipped: int
     duplicates: int
     seconds: float
-    retried_batches: int = 0  # batches resent after their Ray worker died
+    retried_batches: int = 0  # batches resent after their Ray worker died (a served teacher: requests resent)
+    warnings: list[str] = field(default_factory=list)
 
 
 def recalibrated(rows: list[LabelRow], labels, prior) -> list[LabelRow]:
@@ -134,7 +135,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
         parts = [label_dataset(dataset, m, store_path, commit_every, progress, role, member=True) for m in members]
         return replace(parts[0], rows=teacher.pooled([p.rows for p in parts]),
                        labelled=max(p.labelled for p in parts), cached=min(p.cached for p in parts),
-                       seconds=sum(p.seconds for p in parts))
+                       seconds=sum(p.seconds for p in parts), warnings=[w for p in parts for w in p.warnings])
     first, skipped = unique_texts(dataset.texts)
     order = list(first)
     if not order:
@@ -145,7 +146,9 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
         store.mark((dataset.texts[i] for i in first.values()), role, dataset.name)  # before any teacher time
         cached = store.cached(key, order)
         todo = [h for h in order if h not in cached]
+        warnings = []
         if todo:
+            warnings += _same_name_other_teacher(store, teacher)
             store.register(key, teacher.model.name, teacher.scoring.labels.names, teacher.details)
         if cached and progress:
             tqdm.write(f"{dataset.name}{who}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}",
@@ -163,6 +166,10 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
             bar.close()
         seconds = time.perf_counter() - started
         rows = store.rows(key, order)
+    floored = teacher.details.get("floored_texts") if todo else 0
+    if floored:  # a served teacher: labels outside the top log-probs the server returns
+        warnings.append(f"{floored} texts had a label none of whose tokens was among the {teacher.details['top_logprobs']} "
+                        "log-probs the server returned; such a label got the lowest returned one (an upper bound)")
     gold = None if dataset.gold is None else [dataset.gold[first[h]] for h in order]
     return Labelled(
         texts=[dataset.texts[first[h]] for h in order],
@@ -175,7 +182,22 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
         duplicates=len(dataset.texts) - skipped - len(order),
         seconds=seconds,
         retried_batches=teacher.retried_batches,
+        warnings=warnings,
     )
+
+
+def _same_name_other_teacher(store: LabelStore, teacher: TeacherBackend) -> list[str]:
+    """A warning when the store holds rows of another teacher under this one's name: a file replaced in place,
+    or a server that swapped its model behind the same name. Their rows are kept apart (another key)."""
+    name, sha = teacher.model.name, teacher.key.teacher_sha256
+    others = {c["teacher_sha256"] for c in store.configs() if c["teacher_name"] == name and c["teacher_sha256"] != sha}
+    if not others:
+        return []
+    message = (f"{name} is not the teacher of that name whose rows {store.path} holds (its identity {sha[:12]} differs "
+               f"from {', '.join(sorted(o[:12] for o in others))}): its answers are stored apart, and texts it has not "
+               "answered are asked again")
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+    return [message]
 
 
 def label_within_budget(dataset: Dataset, teacher: TeacherBackend, store_path: str, budget, seed: int,
@@ -303,7 +325,7 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
         workers=config.ray.workers if config.backend == "ray" else 1,
         retried_batches=result.retried_batches,
     )
-    summary.health, summary.warnings = health, warnings
+    summary.health, summary.warnings = health, warnings + result.warnings
     scores = gold_scores(result, labels)
     if scores:
         summary.accuracy = round(scores["accuracy"], 4)

@@ -1,10 +1,11 @@
 """The teacher backend: what ``label_dataset`` and the stages that label (distill, evolve, bench) need from a
 teacher, whatever runs it.
 
-Two backends implement it: ``llama.Teacher`` (one llama.cpp model in this process, or ``ensemble.Ensemble`` of
-several) and ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors). ``label`` and ``distill`` open
-their teacher here on any backend; ``bench`` times a local one; ``evolve`` needs a ``Writer``. A new one (a GPU server, a remote model,
-an ensemble) implements ``TeacherBackend`` and gets a factory in ``FACTORIES`` (and its name in
+Three classes implement it: ``llama.Teacher`` (one llama.cpp model in this process), ``server.ServerTeacher``
+(a model behind an OpenAI-compatible server, ``--teacher openai:URL``), both on the ``local`` backend, alone or
+as an ``ensemble.Ensemble`` of several; and ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors).
+``label`` and ``distill`` open their teacher here on any backend; ``bench`` times a local one; ``evolve`` needs
+a ``Writer``. A new backend implements ``TeacherBackend`` and gets a factory in ``FACTORIES`` (and its name in
 ``config.BACKENDS``); nothing else changes.
 Flow is one way: callers import this module, this module imports the backends only when asked for one.
 """
@@ -12,6 +13,7 @@ Flow is one way: callers import this module, this module imports the backends on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
@@ -78,16 +80,38 @@ class Writer(TeacherBackend, Protocol):
 
 
 def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
-    """One llama.cpp model in this process, or an ensemble of them (``a,b`` as the teacher)."""
-    from .llama import load_teacher
+    """One llama.cpp model in this process, a model behind an OpenAI-compatible server (``openai:URL``), or an
+    ensemble of them (``a,b`` as the teacher)."""
+    from .server import is_server
 
-    return load_teacher(scoring, teacher)
+    if not any(is_server(name) for name in teacher.members):
+        from .llama import load_teacher
+
+        return load_teacher(scoring, teacher)
+    from .ensemble import Ensemble
+    from .llama import load_teacher
+    from .server import ServerTeacher
+
+    loaded: list = []
+    try:  # the members in turn: a server that cannot be used fails before the next is loaded
+        for name in teacher.members:
+            one = replace(teacher, model=name)
+            loaded.append(ServerTeacher(name, scoring, one) if is_server(name) else load_teacher(scoring, one))
+    except BaseException:
+        for member in loaded:
+            member.close()
+        raise
+    return loaded[0] if len(loaded) == 1 else Ensemble(loaded)
 
 
 def _ray(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
     """A teacher in each of N Ray actors, on this machine or a cluster."""
     from .ray_pool import RayTeacherPool
+    from .server import is_server
 
+    if any(is_server(name) for name in teacher.members):
+        raise UserError("a served teacher (openai:URL) gets its throughput from the server: use --parallel N "
+                        "(requests in flight) on --backend local, not --backend ray")
     if len(teacher.members) > 1:
         raise UserError(f"--backend ray runs one teacher per actor; label with the ensemble {teacher.model!r} "
                         "on --backend local, or with each member on its own Ray run into the same --store")

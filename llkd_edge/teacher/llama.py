@@ -37,10 +37,10 @@ from ..distributions import LabelClash, calibrated_distribution, entropy, label_
 from ..errors import LabelSpecError, MissingDependencyError, ModelError, UserError
 from ..files import one_line
 from .llama_batch import BatchedScorer, quiet_stderr
+from .prompts import TEXT_PLACEHOLDER, instruction, variants
 from ..registry import ModelFile, resolve_teacher
 from ..store import LabelRow, ScoringKey
 
-TEXT_PLACEHOLDER = "\x00TEXT\x00"
 GPU_PARALLEL = 8  # texts per decode when layers are offloaded (on 2 CPU cores wider decodes gained nothing)
 
 
@@ -67,16 +67,6 @@ def _llama_cpp():
             "llama-cpp-python is not installed: run `make setup` (it builds it with safe CPU flags)"
         ) from None
     return llama_cpp
-
-
-def _variants(word: str) -> list[str]:
-    forms = [word, word.lower(), word[:1].upper() + word[1:]]
-    out = []
-    for form in forms:
-        for v in (" " + form, form):
-            if v not in out:
-                out.append(v)
-    return out
 
 
 class Teacher:
@@ -170,15 +160,10 @@ class Teacher:
         return "chat" if self._llm.metadata.get("tokenizer.chat_template") else "plain"
 
     def _instruction(self) -> str:
-        s = self.scoring
-        words = ", ".join(s.labels.verbalisers)
-        lines = [f"{s.task.rstrip('.?!:')}. Answer with one of: {words}.", ""]
-        for text, label in s.few_shot:
-            tokens = self._text_tokens(text)[0]  # examples get the same token budget as the texts
-            example = self._llm.detokenize(tokens).decode("utf-8", errors="ignore").strip()
-            lines += [f"Text: {example}", f"{s.answer_cue} {s.labels.verbalisers[s.labels.index(label)]}", ""]
-        lines.append(f"Text:{TEXT_PLACEHOLDER}")
-        return "\n".join(lines)
+        def cut(text: str) -> str:  # examples get the same token budget as the texts
+            return self._llm.detokenize(self._text_tokens(text)[0]).decode("utf-8", errors="ignore")
+
+        return instruction(self.scoring, cut)
 
     def _prompt_parts(self) -> tuple[str, str]:
         """(prefix, suffix) around the text; the text's tokens go between them."""
@@ -246,7 +231,7 @@ class Teacher:
         firsts: list[dict[str, int]] = []
         for word in labels.verbalisers:
             forms = {}
-            for v in _variants(word):
+            for v in variants(word):
                 ids = self._llm.tokenize(v.encode("utf-8"), add_bos=False, special=False)
                 if ids:
                     forms[v] = ids[0]

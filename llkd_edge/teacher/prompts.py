@@ -32,6 +32,31 @@ from ..distributions import answer_information, batch_calibrated, pool_prior
 
 CUES = (DEFAULT_ANSWER_CUE, "Label:", "Topic:")  # "Answer:" was tried and lost on every built-in set
 GOLD_FOR_CHOICE = 48  # gold texts each candidate is tried on, at most (spread over the classes, seeded)
+TEXT_PLACEHOLDER = "\x00TEXT\x00"  # where each text goes in a prompt
+
+
+def instruction(scoring: ScoringConfig, cut) -> str:
+    """The task, the label words and the few-shot examples, ending ``Text:`` and ``TEXT_PLACEHOLDER``; every
+    teacher (in-process or served) asks with it. ``cut(text) -> str`` cuts an example to the text budget."""
+    words = ", ".join(scoring.labels.verbalisers)
+    lines = [f"{scoring.task.rstrip('.?!:')}. Answer with one of: {words}.", ""]
+    for text, label in scoring.few_shot:
+        lines += [f"Text: {cut(text).strip()}",
+                  f"{scoring.answer_cue} {scoring.labels.verbalisers[scoring.labels.index(label)]}", ""]
+    lines.append(f"Text:{TEXT_PLACEHOLDER}")
+    return "\n".join(lines)
+
+
+def variants(word: str) -> list[str]:
+    """A verbaliser's case and space forms (" sport", "sport", " Sport", "Sport"): a label's answer may start
+    with any of them, so its probability is theirs summed."""
+    forms = [word, word.lower(), word[:1].upper() + word[1:]]
+    out = []
+    for form in forms:
+        for v in (" " + form, form):
+            if v not in out:
+                out.append(v)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,504 @@
+"""The served teacher: an LLM behind an OpenAI-compatible HTTP server (llama.cpp's ``llama-server``,
+llama-cpp-python's server, vLLM, Ollama, a hosted endpoint), asked through the same ``TeacherBackend`` as
+the in-process one, so ``label``, ``distill`` and ``bench`` work with it unchanged.
+
+``--teacher openai:http://host:port/v1`` (``#model`` appended where the server serves several) asks through
+``/v1/completions`` with the same plain prompt as the in-process teacher; ``openai-chat:...`` asks through
+``/v1/chat/completions``, the text in one user message, for servers and models that only chat. The API key
+comes from ``LLKD_EDGE_API_KEY`` (else ``OPENAI_API_KEY``), never from the command line or a stored file.
+
+Distributions, not sampled text: each text is one request for one token at temperature 0 with the next-token
+log-probs (``logprobs``/``top_logprobs``), as many as the server gives (1000, else 20, else 5, probed once). A
+label's raw log-prob is the summed probability of the returned tokens that are the first tokens of its
+verbaliser's variants (``prompts.variants``), found with the server's tokenizer (llama-cpp-python's
+``/extras/tokenize``, or ``/tokenize`` as llama-server and vLLM offer it); without one, a returned token counts
+for a label when it is a non-blank start of one of its variants and of no other label's. A label none of whose
+tokens is among those returned gets the lowest returned log-prob (an upper bound on its own), and the text
+is counted (``floored``). ``logit_bias`` is not sent: llama.cpp's servers and vLLM compute the log-probs before
+the bias, so it cannot bring a label into the returned ones, and a server that applies it first would shift
+them. Calibration, prompt choice, ``--gold`` and ensembles work on these rows as on local ones.
+
+Throughput comes from the server: ``--parallel`` requests in flight (default ``IN_FLIGHT``), so its own
+batching and prefix cache do the work. Requests that meet a timeout, a dropped connection, 429 or 5xx are sent
+again with exponential backoff (tenacity), up to ``ATTEMPTS`` times. The store keys rows by the model name
+the server reports plus a fingerprint (the top log-probs of ``PROBES``, rounded), so a server that swapped its
+model behind the same name gets a new key, never mixed rows. A server that cannot be used (unreachable, a
+wrong URL, a refused key, not JSON, no log-probs, none of the label tokens) is one line before any text is
+asked. The texts are cut to ``--max-text-tokens`` with the server's tokenizer (else at ``CHARS_PER_TOKEN``
+characters a token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+
+from ..config import DEFAULT_CONTENT_FREE, ScoringConfig, TeacherConfig, stable_hash
+from ..distributions import (
+    LabelClash,
+    calibrated_distribution,
+    entropy,
+    label_token_ids,
+)
+from ..errors import LabelSpecError, MissingDependencyError, UserError
+from ..files import one_line
+from ..registry import ModelFile
+from ..store import LabelRow, ScoringKey
+from .prompts import TEXT_PLACEHOLDER, instruction, variants
+
+ROUTES = {"openai": "plain", "openai-chat": "chat"}  # --teacher scheme -> prompt style (completions or chat)
+API_KEY_VARIABLES = ("LLKD_EDGE_API_KEY", "OPENAI_API_KEY")
+IN_FLIGHT = 8  # requests in flight when --parallel is 0
+TOP_LOGPROBS = (1000, 20, 5)  # asked in turn at start-up until the server accepts one
+ATTEMPTS = 6  # tries per request on a timeout, a dropped connection, 429 or 5xx (backoff 0.5 s doubling, max 8 s)
+TIMEOUT_S = 120.0
+CHARS_PER_TOKEN = 4  # the text budget in characters where the server offers no tokenizer
+PROBES = ("The capital of France is", "1, 2, 3, 4,", "Once upon a time, there")  # the fingerprint's prompts
+NEEDS_LOGPROBS = "start llama-cpp-python's server with --logits_all true; vLLM, llama-server: any recent version"
+RETRIED_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """``--teacher openai[-chat]:URL[#model]``, parsed."""
+
+    url: str  # the OpenAI base URL, e.g. http://127.0.0.1:8080/v1
+    model: str | None  # None: the one model the server lists
+    style: str  # "plain" (completions) or "chat"
+
+
+def parse_spec(name: str) -> ServerSpec | None:
+    """The server a ``--teacher`` value names, or None when it names a model file or registry entry."""
+    scheme, sep, rest = name.partition(":")
+    if not sep or scheme not in ROUTES or not rest.startswith(("http://", "https://")):
+        return None
+    url, _, model = rest.partition("#")
+    return ServerSpec(url.rstrip("/"), model or None, ROUTES[scheme])
+
+
+def is_server(name: str) -> bool:
+    return parse_spec(name) is not None
+
+
+def api_key() -> str | None:
+    return next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None)
+
+
+class _Transient(Exception):
+    """A response worth asking again for (429, 5xx)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Http:
+    """JSON over HTTP to one server, retried with backoff on transient failures; errors are one line."""
+
+    def __init__(self, url: str, key: str | None, timeout_s: float = TIMEOUT_S, attempts: int = ATTEMPTS):
+        try:
+            import httpx
+            import tenacity
+        except ImportError:
+            raise MissingDependencyError("a served teacher needs httpx and tenacity: run `make setup`") from None
+        self._httpx, self._tenacity = httpx, tenacity
+        self.url = url
+        self.attempts = attempts
+        self.retried = 0  # requests sent again
+        self._lock = threading.Lock()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0),
+                                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+    def _transient(self, exc: BaseException) -> bool:
+        httpx = self._httpx
+        if isinstance(exc, httpx.ConnectError):  # nobody listening: asking again will not help
+            return False
+        return isinstance(exc, (_Transient, httpx.TimeoutException, httpx.TransportError))
+
+    def _count_retry(self, _state) -> None:
+        with self._lock:
+            self.retried += 1
+
+    def request(self, method: str, path: str, body: dict | None = None, retry: bool = True) -> dict:
+        """The JSON answer of ``method path`` (``path`` under the base URL, or absolute from the server root
+        when it starts with ``//``); ``UserError`` naming what to change when the server cannot be used."""
+        t = self._tenacity
+        url = self.root + path[1:] if path.startswith("//") else self.url + path
+        retrying = t.Retrying(stop=t.stop_after_attempt(self.attempts if retry else 1),
+                              wait=t.wait_exponential(multiplier=0.5, max=8), retry=t.retry_if_exception(self._transient),
+                              before_sleep=self._count_retry, reraise=True)
+        try:
+            return retrying(self._once, method, url, body)
+        except self._httpx.ConnectError as exc:
+            raise UserError(f"cannot reach the teacher server at {self.url} ({one_line(exc, limit=80)}): is it running, "
+                            "and is the URL in --teacher right?") from None
+        except self._httpx.TimeoutException:
+            raise UserError(f"the teacher server at {self.url} did not answer {url} within "
+                            f"{self._client.timeout.read:.0f} s ({self.attempts if retry else 1} tries)") from None
+        except self._httpx.TransportError as exc:
+            raise UserError(f"the teacher server at {self.url} dropped the connection ({one_line(exc, limit=80)})") from None
+        except _Transient as exc:
+            tries = f" {self.attempts} times" if retry else ""
+            raise Failed(f"the teacher server at {self.url} answered {url} with {exc.status}{tries}: {exc}") from None
+
+    @property
+    def root(self) -> str:
+        """The server's root URL (the base URL without a trailing /v1): where tokenizers live."""
+        return self.url.removesuffix("/v1")
+
+    def _once(self, method: str, url: str, body: dict | None) -> dict:
+        response = self._client.request(method, url, json=body)
+        detail = one_line(response.text, limit=160)
+        if response.status_code in RETRIED_STATUS:
+            raise _Transient(response.status_code, detail)
+        if response.status_code in (401, 403):
+            raise UserError(f"the teacher server at {self.url} refused the request ({response.status_code}): set its "
+                            f"API key in {API_KEY_VARIABLES[0]} (or {API_KEY_VARIABLES[1]})")
+        if response.status_code == 404:
+            raise NotFound(f"{url}: not found (404); give the server's OpenAI base URL in --teacher, usually "
+                           "ending in /v1")
+        if response.status_code >= 400:
+            raise Refused(response.status_code, detail)
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise UserError(f"{url} answered with something that is not JSON ({kind}): is {self.url} an "
+                            "OpenAI-compatible server's base URL?") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class Failed(UserError):
+    """A server error (5xx, 429) that asking again did not cure."""
+
+
+class NotFound(UserError):
+    """404: the path does not exist on this server."""
+
+
+class Refused(UserError):
+    """Another 4xx: the server understood and refused (an unsupported parameter, too many log-probs)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+
+
+def _dig(answer: dict, *path):
+    """``answer[path[0]][path[1]]...``, or None where a step is missing."""
+    for step in path:
+        try:
+            answer = answer[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return answer
+
+
+class ServerTeacher:
+    """A teacher behind an OpenAI-compatible server (``backend.TeacherBackend``; not a ``Writer``)."""
+
+    members = None  # one teacher, not an ensemble
+
+    def __init__(self, name: str, scoring: ScoringConfig, config: TeacherConfig | None = None):
+        spec = parse_spec(name)
+        if spec is None:
+            raise ValueError(f"not a server teacher: {name!r}")
+        self.spec = spec
+        self.config = config or TeacherConfig(model=name)
+        self.parallel = self.config.parallel or IN_FLIGHT
+        self.prompt_style = spec.style
+        self.floored = 0  # texts where some label had none of its tokens among the returned log-probs
+        self.evaluations = 0
+        self._lock = threading.Lock()
+        self._bos: list[int] = []  # what the tokenizer puts before every text (llama-cpp-python's adds BOS)
+        self._http = Http(spec.url, api_key())
+        try:
+            self.model_id = self._model_id()
+            self.top_logprobs = self._probe_top_logprobs()
+            self._tokenizer = self._find_tokenizer()
+            self.fingerprint = self._fingerprint()
+        except BaseException:
+            self._http.close()
+            raise
+        identity = {"server_model": self.model_id, "fingerprint": self.fingerprint}
+        self.model = ModelFile(self.model_id, None, hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
+                               spec.style, "as the server's model's")
+        self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="llkd-edge-server")
+        self.use(scoring)
+
+    @property
+    def retried_batches(self) -> int:
+        """Requests sent again after a timeout, a dropped connection, 429 or 5xx."""
+        return self._http.retried
+
+    # ---------------------------------------------------------------------------------- start-up checks
+    def _model_id(self) -> str:
+        try:
+            answer = self._http.request("GET", "/models", retry=False)
+        except NotFound as exc:
+            raise UserError(str(exc)) from None
+        ids = [m.get("id") for m in answer.get("data", []) if isinstance(m, dict)] if isinstance(answer, dict) else []
+        ids = [i for i in ids if isinstance(i, str)]
+        if self.spec.model:
+            if ids and self.spec.model not in ids:
+                raise UserError(f"the teacher server at {self.spec.url} does not serve {self.spec.model!r}; it serves "
+                                f"{', '.join(ids[:5])}")
+            return self.spec.model
+        if len(ids) != 1:
+            listed = f"it serves {', '.join(ids[:5])}" if ids else "it lists no models"
+            raise UserError(f"name the model in --teacher: openai:{self.spec.url}#<model> ({listed})")
+        return ids[0]
+
+    def _ask(self, prompt: str, top: int, retry: bool = True) -> dict[str, float]:
+        """One token after ``prompt`` at temperature 0 -> {token: log-prob} for the ``top`` most likely."""
+        if self.prompt_style == "plain":
+            body = {"model": self.model_id, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": top}
+            answer = self._http.request("POST", "/completions", body, retry)
+            got = _dig(answer, "choices", 0, "logprobs", "top_logprobs", 0)
+            if isinstance(got, dict) and got:
+                return {str(k): float(v) for k, v in got.items()}
+        else:
+            body = {"model": self.model_id, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
+                    "temperature": 0, "logprobs": True, "top_logprobs": top}
+            answer = self._http.request("POST", "/chat/completions", body, retry)
+            got = _dig(answer, "choices", 0, "logprobs", "content", 0, "top_logprobs")
+            if isinstance(got, list) and got:
+                return {str(t["token"]): float(t["logprob"]) for t in got if isinstance(t, dict) and "token" in t}
+        route = "/completions" if self.prompt_style == "plain" else "/chat/completions"
+        raise UserError(f"the teacher server at {self.spec.url} returns no log-probs from {route} for "
+                        f"{self.model_id!r}; the teacher needs them: {NEEDS_LOGPROBS}")
+
+    def _probe_top_logprobs(self) -> int:
+        """The most log-probs per answer the server gives, of ``TOP_LOGPROBS``."""
+        for top in TOP_LOGPROBS:
+            try:
+                self._ask(PROBES[0], top, retry=False)
+                return top
+            except NotFound as exc:
+                raise UserError(str(exc)) from None
+            except (Refused, Failed) as exc:
+                if isinstance(exc, Refused) and top != TOP_LOGPROBS[-1]:
+                    continue  # too many asked for: fewer
+                raise UserError(f"the teacher server at {self.spec.url} gives no log-probs ({one_line(exc, limit=160)}); "
+                                f"the teacher needs them: {NEEDS_LOGPROBS}") from None
+        raise AssertionError("unreachable")
+
+    def _find_tokenizer(self) -> str | None:
+        """Which tokenizer route the server offers: llama-cpp-python's, llama-server's/vLLM's, or none."""
+        for route in ("//extras/tokenize", "//tokenize"):
+            try:
+                answer = self._http.request("POST", route, self._tokenize_body(route, "Hello"), retry=False)
+            except UserError:
+                continue
+            if isinstance(answer, dict) and isinstance(answer.get("tokens"), list) and answer["tokens"]:
+                if route == "//extras/tokenize":
+                    self._bos = self._http.request("POST", route, {"input": ""}).get("tokens") or []
+                return route
+        return None
+
+    def _tokenize_body(self, route: str, text: str) -> dict:
+        if route == "//extras/tokenize":
+            return {"input": text}
+        return {"content": text, "prompt": text, "add_special": False, "add_special_tokens": False, "model": self.model_id}
+
+    def _fingerprint(self) -> list:
+        """The top five tokens and their log-probs (one decimal) for each of ``PROBES``: the model's signature."""
+        out = []
+        for prompt in PROBES:
+            top = self._ask(prompt, 5)
+            out.append([[t, round(lp, 1)] for t, lp in sorted(top.items(), key=lambda kv: -kv[1])[:5]])
+        return out
+
+    # ---------------------------------------------------------------------------------- tokens
+    def _tokens(self, text: str) -> list[int]:
+        answer = self._http.request("POST", self._tokenizer, self._tokenize_body(self._tokenizer, text))
+        ids = [int(t) for t in answer.get("tokens", [])]
+        return ids[len(self._bos):] if self._bos and ids[: len(self._bos)] == self._bos else ids
+
+    def _text(self, ids: list[int]) -> str:
+        route = "//extras/detokenize" if self._tokenizer == "//extras/tokenize" else "//detokenize"
+        answer = self._http.request("POST", route, {"tokens": ids, "model": self.model_id})
+        text = answer.get("text", answer.get("content", answer.get("prompt")))
+        if not isinstance(text, str):
+            raise UserError(f"the teacher server at {self.spec.url} answered {route} without the text")
+        return text
+
+    def _cut(self, text: str) -> tuple[str, int, bool]:
+        """The text as the prompt holds it (whitespace collapsed, cut to the budget), its length in tokens, and
+        whether it was cut; as the in-process teacher cuts it (``llama.Teacher._text_tokens``)."""
+        text = " " + one_line(text, limit=None)
+        budget = self.scoring.max_text_tokens
+        if self._tokenizer is None:
+            n = -(-len(text) // CHARS_PER_TOKEN)
+            return text[: budget * CHARS_PER_TOKEN], n, n > budget
+        if len(text) <= budget:  # a token is at least one character: it fits
+            return text, len(self._tokens(text)), False
+        ids = self._tokens(text)
+        if len(ids) <= budget:
+            return text, len(ids), False
+        for end in range(budget, max(budget - 4, 0), -1):  # a cut inside a character: one token less
+            try:
+                return self._text(ids[:end]), len(ids), True
+            except UserError:
+                continue
+        return self._text(ids[: budget - 4]), len(ids), True
+
+    def _label_pieces(self) -> list[list[str]]:
+        """For each label, the token strings that count for it: the first tokens of its variants (a token two
+        labels share dropped), or without a tokenizer the variants themselves (matched by prefix)."""
+        labels = self.scoring.labels
+        lead = " " if self.prompt_style == "plain" else ""
+        firsts: list[dict[str, str]] = []
+        for word in labels.verbalisers:
+            forms = {}
+            for v in variants(word):
+                if self._tokenizer is None:
+                    forms[v] = v
+                else:
+                    ids = self._tokens(v)
+                    if ids:
+                        forms[v] = self._text(ids[:1])
+            firsts.append(forms)
+        try:
+            return label_token_ids(firsts, [lead + w for w in labels.verbalisers])
+        except LabelClash as clash:
+            a, b = labels.names[clash.first], labels.names[clash.second]
+            example = ",".join(f"{n}=<word>" if n in (a, b) else n for n in labels.names)
+            what = (f"label {a!r} gives this teacher no token to score" if clash.token is None else
+                    f"labels {a!r} and {b!r} both start with the token {clash.token!r} for this teacher")
+            raise LabelSpecError(f"{what}; give them verbalisers that start differently, e.g. --labels "
+                                 f"\"{example}\"") from None
+
+    def _matches(self, top: dict[str, float]) -> list[list[float]]:
+        """The returned log-probs that count for each label."""
+        if self._tokenizer is not None:
+            return [[top[p] for p in pieces if p in top] for pieces in self.label_tokens]
+        out: list[list[float]] = [[] for _ in self.label_tokens]
+        for token, lp in top.items():
+            if not token.strip():
+                continue
+            owners = [k for k, forms in enumerate(self.label_tokens) if any(f.startswith(token) for f in forms)]
+            if len(owners) == 1:
+                out[owners[0]].append(lp)
+        return out
+
+    # ---------------------------------------------------------------------------------- prompt
+    def use(self, scoring: ScoringConfig) -> None:
+        """Ask with another prompt or label set from now on; ``key`` follows."""
+        self.scoring = scoring
+        full = instruction(scoring, lambda text: self._cut(text)[0])
+        if self.prompt_style == "plain":
+            full = f"{full}\n{scoring.answer_cue}"
+        self._prefix, self._suffix = full.split(TEXT_PLACEHOLDER)
+        self.label_tokens = self._label_pieces()
+        self.key = ScoringKey(self.model.sha256, stable_hash(self._provenance()))
+        # The content-free inputs, asked now: calibration needs them, and they show (before any text is asked)
+        # whether the model answers with the label words at all.
+        asked = [self._raw(self._cut(t)[0]) for t in (scoring.content_free or DEFAULT_CONTENT_FREE)]
+        if not any(found for _, found in asked):
+            raise LabelSpecError(f"{self.model.name} returns none of the label words' tokens "
+                                 f"({', '.join(scoring.labels.verbalisers)}) among its top {self.top_logprobs} next "
+                                 "tokens after this prompt: give words it answers with (--labels name=word) or a --task "
+                                 "that asks for them")
+        raw = np.stack([r for r, _ in asked])
+        shifted = np.exp(raw - raw.max(axis=-1, keepdims=True))
+        self._content_free = (shifted / shifted.sum(axis=-1, keepdims=True)).mean(axis=0) if scoring.calibrate else None
+
+    def _provenance(self) -> dict:
+        s = self.scoring
+        return {
+            "prompt_prefix": self._prefix,
+            "prompt_suffix": self._suffix,
+            "labels": list(s.labels.names),
+            "verbalisers": list(s.labels.verbalisers),
+            "label_tokens": self.label_tokens,
+            "calibrate": s.calibrate,
+            "content_free": list(s.content_free) if s.calibrate else [],
+            "max_text_tokens": s.max_text_tokens,
+            "few_shot": [list(x) for x in s.few_shot],
+            "teacher_sha256": self.model.sha256,
+            "route": self.prompt_style,
+            "tokenizer": self._tokenizer or f"none ({CHARS_PER_TOKEN} characters a token)",
+        }
+
+    @property
+    def details(self) -> dict:
+        return {
+            **self._provenance(),
+            "teacher": self.model.name,
+            "server": self.spec.url,
+            "server_model": self.model_id,
+            "fingerprint": self.fingerprint,
+            "top_logprobs": self.top_logprobs,
+            "task": self.scoring.task,
+            "answer_cue": self.scoring.answer_cue,
+            "prompt_style": self.prompt_style,
+            "content_free_distribution": None if self.content_free is None else self.content_free.tolist(),
+            "parallel": self.parallel,
+            "floored_texts": self.floored,
+            "httpx": metadata.version("httpx"),
+        }
+
+    @property
+    def prompt(self) -> str:
+        return self._prefix + "{text}" + self._suffix
+
+    @property
+    def content_free(self) -> np.ndarray | None:
+        """Shape (K,): the mean label distribution on content-free inputs (None without calibration)."""
+        return self._content_free
+
+    # ---------------------------------------------------------------------------------- scoring
+    def _raw(self, piece: str) -> tuple[np.ndarray, int]:
+        """Raw label log-probs (K,) for the text ``piece`` and how many labels had a token among those returned
+        (the others get the lowest returned log-prob)."""
+        top = self._ask(self._prefix + piece + self._suffix, self.top_logprobs)
+        floor = min(top.values())
+        found = self._matches(top)
+        raw = np.array([np.logaddexp.reduce(lps) if lps else floor for lps in found])
+        with self._lock:
+            self.evaluations += 1
+        return raw, sum(bool(lps) for lps in found)
+
+    def _one(self, text: str) -> tuple[np.ndarray, int, int, bool]:
+        piece, n_tokens, cut = self._cut(text)
+        raw, found = self._raw(piece)
+        return raw, found, n_tokens, cut
+
+    def score(self, texts: Sequence[str]) -> list[LabelRow]:
+        if not texts:
+            return []
+        results = list(self._pool.map(self._one, texts))
+        raws = np.stack([r[0] for r in results])
+        with self._lock:
+            self.floored += sum(r[1] < len(self.scoring.labels.names) for r in results)
+        probs = calibrated_distribution(raws, self.content_free)
+        ent = entropy(probs)
+        names = self.scoring.labels.names
+        return [LabelRow(text=text, probs=tuple(float(p) for p in probs[i]), label=names[int(np.argmax(probs[i]))],
+                         confidence=float(probs[i].max()), entropy=float(ent[i]),
+                         label_mass=float(np.exp(raws[i]).sum()), n_tokens=results[i][2], truncated=results[i][3])
+                for i, text in enumerate(texts)]
+
+    def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
+        for texts in batches:
+            yield self.score(texts)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        rows = self.score(texts)
+        return np.array([r.probs for r in rows]).reshape(len(rows), len(self.scoring.labels.names))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._http.close()

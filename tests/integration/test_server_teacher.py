@@ -1,0 +1,245 @@
+"""The served teacher (``--teacher openai:URL``) against real OpenAI-compatible servers on loopback:
+llama-cpp-python's own server (``python -m llama_cpp.server``) serving the packaged Gemma and SmolLM2 files.
+Only the bad-server cases that no real server produces on demand (an HTML page, an answer without log-probs or
+without the label words) are played by a tiny stand-in server: what is under test there is our handling."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.config import TeacherConfig
+from llkd_edge.store import LabelStore
+from tests.support import one_error_line
+
+KEY = "llkd-edge-test-key"
+ALIAS = "teacher"  # both servers serve their model under this name: the swap test needs the same name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_llama_server(gguf, log_path, *extra):
+    """llama-cpp-python's OpenAI-compatible server for ``gguf`` on a free loopback port, once it answers:
+    (the process, its /v1 base URL)."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--logits_all", "true", "--n_threads", "1", "--n_ctx", "2048",
+                             "--model_alias", ALIAS, "--api_key", KEY, *extra], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/v1"
+    request = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {KEY}"})
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(request, timeout=5)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"llama_cpp.server did not start: {open(log_path).read()[-2000:]}") from None
+            time.sleep(0.2)
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gemma_server(gemma_file, tmp_path_factory):
+    proc, url = start_llama_server(gemma_file.path, tmp_path_factory.mktemp("server") / "gemma.log")
+    yield url
+    stop(proc)
+
+
+@pytest.fixture
+def with_key(monkeypatch):
+    monkeypatch.setenv("LLKD_EDGE_API_KEY", KEY)
+
+
+def label(args):
+    return CliRunner().invoke(main, ["label", *args])
+
+
+def configs(store):
+    with LabelStore(store) as s:
+        return s.configs()
+
+
+def test_served_distributions_match_the_in_process_teachers_on_the_same_prompt(gemma_server, gemma, bbc_test, with_key):
+    from llkd_edge.teacher.server import ServerTeacher
+
+    served = ServerTeacher(f"openai:{gemma_server}", gemma.scoring, TeacherConfig(parallel=2))
+    try:
+        assert served.prompt == gemma.prompt
+        assert served.model.name == ALIAS and served.key.teacher_sha256 != gemma.key.teacher_sha256
+        assert served.top_logprobs == 1000 and served.details["tokenizer"] == "//extras/tokenize"
+        # the same tokens count for each label: the first tokens of its verbaliser's variants
+        pieces = [sorted(gemma.llm.detokenize([t]).decode() for t in ids) for ids in gemma.label_tokens]
+        assert [sorted(p) for p in served.label_tokens] == pieces
+        texts = bbc_test.texts[:16]
+        a, b = served.predict_proba(texts), gemma.predict_proba(texts)
+        diff = np.abs(a - b)
+        # llama.cpp evaluates the prompt in other chunks in the server than in process: float noise, no more
+        assert diff.mean() < 0.02 and diff.max() < 0.15, (diff.mean(), diff.max())
+        assert (a.argmax(1) == b.argmax(1)).sum() >= 14
+        assert served.floored <= 3  # texts with a label outside the top 1000: rare, and counted
+    finally:
+        served.close()
+
+
+def test_label_through_the_server_resumes_after_sigkill_with_nothing_lost_or_duplicated(gemma_server, tmp_path):
+    store = tmp_path / "labels.sqlite"
+    args = ["label", "bbc-news:test", "--limit", "24", "--max-text-tokens", "32", "--batch-size", "4", "--parallel", "2",
+            "--prompt", "fixed", "--store", str(store), "--teacher", f"openai:{gemma_server}"]
+    proc = subprocess.Popen([sys.executable, "-m", "llkd_edge.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "LLKD_EDGE_API_KEY": KEY})
+    saved, deadline = 0, time.time() + 300
+    while time.time() < deadline and proc.poll() is None and saved < 8:
+        try:
+            saved = count(store)[0]
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; give it more texts"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = count(store)[0]
+    assert 8 <= saved < 24 and saved % 4 == 0  # whole batches only
+
+    result = CliRunner(env={"LLKD_EDGE_API_KEY": KEY}).invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["cached"] == saved and summary["labelled"] == 24 - saved
+    assert summary["teacher"] == ALIAS
+    assert count(store) == (24, 24)
+    assert len(configs(store)) == 1
+    details = json.loads(json.dumps(configs(store)[0]["details"]))
+    assert details["server_model"] == ALIAS and details["fingerprint"] and "api" not in json.dumps(details).lower()
+
+
+def count(store):
+    db = sqlite3.connect(store)
+    try:
+        return db.execute("SELECT COUNT(*), COUNT(DISTINCT text_hash || config_hash) FROM labels").fetchone()
+    finally:
+        db.close()
+
+
+def test_a_server_restarted_with_another_model_under_the_same_name_gets_a_new_key_and_a_warning(
+        gemma_server, tmp_path, with_key):
+    from llkd_edge.registry import resolve_teacher
+
+    store = tmp_path / "labels.sqlite"
+    args = ["bbc-news:test", "--limit", "3", "--max-text-tokens", "32", "--prompt", "fixed", "--store", str(store),
+            "--json"]
+    first = label([*args, "--teacher", f"openai:{gemma_server}"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1])["warnings"] == []
+    proc, url = start_llama_server(resolve_teacher("smollm2-135m-instruct").path, tmp_path / "smol.log")
+    try:
+        second = label([*args, "--teacher", f"openai:{url}"])
+    finally:
+        stop(proc)
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["labelled"] == 3 and summary["cached"] == 0  # nothing of Gemma's reused
+    assert any("is not the teacher of that name" in w for w in summary["warnings"])
+    assert len({c["teacher_sha256"] for c in configs(store)}) == 2
+    assert {c["teacher_name"] for c in configs(store)} == {ALIAS}
+
+
+# ------------------------------------------------------------------------------------------ bad servers
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Answers every path with ``self.server.answer(path) -> (status, content type, body)``."""
+
+    def _reply(self):
+        status, kind, body = self.server.answer(self.path)
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args):
+        pass
+
+
+def stand_in(answer):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    server.answer = answer
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def openai_like(top_logprobs):
+    """A server that lists one model and answers completions with ``top_logprobs`` (None: no log-probs)."""
+    def answer(path):
+        if path.endswith("/models"):
+            return 200, "application/json", json.dumps({"data": [{"id": "m"}]}).encode()
+        if path.endswith("/completions"):
+            choice = {"text": " x", "logprobs": None if top_logprobs is None else {"top_logprobs": [top_logprobs]}}
+            return 200, "application/json", json.dumps({"choices": [choice]}).encode()
+        return 404, "application/json", b"{}"
+    return answer
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unreachable", "cannot reach the teacher server at"),
+    ("wrong path", "not found (404); give the server's OpenAI base URL"),
+    ("no key", "refused the request (401): set its API key in LLKD_EDGE_API_KEY"),
+    ("not json", "answered with something that is not JSON (text/html)"),
+    ("no log-probs", "returns no log-probs from /completions for 'm'"),
+    ("no label tokens", "returns none of the label words' tokens"),
+])
+def test_a_bad_server_gets_one_line_before_the_store_is_touched(case, message, gemma_server, tmp_path, monkeypatch):
+    store = tmp_path / "labels.sqlite"
+    server = None
+    if case == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}/v1"
+    elif case == "wrong path":
+        monkeypatch.setenv("LLKD_EDGE_API_KEY", KEY)
+        url = gemma_server.removesuffix("/v1") + "/nope"
+    elif case == "no key":
+        monkeypatch.delenv("LLKD_EDGE_API_KEY", raising=False)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        url = gemma_server
+    elif case == "not json":
+        server, url = stand_in(lambda path: (200, "text/html", b"<html>hello</html>"))
+    elif case == "no log-probs":
+        server, url = stand_in(openai_like(None))
+    else:
+        server, url = stand_in(openai_like({"\n": -0.2, " the": -1.9, " a": -2.5}))
+    try:
+        result = label(["bbc-news:test", "--limit", "4", "--prompt", "fixed", "--store", str(store),
+                        "--teacher", f"openai:{url}"])
+    finally:
+        if server:
+            server.shutdown()
+    one_error_line(result, message)
+    if store.exists():  # the texts may be marked before any teacher time; no row is
+        assert count(store) == (0, 0)
