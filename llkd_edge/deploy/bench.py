@@ -198,7 +198,10 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
         bar = tqdm(texts, desc="timing the teacher", unit="text", disable=not progress, leave=False)
         seconds = latencies(lambda batch: rows.append(probs(batch)[0]), bar)
         parallel = teacher.details.get("parallel", 1)
-        about = (f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
+        served = teacher.details.get("server")
+        about = (f"{teacher.model.name} behind the server at {served}, {scoring.max_text_tokens} text tokens, "
+                 f"{parallel} requests in flight" if served else
+                 f"{teacher.model.name} through llama.cpp (llama-cpp-python {installed['llama_cpp_python']}), "
                  f"{scoring.max_text_tokens} text tokens, {teacher.details.get('n_gpu_layers', 0)} GPU layers, "
                  f"{parallel} texts per decode")
         # One text per decode: throughput is one over the mean latency; wider decodes are timed on all texts at once.
@@ -206,12 +209,12 @@ def _time_teacher(name, scoring, texts, gold, labels, config, progress, installe
         scores = np.array(rows) if prior is None else batch_calibrated(np.array(rows), np.asarray(prior))
         if prior is not None:
             about += ", pool calibration of the run applied"
-        return _entry(about, _size_mb(teacher.model.path), seconds, rate, scores, gold, labels)
+        return _entry(about, _size_mb(teacher.model.path) if teacher.model.path else None, seconds, rate, scores, gold, labels)
     finally:
         teacher.close()
 
 
-def _entry(about: str, size_mb: float, seconds: np.ndarray, rate: float, scores: np.ndarray, gold, labels) -> dict:
+def _entry(about: str, size_mb: float | None, seconds: np.ndarray, rate: float, scores: np.ndarray, gold, labels) -> dict:
     entry = {"about": about, "size_mb": size_mb, **summarise_latency(seconds), "texts_per_s": round(rate, 2)}
     if gold is not None:
         predicted = [labels[j] for j in np.asarray(scores).argmax(axis=1)]
@@ -250,7 +253,8 @@ def format_report(report: dict) -> str:
             continue
         r = results[name]
         mark = " (default)" if name == report["default_variant"] else ""
-        row = [f"{name}{mark}", f"{r['size_mb']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
+        size = "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}"  # a served teacher's file is not ours to see
+        row = [f"{name}{mark}", size, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
         if quality:
             row += [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}"]
         rows.append(row)

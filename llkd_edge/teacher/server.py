@@ -265,16 +265,19 @@ class ServerTeacher:
         if self.prompt_style == "plain":
             body = {"model": self.model_id, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": top}
             answer = self._http.request("POST", "/completions", body, retry)
-            got = _dig(answer, "choices", 0, "logprobs", "top_logprobs", 0)
-            if isinstance(got, dict) and got:
-                return {str(k): float(v) for k, v in got.items()}
         else:
             body = {"model": self.model_id, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
                     "temperature": 0, "logprobs": True, "top_logprobs": top}
             answer = self._http.request("POST", "/chat/completions", body, retry)
-            got = _dig(answer, "choices", 0, "logprobs", "content", 0, "top_logprobs")
-            if isinstance(got, list) and got:
-                return {str(t["token"]): float(t["logprob"]) for t in got if isinstance(t, dict) and "token" in t}
+        legacy = _dig(answer, "choices", 0, "logprobs", "top_logprobs", 0)  # completions: {token: log-prob}
+        listed = _dig(answer, "choices", 0, "logprobs", "content", 0, "top_logprobs")  # chat (and llama-server)
+        pairs = (list(legacy.items()) if isinstance(legacy, dict) else
+                 [(t.get("token"), t.get("logprob")) for t in listed if isinstance(t, dict)] if isinstance(listed, list)
+                 else [])
+        got = {t: float(lp) for t, lp in pairs
+               if isinstance(t, str) and isinstance(lp, (int, float)) and np.isfinite(lp) and lp <= 0}
+        if got:
+            return got
         route = "/completions" if self.prompt_style == "plain" else "/chat/completions"
         raise UserError(f"the teacher server at {self.spec.url} returns no log-probs from {route} for "
                         f"{self.model_id!r}; the teacher needs them: {NEEDS_LOGPROBS}")

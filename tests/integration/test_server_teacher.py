@@ -38,7 +38,7 @@ def start_llama_server(gguf, log_path, *extra):
     """llama-cpp-python's OpenAI-compatible server for ``gguf`` on a free loopback port, once it answers:
     (the process, its /v1 base URL)."""
     port = free_port()
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 (the server writes to it until it stops)
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                              "--port", str(port), "--logits_all", "true", "--n_threads", "1", "--n_ctx", "2048",
                              "--model_alias", ALIAS, "--api_key", KEY, *extra], stdout=log, stderr=log)
@@ -52,7 +52,7 @@ def start_llama_server(gguf, log_path, *extra):
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"llama_cpp.server did not start: {open(log_path).read()[-2000:]}") from None
+                raise RuntimeError(f"llama_cpp.server did not start: {log_path.read_text()[-2000:]}") from None
             time.sleep(0.2)
 
 
@@ -68,6 +68,21 @@ def stop(proc):
 @pytest.fixture(scope="module")
 def gemma_server(gemma_file, tmp_path_factory):
     proc, url = start_llama_server(gemma_file.path, tmp_path_factory.mktemp("server") / "gemma.log")
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def smol_file():
+    from llkd_edge.registry import resolve_teacher
+
+    return resolve_teacher("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def smol_server(smol_file, tmp_path_factory):
+    """SmolLM2 served under the same name as Gemma: a server restarted with another model."""
+    proc, url = start_llama_server(smol_file.path, tmp_path_factory.mktemp("server") / "smol.log")
     yield url
     stop(proc)
 
@@ -147,26 +162,39 @@ def count(store):
 
 
 def test_a_server_restarted_with_another_model_under_the_same_name_gets_a_new_key_and_a_warning(
-        gemma_server, tmp_path, with_key):
-    from llkd_edge.registry import resolve_teacher
-
+        gemma_server, smol_server, tmp_path, with_key):
     store = tmp_path / "labels.sqlite"
     args = ["bbc-news:test", "--limit", "3", "--max-text-tokens", "32", "--prompt", "fixed", "--store", str(store),
             "--json"]
     first = label([*args, "--teacher", f"openai:{gemma_server}"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout.strip().splitlines()[-1])["warnings"] == []
-    proc, url = start_llama_server(resolve_teacher("smollm2-135m-instruct").path, tmp_path / "smol.log")
-    try:
-        second = label([*args, "--teacher", f"openai:{url}"])
-    finally:
-        stop(proc)
+    second = label([*args, "--teacher", f"openai:{smol_server}"])
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["labelled"] == 3 and summary["cached"] == 0  # nothing of Gemma's reused
     assert any("is not the teacher of that name" in w for w in summary["warnings"])
     assert len({c["teacher_sha256"] for c in configs(store)}) == 2
     assert {c["teacher_name"] for c in configs(store)} == {ALIAS}
+
+
+def test_through_the_chat_api_a_chat_model_answers_as_it_does_in_process_through_its_template(
+        smol_server, smol_file, bbc_test, with_key):
+    from llkd_edge.config import LabelSet, ScoringConfig
+    from llkd_edge.teacher.llama import Teacher
+    from llkd_edge.teacher.server import ServerTeacher
+
+    scoring = ScoringConfig(labels=LabelSet.parse(bbc_test.labels), task=bbc_test.task, max_text_tokens=48)
+    served = ServerTeacher(f"openai-chat:{smol_server}", scoring, TeacherConfig(parallel=2))
+    local = Teacher(smol_file, scoring, TeacherConfig(n_threads=1))
+    try:
+        assert served.prompt_style == local.prompt_style == "chat"
+        a, b = served.predict_proba(bbc_test.texts[:8]), local.predict_proba(bbc_test.texts[:8])
+        # the server renders the model's chat template around the same message as we do in process
+        assert np.abs(a - b).max() < 0.05 and (a.argmax(1) == b.argmax(1)).all()
+    finally:
+        served.close()
+        local.close()
 
 
 # ------------------------------------------------------------------------------------------ bad servers
