@@ -188,9 +188,17 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
 
 def _same_name_other_teacher(store: LabelStore, teacher: TeacherBackend) -> list[str]:
     """A warning when the store holds rows of another teacher under this one's name: a file replaced in place,
-    or a server that swapped its model behind the same name. Their rows are kept apart (another key)."""
+    or a server that swapped its model behind the same name (a served model is named by what the server calls it,
+    wherever it runs). Their rows are kept apart (another key)."""
+    from ..teacher.server import parse_spec
+
+    def called(name: str) -> str:
+        spec = parse_spec(name)
+        return spec.model if spec and spec.model else name
+
     name, sha = teacher.model.name, teacher.key.teacher_sha256
-    others = {c["teacher_sha256"] for c in store.configs() if c["teacher_name"] == name and c["teacher_sha256"] != sha}
+    others = {c["teacher_sha256"] for c in store.configs()
+              if called(c["teacher_name"]) == called(name) and c["teacher_sha256"] != sha}
     if not others:
         return []
     message = (f"{name} is not the teacher of that name whose rows {store.path} holds (its identity {sha[:12]} differs "

@@ -231,11 +231,17 @@ class ServerTeacher:
         except BaseException:
             self._http.close()
             raise
-        identity = {"server_model": self.model_id, "fingerprint": self.fingerprint}
-        self.model = ModelFile(self.model_id, None, hashlib.sha256(json.dumps(identity).encode()).hexdigest(),
-                               spec.style, "as the server's model's")
+        identity = hashlib.sha256(json.dumps({"server_model": self.model_id, "fingerprint": self.fingerprint}).encode())
+        scheme = next(k for k, v in ROUTES.items() if v == spec.style)
+        # named as --teacher names it (so a run's record opens it again), keyed by what the server serves
+        self.model = ModelFile(f"{scheme}:{spec.url}#{self.model_id}", None, identity.hexdigest(), spec.style,
+                               "as the server's model's")
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="llkd-edge-server")
-        self.use(scoring)
+        try:
+            self.use(scoring)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def retried_batches(self) -> int:

@@ -107,7 +107,7 @@ def test_served_distributions_match_the_in_process_teachers_on_the_same_prompt(g
     served = ServerTeacher(f"openai:{gemma_server}", gemma.scoring, TeacherConfig(parallel=2))
     try:
         assert served.prompt == gemma.prompt
-        assert served.model.name == ALIAS and served.key.teacher_sha256 != gemma.key.teacher_sha256
+        assert served.model.name == f"openai:{gemma_server}#{ALIAS}" and served.key.teacher_sha256 != gemma.key.teacher_sha256
         assert served.top_logprobs == 1000 and served.details["tokenizer"] == "//extras/tokenize"
         # the same tokens count for each label: the first tokens of its verbaliser's variants
         pieces = [sorted(gemma.llm.detokenize([t]).decode() for t in ids) for ids in gemma.label_tokens]
@@ -146,7 +146,7 @@ def test_label_through_the_server_resumes_after_sigkill_with_nothing_lost_or_dup
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["cached"] == saved and summary["labelled"] == 24 - saved
-    assert summary["teacher"] == ALIAS
+    assert summary["teacher"] == f"openai:{gemma_server}#{ALIAS}"
     assert count(store) == (24, 24)
     assert len(configs(store)) == 1
     details = json.loads(json.dumps(configs(store)[0]["details"]))
@@ -175,7 +175,7 @@ def test_a_server_restarted_with_another_model_under_the_same_name_gets_a_new_ke
     assert summary["labelled"] == 3 and summary["cached"] == 0  # nothing of Gemma's reused
     assert any("is not the teacher of that name" in w for w in summary["warnings"])
     assert len({c["teacher_sha256"] for c in configs(store)}) == 2
-    assert {c["teacher_name"] for c in configs(store)} == {ALIAS}
+    assert {c["teacher_name"].rsplit("#")[-1] for c in configs(store)} == {ALIAS}
 
 
 def test_through_the_chat_api_a_chat_model_answers_as_it_does_in_process_through_its_template(
@@ -195,6 +195,31 @@ def test_through_the_chat_api_a_chat_model_answers_as_it_does_in_process_through
     finally:
         served.close()
         local.close()
+
+
+def test_distill_through_the_server_records_the_served_teacher(gemma_server, tmp_path, with_key):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "distill", "bbc-news", "--limit", "32", "--eval-limit", "12", "--max-text-tokens", "32", "--student",
+        "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "1", "--prompt", "fixed",
+        "--teacher", f"openai:{gemma_server}", "--store", str(tmp_path / "labels.sqlite"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher"]["n"] == metrics["student"]["n"] == 12
+    made = json.loads((out / "config.json").read_text())
+    assert made["teacher"]["name"] == f"openai:{gemma_server}#{ALIAS}" and made["config"]["teacher"]["parallel"] == 0
+    assert KEY not in json.dumps(made) and KEY not in result.output
+
+
+def test_an_ensemble_of_a_model_file_and_a_served_model_labels_each_under_its_own_key(gemma_server, tmp_path,
+                                                                                      with_key):
+    store = tmp_path / "labels.sqlite"
+    result = label(["bbc-news:test", "--limit", "3", "--max-text-tokens", "32", "--prompt", "fixed", "--store",
+                    str(store), "--teacher", f"gemma3-270m,openai:{gemma_server}", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["labelled"] == 3
+    assert sorted(c["teacher_name"] for c in configs(store)) == ["gemma3-270m", f"openai:{gemma_server}#{ALIAS}"]
+    assert count(store) == (6, 6)
 
 
 # ------------------------------------------------------------------------------------------ bad servers
