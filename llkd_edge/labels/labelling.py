@@ -146,10 +146,12 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
         store.mark((dataset.texts[i] for i in first.values()), role, dataset.name)  # before any teacher time
         cached = store.cached(key, order)
         todo = [h for h in order if h not in cached]
-        warnings = []
+        warnings, floored = [], 0
         if todo:
             warnings += _same_name_other_teacher(store, teacher)
-            store.register(key, teacher.model.name, teacher.scoring.labels.names, teacher.details)
+            details = teacher.details
+            floored = details.get("floored_texts", 0)  # a served teacher's count so far: this input's is the rise
+            store.register(key, teacher.model.name, teacher.scoring.labels.names, details)
         if cached and progress:
             tqdm.write(f"{dataset.name}{who}: {len(cached)} of {len(order)} texts already in {store_path}; labelling {len(todo)}",
                        file=sys.stderr)
@@ -166,7 +168,7 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
             bar.close()
         seconds = time.perf_counter() - started
         rows = store.rows(key, order)
-    floored = teacher.details.get("floored_texts") if todo else 0
+    floored = teacher.details.get("floored_texts", 0) - floored if todo else 0
     if floored:  # a served teacher: labels outside the top log-probs the server returns
         warnings.append(f"{floored} texts had a label none of whose tokens was among the {teacher.details['top_logprobs']} "
                         "log-probs the server returned; such a label got the lowest returned one (an upper bound)")
@@ -186,6 +188,9 @@ def label_dataset(dataset: Dataset, teacher: TeacherBackend, store_path: str, co
     )
 
 
+_WARNED: set[tuple[str, str]] = set()  # (store, teacher identity) already warned about in this process
+
+
 def _same_name_other_teacher(store: LabelStore, teacher: TeacherBackend) -> list[str]:
     """A warning when the store holds rows of another teacher under this one's name: a file replaced in place,
     or a server that swapped its model behind the same name (a served model is named by what the server calls it,
@@ -199,8 +204,9 @@ def _same_name_other_teacher(store: LabelStore, teacher: TeacherBackend) -> list
     name, sha = teacher.model.name, teacher.key.teacher_sha256
     others = {c["teacher_sha256"] for c in store.configs()
               if called(c["teacher_name"]) == called(name) and c["teacher_sha256"] != sha}
-    if not others:
+    if not others or (str(store.path), sha) in _WARNED:
         return []
+    _WARNED.add((str(store.path), sha))
     message = (f"{name} is not the teacher of that name whose rows {store.path} holds (its identity {sha[:12]} differs "
                f"from {', '.join(sorted(o[:12] for o in others))}): its answers are stored apart, and texts it has not "
                "answered are asked again")

@@ -58,11 +58,15 @@ ROUTES = {"openai": "plain", "openai-chat": "chat"}  # --teacher scheme -> promp
 API_KEY_VARIABLES = ("LLKD_EDGE_API_KEY", "OPENAI_API_KEY")
 IN_FLIGHT = 8  # requests in flight when --parallel is 0
 TOP_LOGPROBS = (1000, 20, 5)  # asked in turn at start-up until the server accepts one
-ATTEMPTS = 6  # tries per request on a timeout, a dropped connection, 429 or 5xx (backoff 0.5 s doubling, max 8 s)
+ATTEMPTS = 8  # tries per request on a timeout, a lost connection, 429 or 5xx (backoff from 0.5 s doubling, max 30 s,
+# jittered so that requests in flight do not retry in step: about a minute in all)
 TIMEOUT_S = 120.0
 CHARS_PER_TOKEN = 4  # the text budget in characters where the server offers no tokenizer
-PROBES = ("The capital of France is", "1, 2, 3, 4,", "Once upon a time, there")  # the fingerprint's prompts
+# the fingerprint's prompts: open-ended, so that two models rarely share their five most likely next tokens on all
+PROBES = ("Once upon a time, there", "My favourite thing about the weekend is", "The report said that",
+          "In 1887, the", "Here is a list of words:")
 NEEDS_LOGPROBS = "start llama-cpp-python's server with --logits_all true; vLLM, llama-server: any recent version"
+BUSY = {429, 503}  # asked again even at start-up
 RETRIED_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -84,12 +88,36 @@ def parse_spec(name: str) -> ServerSpec | None:
     return ServerSpec(url.rstrip("/"), model or None, ROUTES[scheme])
 
 
+def check_url(spec: ServerSpec) -> None:
+    """One line for a URL no request can be made to, or one that carries a password (it would be stored)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(spec.url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        raise UserError(f"--teacher: {spec.url!r} is not a URL (openai:http://HOST:PORT/v1)") from None
+    if parts.username or parts.password:
+        raise UserError(f"--teacher: put the server's key in {API_KEY_VARIABLES[0]}, not in the URL (URLs are stored)")
+    if not parts.hostname or parts.query:
+        raise UserError(f"--teacher: {spec.url!r} should be the server's base URL, such as http://HOST:PORT/v1")
+
+
 def is_server(name: str) -> bool:
     return parse_spec(name) is not None
 
 
-def api_key() -> str | None:
-    return next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None)
+def api_key(url: str = "https://") -> str | None:
+    """The key from ``LLKD_EDGE_API_KEY``, else ``OPENAI_API_KEY`` (only for an https URL: an OpenAI key is not
+    sent in the clear). Never echoed: a key that cannot go in a header is one line that does not show it."""
+    names = API_KEY_VARIABLES if url.startswith("https://") else API_KEY_VARIABLES[:1]
+    name = next((v for v in names if os.environ.get(v, "").strip()), None)
+    if name is None:
+        return None
+    key = os.environ[name].strip()
+    if not key.isascii() or not key.isprintable() or " " in key:
+        raise UserError(f"{name} holds characters a key cannot have (spaces, control or non-ASCII characters)")
+    return key
 
 
 class _Transient(Exception):
@@ -118,23 +146,27 @@ class Http:
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0),
                                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
 
-    def _transient(self, exc: BaseException) -> bool:
+    def _transient(self, exc: BaseException, busy_only: bool) -> bool:
         httpx = self._httpx
-        if isinstance(exc, httpx.ConnectError):  # nobody listening: asking again will not help
-            return False
-        return isinstance(exc, (_Transient, httpx.TimeoutException, httpx.TransportError))
+        if isinstance(exc, _Transient):
+            return exc.status in BUSY or not busy_only
+        if busy_only or isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.ProxyError)):
+            return False  # our request cannot be sent: asking again will not help
+        return isinstance(exc, (httpx.TimeoutException, httpx.TransportError))
 
     def _count_retry(self, _state) -> None:
         with self._lock:
             self.retried += 1
 
-    def request(self, method: str, path: str, body: dict | None = None, retry: bool = True) -> dict:
+    def request(self, method: str, path: str, body: dict | None = None, retry: bool | str = True) -> dict:
         """The JSON answer of ``method path`` (``path`` under the base URL, or absolute from the server root
-        when it starts with ``//``); ``UserError`` naming what to change when the server cannot be used."""
+        when it starts with ``//``); ``UserError`` naming what to change when the server cannot be used.
+        ``retry``: True, on every transient failure; "busy", only on 429 and 503 (busy, or loading its model)."""
         t = self._tenacity
         url = self.root + path[1:] if path.startswith("//") else self.url + path
         retrying = t.Retrying(stop=t.stop_after_attempt(self.attempts if retry else 1),
-                              wait=t.wait_exponential(multiplier=0.5, max=8), retry=t.retry_if_exception(self._transient),
+                              wait=t.wait_random_exponential(multiplier=0.5, max=30),
+                              retry=t.retry_if_exception(lambda exc: self._transient(exc, retry == "busy")),
                               before_sleep=self._count_retry, reraise=True)
         try:
             return retrying(self._once, method, url, body)
@@ -144,8 +176,15 @@ class Http:
         except self._httpx.TimeoutException:
             raise UserError(f"the teacher server at {self.url} did not answer {url} within "
                             f"{self._client.timeout.read:.0f} s ({self.attempts if retry else 1} tries)") from None
+        except (self._httpx.LocalProtocolError, self._httpx.UnsupportedProtocol, self._httpx.ProxyError) as exc:
+            # its text may quote the request's headers, the key among them: named, not shown
+            raise UserError(f"a request to the teacher server at {self.url} cannot be sent ({type(exc).__name__}); "
+                            "check the URL and the key") from None
         except self._httpx.TransportError as exc:
             raise UserError(f"the teacher server at {self.url} dropped the connection ({one_line(exc, limit=80)})") from None
+        except self._httpx.HTTPError as exc:  # a body that cannot be decoded, and the like
+            raise UserError(f"the teacher server at {self.url} sent an answer that cannot be read "
+                            f"({type(exc).__name__})") from None
         except _Transient as exc:
             tries = f" {self.attempts} times" if retry else ""
             raise Failed(f"the teacher server at {self.url} answered {url} with {exc.status}{tries}: {exc}") from None
@@ -169,14 +208,17 @@ class Http:
         if response.status_code >= 400:
             raise Refused(response.status_code, detail)
         try:
-            return response.json()
+            answer = response.json()
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
             kind = response.headers.get("content-type", "no content type")
-            raise UserError(f"{url} answered with something that is not JSON ({kind}): is {self.url} an "
-                            "OpenAI-compatible server's base URL?") from None
+            raise UserError(f"{url} answered with something that is not a JSON object ({kind}): is {self.url} an "
+                            "OpenAI-compatible server's base URL?")
+        return answer
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # requests still in flight fail at once instead of being waited for
 
 
 class Failed(UserError):
@@ -193,6 +235,17 @@ class Refused(UserError):
     def __init__(self, status: int, detail: str):
         super().__init__(f"{status}: {detail}")
         self.status = status
+
+
+def _logprob(value) -> float | None:
+    """A log-prob from a JSON value: a finite number <= 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if np.isfinite(value) and value <= 0 else None
 
 
 def _dig(answer: dict, *path):
@@ -214,6 +267,7 @@ class ServerTeacher:
         spec = parse_spec(name)
         if spec is None:
             raise ValueError(f"not a server teacher: {name!r}")
+        check_url(spec)
         self.spec = spec
         self.config = config or TeacherConfig(model=name)
         self.parallel = self.config.parallel or IN_FLIGHT
@@ -222,16 +276,16 @@ class ServerTeacher:
         self.evaluations = 0
         self._lock = threading.Lock()
         self._bos: list[int] = []  # what the tokenizer puts before every text (llama-cpp-python's adds BOS)
-        self._http = Http(spec.url, api_key())
+        self._http = Http(spec.url, api_key(spec.url))
         try:
             self.model_id = self._model_id()
             self.top_logprobs = self._probe_top_logprobs()
             self._tokenizer = self._find_tokenizer()
-            self.fingerprint = self._fingerprint()
+            self._signature, self.fingerprint = self._fingerprint()
         except BaseException:
             self._http.close()
             raise
-        identity = hashlib.sha256(json.dumps({"server_model": self.model_id, "fingerprint": self.fingerprint}).encode())
+        identity = hashlib.sha256(json.dumps({"server_model": self.model_id, "top_tokens": self._signature}).encode())
         scheme = next(k for k, v in ROUTES.items() if v == spec.style)
         # named as --teacher names it (so a run's record opens it again), keyed by what the server serves
         self.model = ModelFile(f"{scheme}:{spec.url}#{self.model_id}", None, identity.hexdigest(), spec.style,
@@ -254,8 +308,9 @@ class ServerTeacher:
             answer = self._http.request("GET", "/models", retry=False)
         except NotFound as exc:
             raise UserError(str(exc)) from None
-        ids = [m.get("id") for m in answer.get("data", []) if isinstance(m, dict)] if isinstance(answer, dict) else []
-        ids = [i for i in ids if isinstance(i, str)]
+        listed = answer.get("data")
+        ids = [m.get("id") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+        ids = [i for i in ids if isinstance(i, str) and i]
         if self.spec.model:
             if ids and self.spec.model not in ids:
                 raise UserError(f"the teacher server at {self.spec.url} does not serve {self.spec.model!r}; it serves "
@@ -266,7 +321,7 @@ class ServerTeacher:
             raise UserError(f"name the model in --teacher: openai:{self.spec.url}#<model> ({listed})")
         return ids[0]
 
-    def _ask(self, prompt: str, top: int, retry: bool = True) -> dict[str, float]:
+    def _ask(self, prompt: str, top: int, retry: bool | str = True) -> dict[str, float]:
         """One token after ``prompt`` at temperature 0 -> {token: log-prob} for the ``top`` most likely."""
         if self.prompt_style == "plain":
             body = {"model": self.model_id, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": top}
@@ -280,8 +335,7 @@ class ServerTeacher:
         pairs = (list(legacy.items()) if isinstance(legacy, dict) else
                  [(t.get("token"), t.get("logprob")) for t in listed if isinstance(t, dict)] if isinstance(listed, list)
                  else [])
-        got = {t: float(lp) for t, lp in pairs
-               if isinstance(t, str) and isinstance(lp, (int, float)) and np.isfinite(lp) and lp <= 0}
+        got = {t: lp for t, lp in ((t, _logprob(lp)) for t, lp in pairs) if isinstance(t, str) and lp is not None}
         if got:
             return got
         route = "/completions" if self.prompt_style == "plain" else "/chat/completions"
@@ -292,7 +346,7 @@ class ServerTeacher:
         """The most log-probs per answer the server gives, of ``TOP_LOGPROBS``."""
         for top in TOP_LOGPROBS:
             try:
-                self._ask(PROBES[0], top, retry=False)
+                self._ask(PROBES[0], top, retry="busy")
                 return top
             except NotFound as exc:
                 raise UserError(str(exc)) from None
@@ -321,27 +375,36 @@ class ServerTeacher:
             return {"input": text}
         return {"content": text, "prompt": text, "add_special": False, "add_special_tokens": False, "model": self.model_id}
 
-    def _fingerprint(self) -> list:
-        """The top five tokens and their log-probs (one decimal) for each of ``PROBES``: the model's signature."""
-        out = []
+    def _fingerprint(self) -> tuple[list, list]:
+        """The model's signature: for each of ``PROBES``, its five most likely next tokens as a set (the identity:
+        the noise of a GPU server's batching moves log-probs by thousandths, so they are left out of it and a
+        near tie can only matter at the fifth place), and with their log-probs (two decimals, recorded)."""
+        identity, recorded = [], []
         for prompt in PROBES:
-            top = self._ask(prompt, 5)
-            out.append([[t, round(lp, 1)] for t, lp in sorted(top.items(), key=lambda kv: -kv[1])[:5]])
-        return out
+            top = sorted(self._ask(prompt, 5).items(), key=lambda kv: -kv[1])[:5]
+            identity.append(sorted(t for t, _ in top))
+            recorded.append([[t, round(lp, 2)] for t, lp in top])
+        return identity, recorded
 
     # ---------------------------------------------------------------------------------- tokens
     def _tokens(self, text: str) -> list[int]:
         answer = self._http.request("POST", self._tokenizer, self._tokenize_body(self._tokenizer, text))
-        ids = [int(t) for t in answer.get("tokens", [])]
+        ids = answer.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise UserError(f"the teacher server at {self.spec.url} answered {self._tokenizer[1:]} without token ids")
         return ids[len(self._bos):] if self._bos and ids[: len(self._bos)] == self._bos else ids
 
-    def _text(self, ids: list[int]) -> str:
+    def _text(self, ids: list[int]) -> str | None:
+        """The text of ``ids``, or None where it is not whole (a cut inside a character)."""
         route = "//extras/detokenize" if self._tokenizer == "//extras/tokenize" else "//detokenize"
-        answer = self._http.request("POST", route, {"tokens": ids, "model": self.model_id})
+        try:  # not retried: llama-cpp-python answers 500 for a cut inside a character, every time
+            answer = self._http.request("POST", route, {"tokens": ids, "model": self.model_id}, retry=False)
+        except (Failed, Refused):
+            return None
         text = answer.get("text", answer.get("content", answer.get("prompt")))
         if not isinstance(text, str):
-            raise UserError(f"the teacher server at {self.spec.url} answered {route} without the text")
-        return text
+            raise UserError(f"the teacher server at {self.spec.url} answered {route[1:]} without the text")
+        return None if text.endswith("\ufffd") else text
 
     def _cut(self, text: str) -> tuple[str, int, bool]:
         """The text as the prompt holds it (whitespace collapsed, cut to the budget), its length in tokens, and
@@ -351,17 +414,15 @@ class ServerTeacher:
         if self._tokenizer is None:
             n = -(-len(text) // CHARS_PER_TOKEN)
             return text[: budget * CHARS_PER_TOKEN], n, n > budget
-        if len(text) <= budget:  # a token is at least one character: it fits
-            return text, len(self._tokens(text)), False
         ids = self._tokens(text)
         if len(ids) <= budget:
             return text, len(ids), False
-        for end in range(budget, max(budget - 4, 0), -1):  # a cut inside a character: one token less
-            try:
-                return self._text(ids[:end]), len(ids), True
-            except UserError:
-                continue
-        return self._text(ids[: budget - 4]), len(ids), True
+        for end in range(budget, max(budget - 4, 0), -1):  # a cut inside a character: a token less (UTF-8: <= 4)
+            cut = self._text(ids[:end])
+            if cut is not None:
+                return cut, len(ids), True
+        raise UserError(f"the teacher server at {self.spec.url} cannot turn the first {budget} tokens of a text back "
+                        "into text")
 
     def _label_pieces(self) -> list[list[str]]:
         """For each label, the token strings that count for it: the first tokens of its variants (a token two
@@ -376,8 +437,9 @@ class ServerTeacher:
                     forms[v] = v
                 else:
                     ids = self._tokens(v)
-                    if ids:
-                        forms[v] = self._text(ids[:1])
+                    piece = self._text(ids[:1]) if ids else None
+                    if piece:  # a first token that is part of a character is left out, as a missing one
+                        forms[v] = piece
             firsts.append(forms)
         try:
             return label_token_ids(firsts, [lead + w for w in labels.verbalisers])
@@ -397,7 +459,10 @@ class ServerTeacher:
         for token, lp in top.items():
             if not token.strip():
                 continue
-            owners = [k for k, forms in enumerate(self.label_tokens) if any(f.startswith(token) for f in forms)]
+            # a token that is a whole variant belongs to that label (" sport" with sport and sports), else to the
+            # one label a variant of which it starts
+            owners = ([k for k, forms in enumerate(self.label_tokens) if token in forms] or
+                      [k for k, forms in enumerate(self.label_tokens) if any(f.startswith(token) for f in forms)])
             if len(owners) == 1:
                 out[owners[0]].append(lp)
         return out
@@ -414,8 +479,8 @@ class ServerTeacher:
         self.key = ScoringKey(self.model.sha256, stable_hash(self._provenance()))
         # The content-free inputs, asked now: calibration needs them, and they show (before any text is asked)
         # whether the model answers with the label words at all.
-        asked = [self._raw(self._cut(t)[0]) for t in (scoring.content_free or DEFAULT_CONTENT_FREE)]
-        if not any(found for _, found in asked):
+        asked = [self._raw(self._cut(t)[0])[::2] for t in (scoring.content_free or DEFAULT_CONTENT_FREE)]
+        if self.top_logprobs >= 100 and not any(found for _, found in asked):  # among 20, a label may well be missing
             raise LabelSpecError(f"{self.model.name} returns none of the label words' tokens "
                                  f"({', '.join(scoring.labels.verbalisers)}) among its top {self.top_logprobs} next "
                                  "tokens after this prompt: give words it answers with (--labels name=word) or a --task "
@@ -469,21 +534,26 @@ class ServerTeacher:
         return self._content_free
 
     # ---------------------------------------------------------------------------------- scoring
-    def _raw(self, piece: str) -> tuple[np.ndarray, int]:
-        """Raw label log-probs (K,) for the text ``piece`` and how many labels had a token among those returned
-        (the others get the lowest returned log-prob)."""
-        top = self._ask(self._prefix + piece + self._suffix, self.top_logprobs)
+    def _raw(self, piece: str) -> tuple[np.ndarray, float, int]:
+        """Raw label log-probs (K,) for the text ``piece``, the probability mass on the returned label tokens, and
+        how many labels had a token among those returned (the others get the lowest returned log-prob)."""
+        try:
+            top = self._ask(self._prefix + piece + self._suffix, self.top_logprobs)
+        except Refused as exc:
+            raise UserError(f"the teacher server at {self.spec.url} refused a text ({one_line(exc, limit=120)}); if "
+                            "its context is smaller than the prompt and --max-text-tokens, give fewer tokens") from None
         floor = min(top.values())
         found = self._matches(top)
         raw = np.array([np.logaddexp.reduce(lps) if lps else floor for lps in found])
+        mass = float(sum(np.exp(lp) for lps in found for lp in lps))
         with self._lock:
             self.evaluations += 1
-        return raw, sum(bool(lps) for lps in found)
+        return raw, mass, sum(bool(lps) for lps in found)
 
-    def _one(self, text: str) -> tuple[np.ndarray, int, int, bool]:
+    def _one(self, text: str) -> tuple[np.ndarray, float, int, int, bool]:
         piece, n_tokens, cut = self._cut(text)
-        raw, found = self._raw(piece)
-        return raw, found, n_tokens, cut
+        raw, mass, found = self._raw(piece)
+        return raw, mass, found, n_tokens, cut
 
     def score(self, texts: Sequence[str]) -> list[LabelRow]:
         if not texts:
@@ -491,13 +561,13 @@ class ServerTeacher:
         results = list(self._pool.map(self._one, texts))
         raws = np.stack([r[0] for r in results])
         with self._lock:
-            self.floored += sum(r[1] < len(self.scoring.labels.names) for r in results)
+            self.floored += sum(r[2] < len(self.scoring.labels.names) for r in results)
         probs = calibrated_distribution(raws, self.content_free)
         ent = entropy(probs)
         names = self.scoring.labels.names
         return [LabelRow(text=text, probs=tuple(float(p) for p in probs[i]), label=names[int(np.argmax(probs[i]))],
                          confidence=float(probs[i].max()), entropy=float(ent[i]),
-                         label_mass=float(np.exp(raws[i]).sum()), n_tokens=results[i][2], truncated=results[i][3])
+                         label_mass=results[i][1], n_tokens=results[i][3], truncated=results[i][4])
                 for i, text in enumerate(texts)]
 
     def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
@@ -509,5 +579,5 @@ class ServerTeacher:
         return np.array([r.probs for r in rows]).reshape(len(rows), len(self.scoring.labels.names))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
         self._http.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -107,7 +107,7 @@ def test_served_distributions_match_the_in_process_teachers_on_the_same_prompt(g
     served = ServerTeacher(f"openai:{gemma_server}", gemma.scoring, TeacherConfig(parallel=2))
     try:
         assert served.prompt == gemma.prompt
-        assert served.model.name == f"openai:{gemma_server}#{ALIAS}" and served.key.teacher_sha256 != gemma.key.teacher_sha256
+        assert served.model.name == f"openai:{gemma_server}#{ALIAS}"
         assert served.top_logprobs == 1000 and served.details["tokenizer"] == "//extras/tokenize"
         # the same tokens count for each label: the first tokens of its verbaliser's variants
         pieces = [sorted(gemma.llm.detokenize([t]).decode() for t in ids) for ids in gemma.label_tokens]
@@ -150,7 +150,7 @@ def test_label_through_the_server_resumes_after_sigkill_with_nothing_lost_or_dup
     assert count(store) == (24, 24)
     assert len(configs(store)) == 1
     details = json.loads(json.dumps(configs(store)[0]["details"]))
-    assert details["server_model"] == ALIAS and details["fingerprint"] and "api" not in json.dumps(details).lower()
+    assert details["server_model"] == ALIAS and len(details["fingerprint"]) == 5 and KEY not in json.dumps(details)
 
 
 def count(store):
@@ -200,8 +200,8 @@ def test_through_the_chat_api_a_chat_model_answers_as_it_does_in_process_through
 def test_distill_through_the_server_records_the_served_teacher(gemma_server, tmp_path, with_key):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
-        "distill", "bbc-news", "--limit", "32", "--eval-limit", "12", "--max-text-tokens", "32", "--student",
-        "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "1", "--prompt", "fixed",
+        "distill", "bbc-news", "--limit", "32", "--eval-limit", "12", "--max-text-tokens", "32", "--min-per-class", "2",
+        "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "1", "--prompt", "fixed",
         "--teacher", f"openai:{gemma_server}", "--store", str(tmp_path / "labels.sqlite"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -226,10 +226,12 @@ def test_an_ensemble_of_a_model_file_and_a_served_model_labels_each_under_its_ow
 
 
 class StandIn(BaseHTTPRequestHandler):
-    """Answers every path with ``self.server.answer(path) -> (status, content type, body)``."""
+    """Answers every request with ``self.server.answer(path, JSON body or None) -> (status, content type, body)``."""
 
     def _reply(self):
-        status, kind, body = self.server.answer(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        sent = json.loads(self.rfile.read(length)) if length else None
+        status, kind, body = self.server.answer(self.path, sent)
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -249,23 +251,58 @@ def stand_in(answer):
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
 
 
-def openai_like(top_logprobs):
-    """A server that lists one model and answers completions with ``top_logprobs`` (None: no log-probs)."""
-    def answer(path):
+def openai_like(top_logprobs, at_most=None, fail_first=0):
+    """A server without a tokenizer that lists one model and answers completions with ``top_logprobs`` (None: no
+    log-probs): 400 when asked for more than ``at_most``, 503 to the first ``fail_first`` completions."""
+    failures = [fail_first]
+
+    def answer(path, sent):
         if path.endswith("/models"):
             return 200, "application/json", json.dumps({"data": [{"id": "m"}]}).encode()
         if path.endswith("/completions"):
+            if at_most is not None and sent["logprobs"] > at_most:
+                return 400, "application/json", b'{"error": "at most 20 logprobs"}'
+            if failures[0] > 0:
+                failures[0] -= 1
+                return 503, "application/json", b'{"error": "busy"}'
             choice = {"text": " x", "logprobs": None if top_logprobs is None else {"top_logprobs": [top_logprobs]}}
             return 200, "application/json", json.dumps({"choices": [choice]}).encode()
         return 404, "application/json", b"{}"
     return answer
 
 
+def test_without_a_tokenizer_tokens_count_for_the_label_they_spell_and_busy_answers_are_asked_again():
+    from llkd_edge.config import LabelSet, ScoringConfig
+    from llkd_edge.teacher.server import ServerTeacher
+
+    top = {" Sport": -0.4, " sports": -2.0, " Bus": -2.5, "\n": -3.0, " t": -3.5}
+    server, url = stand_in(openai_like(top, at_most=20, fail_first=2))
+    scoring = ScoringConfig(labels=LabelSet.parse("business,sport,sports,tech"), calibrate=False)
+    try:
+        teacher = ServerTeacher(f"openai:{url}", scoring, TeacherConfig(parallel=2))
+        try:
+            assert teacher.top_logprobs == 20  # 1000 refused, 20 taken
+            assert teacher.details["tokenizer"].startswith("none")
+            row = teacher.score(["a text"])[0]
+            lp = {name: np.log(p) for name, p in zip(scoring.labels.names, row.probs)}
+            # " Sport" is sport's whole word, not sports'; " sports" is sports'; " Bus" starts only business;
+            # " t" starts tech's words (and no other's); tech's own is as low as the lowest returned, the floor
+            assert lp["sport"] - lp["sports"] == pytest.approx(1.6) and lp["sports"] - lp["business"] == pytest.approx(0.5)
+            assert lp["business"] - lp["tech"] == pytest.approx(1.0)
+            assert row.label_mass == pytest.approx(np.exp(-0.4) + np.exp(-2.0) + np.exp(-2.5) + np.exp(-3.5))
+            assert teacher.retried_batches == 2 and teacher.floored == 0
+        finally:
+            teacher.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("case, message", [
     ("unreachable", "cannot reach the teacher server at"),
     ("wrong path", "not found (404); give the server's OpenAI base URL"),
     ("no key", "refused the request (401): set its API key in LLKD_EDGE_API_KEY"),
-    ("not json", "answered with something that is not JSON (text/html)"),
+    ("not json", "answered with something that is not a JSON object (text/html)"),
     ("no log-probs", "returns no log-probs from /completions for 'm'"),
     ("no label tokens", "returns none of the label words' tokens"),
 ])
@@ -282,7 +319,7 @@ def test_a_bad_server_gets_one_line_before_the_store_is_touched(case, message, g
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
         url = gemma_server
     elif case == "not json":
-        server, url = stand_in(lambda path: (200, "text/html", b"<html>hello</html>"))
+        server, url = stand_in(lambda path, sent: (200, "text/html", b"<html>hello</html>"))
     elif case == "no log-probs":
         server, url = stand_in(openai_like(None))
     else:
@@ -293,6 +330,7 @@ def test_a_bad_server_gets_one_line_before_the_store_is_touched(case, message, g
     finally:
         if server:
             server.shutdown()
+            server.server_close()
     one_error_line(result, message)
     if store.exists():  # the texts may be marked before any teacher time; no row is
         assert count(store) == (0, 0)
