@@ -6,7 +6,8 @@
 Every teacher labels the first N test texts of each built-in set with the dataset's own task, 128 text
 tokens, through `labelling.label_dataset` into one store (so a re-run, or an ensemble of teachers that
 have already labelled, costs nothing). Members are timed alone; an ensemble's rows are then read back
-through the product's own path (`load_teacher` with `a,b` -> `Ensemble` -> pooled rows). Scores are gold
+through the product's own path (`open_backend` with `a,b` -> `Ensemble` -> pooled rows). Any `--teacher` value
+is a member: a GGUF, `encoder` (the sentence encoder as a zero-shot teacher), `openai:URL`. Scores are gold
 macro-F1 as stored (contextual calibration) and batch-calibrated over the same texts, as `distill` reads a pool.
 The pooled alternatives that the product does not use (weights by answer information, a linear mixture)
 are computed from the same rows, for the record.
@@ -28,9 +29,10 @@ from llkd_edge.teacher.ensemble import log_linear_pool
 from llkd_edge.labels.labelling import label_dataset
 from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelStore, unique_texts
-from llkd_edge.teacher.llama import load_teacher
+from llkd_edge.teacher.backend import open_backend
 
-DATASETS = ("election-tweets", "bbc-news", "reuters-r8", "20newsgroups")
+DATASETS = ("election-tweets", "bbc-news", "reuters-r8", "20newsgroups", "slo-sentiment")
+# the first four were the default study (issue 15); `--teachers gemma3-270m encoder` pools the LLM with the encoder
 TEACHERS = ("gemma3-270m", "qwen2.5-coder-1.5b-instruct", "smollm2-135m-instruct")
 
 
@@ -45,7 +47,7 @@ def scores(probs: np.ndarray, gold: list[str], names: tuple[str, ...]) -> dict:
 
 def main() -> int:
     parser = arguments(__doc__)
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS[:4]))
     parser.add_argument("--teachers", nargs="+", default=list(TEACHERS))
     parser.add_argument("--limit", type=int, default=120)
     parser.add_argument("--max-text-tokens", type=int, default=128)
@@ -62,7 +64,7 @@ def main() -> int:
         scoring = ScoringConfig(labels=labels, task=data.task, max_text_tokens=args.max_text_tokens)
         rows, speed = {}, {}
         for name in args.teachers:
-            teacher = load_teacher(scoring, TeacherConfig(model=name, n_threads=args.threads))
+            teacher = open_backend(scoring, TeacherConfig(model=name, n_threads=args.threads), progress=False)
             try:
                 if args.report_only:  # what the store holds, nothing asked
                     order = list(unique_texts(data.texts)[0])
@@ -82,7 +84,8 @@ def main() -> int:
                 if size == 1:
                     probs = np.array([r.probs for r in rows[members[0]].rows])
                 else:  # the product's path: an Ensemble's rows, every member read back from the store
-                    teacher = load_teacher(scoring, TeacherConfig(model=",".join(members), n_threads=args.threads))
+                    teacher = open_backend(scoring, TeacherConfig(model=",".join(members), n_threads=args.threads),
+                                           progress=False)
                     try:
                         probs = np.array([r.probs for r in label_dataset(data, teacher, args.store, progress=False,
                                                                          role="eval").rows])

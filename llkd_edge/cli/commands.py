@@ -338,6 +338,10 @@ def teachers() -> None:
             state = f"not installed: {entry['install']}"
         default = " (default)" if name == DEFAULT_TEACHER else ""
         click.echo(f"{name}{default}: {entry['description']}, {entry['licence']}; {state}")
+    click.echo("encoder: the packaged sentence encoder (all-MiniLM-L6-v2) as a zero-shot teacher, milliseconds a "
+               "text, Apache-2.0; installed with the students")
+    click.echo("openai:http://HOST:PORT/v1[#MODEL]: a model behind an OpenAI-compatible server (llama-server, vLLM, "
+               "Ollama, ...); key in $LLKD_EDGE_API_KEY")
 
 
 @main.command()

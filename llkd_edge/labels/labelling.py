@@ -195,7 +195,7 @@ def _same_name_other_teacher(store: LabelStore, teacher: TeacherBackend) -> list
     """A warning when the store holds rows of another teacher under this one's name: a file replaced in place,
     or a server that swapped its model behind the same name (a served model is named by what the server calls it,
     wherever it runs). Their rows are kept apart (another key)."""
-    from ..teacher.server import parse_spec
+    from ..teacher.endpoint import parse_spec
 
     def called(name: str) -> str:
         spec = parse_spec(name)

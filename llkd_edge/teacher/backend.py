@@ -1,9 +1,10 @@
 """The teacher backend: what ``label_dataset`` and the stages that label (distill, evolve, bench) need from a
 teacher, whatever runs it.
 
-Three classes implement it: ``llama.Teacher`` (one llama.cpp model in this process), ``server.ServerTeacher``
-(a model behind an OpenAI-compatible server, ``--teacher openai:URL``), both on the ``local`` backend, alone or
-as an ``ensemble.Ensemble`` of several; and ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors).
+Four classes implement it: ``llama.Teacher`` (one llama.cpp model in this process), ``server.ServerTeacher``
+(a model behind an OpenAI-compatible server, ``--teacher openai:URL``), ``zeroshot.EncoderTeacher`` (the
+packaged sentence encoder, ``--teacher encoder``), all on the ``local`` backend, alone or as an
+``ensemble.Ensemble`` of several; and ``ray_pool.RayTeacherPool`` (a teacher in each of N Ray actors).
 ``label`` and ``distill`` open their teacher here on any backend; ``bench`` times a local one; ``evolve`` needs
 a ``Writer``. A new backend implements ``TeacherBackend`` and gets a factory in ``FACTORIES`` (and its name in
 ``config.BACKENDS``); nothing else changes.
@@ -80,23 +81,30 @@ class Writer(TeacherBackend, Protocol):
 
 
 def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
-    """One llama.cpp model in this process, a model behind an OpenAI-compatible server (``openai:URL``), or an
-    ensemble of them (``a,b`` as the teacher)."""
-    from .server import is_server
-
-    if not any(is_server(name) for name in teacher.members):
-        from .llama import load_teacher
-
-        return load_teacher(scoring, teacher)
-    from .ensemble import Ensemble
+    """One llama.cpp model in this process, a model behind an OpenAI-compatible server (``openai:URL``), the
+    packaged sentence encoder as a zero-shot teacher (``encoder``), or an ensemble of them (``a,b``)."""
+    from .endpoint import is_server
     from .llama import load_teacher
-    from .server import ServerTeacher
+    from .zeroshot import NAME as ENCODER_TEACHER
+
+    if not any(is_server(name) or name == ENCODER_TEACHER for name in teacher.members):
+        return load_teacher(scoring, teacher)  # model files only: every one verified before any is loaded
+    from .ensemble import Ensemble
 
     loaded: list = []
-    try:  # the members in turn: a server that cannot be used fails before the next is loaded
+    try:  # the members in turn: one that cannot be used fails before the next is loaded
         for name in teacher.members:
             one = replace(teacher, model=name)
-            loaded.append(ServerTeacher(name, scoring, one) if is_server(name) else load_teacher(scoring, one))
+            if is_server(name):
+                from .server import ServerTeacher
+
+                loaded.append(ServerTeacher(name, scoring, one))
+            elif name == ENCODER_TEACHER:
+                from .zeroshot import EncoderTeacher
+
+                loaded.append(EncoderTeacher(scoring, one))
+            else:
+                loaded.append(load_teacher(scoring, one))
     except BaseException:
         for member in loaded:
             member.close()
@@ -106,12 +114,14 @@ def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progr
 
 def _ray(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
     """A teacher in each of N Ray actors, on this machine or a cluster."""
+    from .endpoint import is_server
     from .ray_pool import RayTeacherPool
-    from .server import is_server
 
     if any(is_server(name) for name in teacher.members):
         raise UserError("a served teacher (openai:URL) gets its throughput from the server: use --parallel N "
                         "(requests in flight) on --backend local, not --backend ray")
+    if "encoder" in teacher.members:
+        raise UserError("the encoder teacher takes milliseconds a text in this process: use --backend local")
     if len(teacher.members) > 1:
         raise UserError(f"--backend ray runs one teacher per actor; label with the ensemble {teacher.model!r} "
                         "on --backend local, or with each member on its own Ray run into the same --store")

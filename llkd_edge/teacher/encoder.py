@@ -33,23 +33,36 @@ def model_folder(entry: dict) -> Path:
 ENCODER = "minilm-l6"  # the packaged sentence encoder behind gold.py's gold-only probe
 
 
+class Encoder:
+    """The packaged sentence encoder, loaded once: ``embed`` as many times as needed."""
+
+    def __init__(self, name: str = ENCODER):
+        self.torch = require_torch()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.folder = model_folder(registry("students")[name])
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.model = AutoModel.from_pretrained(self.folder).eval()
+
+    def embed(self, texts: Sequence[str], max_length: int = 128, batch_size: int = 64,
+              progress: bool = False) -> np.ndarray:
+        """Shape (N, D): unit-length mean-pooled embeddings, texts cut at ``max_length`` tokens."""
+        torch = self.torch
+        from tqdm.auto import tqdm
+
+        out = []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(texts), batch_size), desc="embedding", disable=not progress, leave=False):
+                batch = self.tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
+                                       padding=True, return_tensors="pt")
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+
+
 def embed(texts: Sequence[str], max_length: int = 128, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Shape (N, D): unit-length mean-pooled embeddings from the packaged sentence encoder (all-MiniLM-L6-v2,
     trained for mean pooling), frozen; what the gold-only probe reads."""
-    torch = require_torch()
-    from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
-    folder = model_folder(registry("students")[ENCODER])
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
-    out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(texts), batch_size), desc="embedding", disable=not progress, leave=False):
-            batch = tokenizer(list(texts[start : start + batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    return Encoder().embed(texts, max_length, batch_size, progress)

@@ -33,13 +33,20 @@ from importlib import metadata
 import numpy as np
 
 from ..config import ScoringConfig, TeacherConfig, stable_hash
-from ..distributions import LabelClash, calibrated_distribution, entropy, label_logprobs, label_token_ids, log_softmax
+from ..distributions import (
+    LabelClash,
+    calibrated_distribution,
+    entropy,
+    label_logprobs,
+    label_token_ids,
+    log_softmax,
+)
 from ..errors import LabelSpecError, MissingDependencyError, ModelError, UserError
 from ..files import one_line
-from .llama_batch import BatchedScorer, quiet_stderr
-from .prompts import TEXT_PLACEHOLDER, instruction, variants
 from ..registry import ModelFile, resolve_teacher
 from ..store import LabelRow, ScoringKey
+from .llama_batch import BatchedScorer, quiet_stderr
+from .prompts import TEXT_PLACEHOLDER, instruction, variants
 
 GPU_PARALLEL = 8  # texts per decode when layers are offloaded (on 2 CPU cores wider decodes gained nothing)
 

@@ -162,6 +162,7 @@ def test_lists_builtins_and_teachers():
     assert "bbc-news" in run(["datasets"]).output
     out = run(["teachers"]).output
     assert "gemma3-270m (default)" in out and "qwen2.5-coder-1.5b-instruct" in out
+    assert "encoder: " in out and "openai:http" in out
 
 
 def test_ray_workers_get_their_cpus_as_threads_and_gpu_layers_only_with_a_gpu_share():

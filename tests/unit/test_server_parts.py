@@ -3,7 +3,7 @@
 import pytest
 
 from llkd_edge.config import TeacherConfig
-from llkd_edge.teacher.server import ServerSpec, api_key, parse_spec
+from llkd_edge.teacher.endpoint import ServerSpec, api_key, parse_spec
 
 
 @pytest.mark.parametrize("name, spec", [

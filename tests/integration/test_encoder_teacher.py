@@ -1,0 +1,58 @@
+"""The encoder teacher (``--teacher encoder``): the real packaged MiniLM as a zero-shot teacher, through the
+label store like any teacher, alone and in an ensemble with the real Gemma."""
+
+import json
+
+from click.testing import CliRunner
+
+from llkd_edge.cli import main
+from llkd_edge.config import LabelSet, ScoringConfig, TeacherConfig
+from llkd_edge.store import LabelStore
+
+
+def label(args):
+    result = CliRunner().invoke(main, ["label", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_encoder_teacher_beats_the_majority_on_bbc_and_a_rerun_asks_nothing(tmp_path):
+    args = ["bbc-news:test", "--limit", "80", "--teacher", "encoder", "--prompt", "fixed", "--store",
+            str(tmp_path / "labels.sqlite")]
+    first = label(args)
+    print(f"\nencoder teacher on 80 BBC test texts: macro-F1 {first['macro_f1']}, majority {first['majority_rate']}")
+    assert first["labelled"] == 80 and first["macro_f1"] > first["majority_rate"] + 0.3
+    assert first["mean_label_mass"] == 1.0 and first["teacher"] == "encoder"
+    again = label(args)
+    assert again["cached"] == 80 and again["labelled"] == 0 and again["macro_f1"] == first["macro_f1"]
+
+
+def test_an_ensemble_of_gemma_and_the_encoder_labels_each_under_its_own_key(tmp_path):
+    store = tmp_path / "labels.sqlite"
+    got = label(["bbc-news:test", "--limit", "4", "--max-text-tokens", "32", "--teacher", "gemma3-270m,encoder",
+                 "--prompt", "fixed", "--store", str(store)])
+    assert got["labelled"] == 4
+    with LabelStore(store) as s:
+        assert sorted(c["teacher_name"] for c in s.configs()) == ["encoder", "gemma3-270m"]
+        assert s.count() == 8
+
+
+def test_few_shot_examples_join_their_labels_prototype_and_change_the_key(bbc_test):
+    from llkd_edge.teacher.zeroshot import EncoderTeacher
+
+    labels = LabelSet.parse(bbc_test.labels)
+    plain = ScoringConfig(labels=labels, task=bbc_test.task)
+    teacher = EncoderTeacher(plain, TeacherConfig(model="encoder"))
+    try:
+        key = teacher.key
+        text = bbc_test.texts[0]
+        gold = bbc_test.gold[0]
+        before = teacher.score([text])[0].probs[labels.index(gold)]
+        teacher.use(ScoringConfig(labels=labels, task=bbc_test.task, few_shot=((text, gold),)))
+        assert teacher.key != key
+        assert teacher.label_tokens[labels.index(gold)][-1] == " ".join(text.split())
+        # the example's own text now pulls its label's prototype toward it
+        row = teacher.score([text])[0]
+        assert row.label == gold and row.probs[labels.index(gold)] > before
+    finally:
+        teacher.close()
