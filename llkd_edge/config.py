@@ -372,6 +372,7 @@ class EvolveConfig:
 
 OPTIMIZE_LEVELS = ("O1", "O2", "none")
 QUANTIZE_MODES = ("int8", "static", "both", "none")
+KEEP_MODES = ("all", "default")  # export: every variant written, or only the one the folder serves (smallest folder)
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,7 @@ class ExportConfig:
     out: str = field(metadata=RUNTIME)  # where the model folder goes, not what it holds
     optimize: str = choice(OPTIMIZE_LEVELS, "O2")
     quantize: str = choice(QUANTIZE_MODES, "int8")  # dynamic; "static" (calibrated) and "both" go through the same gate
+    keep: str = choice(KEEP_MODES, "all")
     max_accuracy_drop: float = 0.01  # int8 may lose at most this much accuracy against fp32 ...
     min_agreement: float = 0.99  # ... and must give fp32's label on at least this share of texts
     check_limit: int | None = 1000  # texts for the parity check

@@ -102,7 +102,7 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
 @config_option("--selection", TrainConfig)
 @config_option("--soft-labels", TrainConfig, is_flag=True,
                help="Learn the teacher's full distribution (KL) instead of its label.")
-@config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, or a local transformers model folder.")
+@config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), or a local transformers model folder.")
 @config_option("--epochs", TrainConfig)
 @config_option("--batch-size", TrainConfig)
 @config_option("--max-length", TrainConfig, help="Student's token budget per text.")
@@ -229,17 +229,19 @@ def evolve(run_dir, out, rounds, per_round, per_request, teacher, val, val_limit
 @config_option("--optimize", ExportConfig, help="ONNX Runtime graph optimisation level.")
 @config_option("--quantize", ExportConfig, help="Also write int8 models: int8 (dynamic), static (calibrated on pool texts) or both; one "
                    "becomes the default model only if it passes the accuracy gate.")
+@config_option("--keep", ExportConfig, help="Which ONNX models stay in MODEL_DIR after the gate: all, or only the "
+                   "default (the smallest folder to ship; the report keeps every variant's figures).")
 @config_option("--max-accuracy-drop", ExportConfig,
                help="int8 may lose at most this much accuracy against fp32 on the check texts.")
 @config_option("--min-agreement", ExportConfig, help="int8 must give fp32's label on at least this share of the check texts.")
 @config_option("--check-limit", ExportConfig, help="At most this many texts for the parity check.")
 @config_option("--threads", ExportConfig, type=int, show_default="all cores")
 @click.option("--json", "as_json", is_flag=True, help="Print export_report.json.")
-def export(run_dir, model_dir, optimize, quantize, max_accuracy_drop, min_agreement, check_limit, threads, as_json):
+def export(run_dir, model_dir, optimize, quantize, keep, max_accuracy_drop, min_agreement, check_limit, threads, as_json):
     """Export RUN_DIR's student to ONNX (fp32 and int8), check each against PyTorch, write MODEL_DIR with a model card."""
     from ..deploy.export import export_run
 
-    config = ExportConfig(run_dir=run_dir, out=model_dir, optimize=optimize, quantize=quantize,
+    config = ExportConfig(run_dir=run_dir, out=model_dir, optimize=optimize, quantize=quantize, keep=keep,
                           max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement,
                           check_limit=check_limit, threads=threads)
     show(export_run(config), as_json, lambda r: export_summary(model_dir, r))

@@ -30,9 +30,10 @@ import numpy as np
 
 from ..config import ExportConfig, identity
 from ..errors import DataError, MissingDependencyError, ModelError, UserError
-from ..files import atomic_path, read_json, sha256_file, write_json
+from ..files import atomic_path, lies_inside, read_json, sha256_file, write_json
 from ..metrics import classification_scores
 from .model_card import CARD, model_card
+from ..student import static as static_student
 from ..student.runs import Run, open_run, versions
 from ..runtime import MANIFEST, Classifier
 
@@ -66,21 +67,29 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as work:  # OUT is replaced only by a finished export; a failed one leaves nothing
         work.mkdir()
-        note(f"exporting {run.student_dir} to ONNX with Optimum")
-        _onnx_export(run.student_dir, work)
+        is_static = static_student.is_static(run.student_dir)
+        if is_static:  # Optimum has no architecture for it: the graph is written node by node
+            note(f"writing {run.student_dir} (a static-embedding student) as ONNX")
+            _static_export(run.student_dir, work)
+        else:
+            note(f"exporting {run.student_dir} to ONNX with Optimum")
+            _onnx_export(run.student_dir, work)
         _set_token_budget(work, run.max_length)
-        quantised = QUANTISED[config.quantize]
+        quantised = QUANTISED[config.quantize] if not is_static else ("int8",) if config.quantize != "none" else ()
         raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
         if "int8-static" in quantised:
             shutil.copyfile(work / "model.onnx", raw)
-        if config.optimize != "none":
+        if config.optimize != "none" and not is_static:  # a lookup and a mean: nothing to fuse
             note(f"optimising the graph ({config.optimize})")
             _optimise(work, config.optimize)
         (work / "onnx").mkdir()
         os.replace(work / "model.onnx", work / VARIANT_FILES["fp32"])
         variants = {"fp32": VARIANT_FILES["fp32"]}
         for variant in quantised:
-            if variant == "int8":
+            if variant == "int8" and is_static:
+                note("quantising the token table to int8 (a scale per token)")
+                static_student.export_onnx(run.student_dir, work / VARIANT_FILES[variant], int8=True)
+            elif variant == "int8":
                 note("quantising to int8 (dynamic, signed int8 weights)")
                 _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
             else:
@@ -99,6 +108,11 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
         report["default"], report["default_reason"] = default, reason
         report["seconds"] = round(time.perf_counter() - started, 2)
         manifest["default"] = default
+        if config.keep == "default":  # the others go; their parity and gate figures stay in the report
+            for variant in [v for v in variants if v != default]:
+                (work / variants.pop(variant)).unlink()
+            report["kept"] = [default]
+        manifest["variants"] = variants
         manifest["sha256"] = {name: sha256_file(work / name) for name in variants.values()}
         manifest["sizes_mb"] = {v: round((work / f).stat().st_size / 1e6, 2) for v, f in variants.items()}
         write_json(work / MANIFEST, manifest)
@@ -183,6 +197,21 @@ def _onnx_export(student_dir: Path, work: Path) -> None:
         main_export(str(student_dir), str(work), task="text-classification", do_validation=False)
     if not (work / "model.onnx").is_file():
         raise ModelError(f"Optimum wrote no model.onnx for {student_dir}")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json")
+
+
+def _static_export(student_dir: Path, work: Path) -> None:
+    """A static student's ONNX graph and, beside it, its tokenizer files and config (only files that lie inside
+    ``student_dir``: a run folder from someone else must not make us copy other files into the model)."""
+    for name in TOKENIZER_FILES:
+        source = student_dir / name
+        if source.is_file() and lies_inside(student_dir, source):
+            shutil.copyfile(source, work / name)
+    if not (work / "tokenizer.json").is_file():
+        raise ModelError(f"{student_dir}: no tokenizer.json inside the student's folder")
+    static_student.export_onnx(student_dir, work / "model.onnx")
 
 
 def _set_token_budget(work: Path, max_length: int) -> None:

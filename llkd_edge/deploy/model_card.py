@@ -66,6 +66,15 @@ def _about(manifest: dict, report: dict, run: dict) -> str:
     student, teacher = run.get("student") or {}, run.get("teacher") or {}
     sizes = manifest.get("sizes_mb") or {}
     files = ", ".join(f"`{f}` ({v}, {sizes.get(v, '?')} MB)" for v, f in manifest["variants"].items())
+    if is_static(manifest):
+        what = ("\nA static-embedding model: one vector per token (distilled from the sentence encoder "
+                "all-MiniLM-L6-v2, then trained on the teacher's labels), their mean and a linear head; no attention, "
+                "so a text costs a lookup per token. Its `int8` stores the token table in int8 with a scale per token; "
+                "every variant scores texts batched by length (padded) with the same scores as alone.")
+    else:
+        what = ("\nA text gets the same scores whatever it is scored with: the runtimes give fp32 texts batched by "
+                "length (padded), dynamic `int8` one text per call (its activation scales are computed per call) and "
+                "`int8-static` only texts of one token length per call (its fixed ranges do not hold padding).")
     return "\n".join([
         f"\n# Text classifier: {_names(manifest['labels'])}\n",
         f"A small student model ({_md(student.get('name', 'a transformers encoder'))}, "
@@ -73,10 +82,13 @@ def _about(manifest: dict, report: dict, run: dict) -> str:
         f"from the labels of the GGUF teacher {_code(teacher.get('name', '?'))}, exported to ONNX.",
         f"It reads at most {manifest['max_length']} tokens of a text and gives one probability per label.\n",
         f"Files: {files}. Default: **{manifest['default']}** ({report.get('default_reason', '')}).",
-        "\nA text gets the same scores whatever it is scored with: the runtimes give fp32 texts batched by length "
-        "(padded), dynamic `int8` one text per call (its activation scales are computed per call) and "
-        "`int8-static` only texts of one token length per call (its fixed ranges do not hold padding).",
+        what,
     ])
+
+
+def is_static(manifest: dict) -> bool:
+    student = (manifest.get("run") or {}).get("student")
+    return isinstance(student, dict) and student.get("architecture") == "static embeddings"
 
 
 def _millions(n) -> str:
@@ -104,6 +116,11 @@ def _scores(run: dict) -> str:
 
 
 def _usage(manifest: dict) -> str:
+    js = [] if is_static(manifest) else [  # transformers.js knows transformer architectures only
+        "transformers.js (browser or Node), this folder as a local model:\n",
+        "```js\nimport { pipeline, env } from \"@huggingface/transformers\";\nenv.localModelPath = \"/models/\";\n"
+        "const classify = await pipeline(\"text-classification\", \"MODEL_DIR\", { dtype: \"fp32\" });\n"
+        "await classify(\"some text\", { top_k: null });\n```\n"]
     return "\n".join([
         "\n## Use\n",
         "Python (`pip install \"llkd-edge[runtime]\"`: ONNX Runtime, tokenizers, numpy; no torch):\n",
@@ -111,10 +128,7 @@ def _usage(manifest: dict) -> str:
         "clf.predict([\"some text\"]), clf.predict_proba([\"some text\"])\n```\n",
         "Node (`examples/node`: onnxruntime-node and @huggingface/tokenizers):\n",
         "```bash\nnode examples/node/predict.mjs MODEL_DIR \"some text\"\n```\n",
-        "transformers.js (browser or Node), this folder as a local model:\n",
-        "```js\nimport { pipeline, env } from \"@huggingface/transformers\";\nenv.localModelPath = \"/models/\";\n"
-        "const classify = await pipeline(\"text-classification\", \"MODEL_DIR\", { dtype: \"fp32\" });\n"
-        "await classify(\"some text\", { top_k: null });\n```\n",
+        *js,
         "An HTTP service with a page that classifies in the browser: `llkd-edge serve MODEL_DIR`.",
     ])
 

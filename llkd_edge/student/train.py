@@ -26,6 +26,7 @@ from ..distributions import softmax  # the runtime's own, so PyTorch and ONNX pr
 from .checkpoint import CHECKPOINT, EpochStats, check_resumable, load_checkpoint, save_checkpoint
 from .pool import Pool
 from .selection import METHODS, ThresholdState, pool_median_bars, rule_of, select
+from . import static
 
 def kept_layers(total: int, keep: int) -> list[int]:
     """``keep`` evenly spaced layer indices out of ``total``, always the first and the last."""
@@ -64,7 +65,11 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
         entry = known[name]
         folder = model_folder(entry)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        if "fresh" in entry:
+        if "static" in entry:
+            model = static.build(folder, labels, entry["static"]["dims"], seed)
+            info = {"base": "static", "architecture": static.ARCHITECTURE, "distilled_from": str(folder),
+                    **entry["static"], "licence": entry["licence"]}
+        elif "fresh" in entry:
             config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=len(labels), id2label=id2label,
                                 label2id=label2id, **entry["fresh"])
             model = BertForSequenceClassification(config)
@@ -293,7 +298,10 @@ def load_student(folder: str | Path) -> Student:
 
     safe = {"trust_remote_code": False, "local_files_only": True}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, **safe)
+        if static.is_static(Path(folder)):
+            model = static.load(Path(folder))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True, **safe)
         tokenizer = AutoTokenizer.from_pretrained(folder, **safe)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
         raise ModelError(f"{folder}: not a student this tool saved, or unsafe to load "

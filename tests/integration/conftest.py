@@ -54,3 +54,21 @@ def exported(run_dir, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("export") / "model"
     result = _invoke(["export", str(run_dir), "--out", str(model_dir)])
     return model_dir, result.output
+
+
+@pytest.fixture(scope="session")
+def static_run_dir(run_dir):
+    """The static-embedding student distilled from the same labels as ``run_dir`` (its store: no teacher call)."""
+    out = run_dir.parent / "static-run"
+    _invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
+             "--student", "static", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
+             "--store", str(run_dir.parent / "labels.sqlite"), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def static_exported(static_run_dir, tmp_path_factory):
+    """(MODEL_DIR, export's output) for ``static_run_dir`` with the default export settings."""
+    model_dir = tmp_path_factory.mktemp("export-static") / "model"
+    result = _invoke(["export", str(static_run_dir), "--out", str(model_dir)])
+    return model_dir, result.output

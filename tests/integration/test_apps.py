@@ -41,9 +41,15 @@ def _node(*args, stdin=None):
     return done.stdout
 
 
-def test_node_gives_the_python_runtimes_probabilities(exported, bbc_test):
+@pytest.fixture(params=["exported", "static_exported"])
+def model_folder(request):
+    """The transformer student's model folder, then the static-embedding student's (its graph written by hand)."""
+    return request.getfixturevalue(request.param)
+
+
+def test_node_gives_the_python_runtimes_probabilities(model_folder, bbc_test):
     _needs_node_example()
-    model_dir, _ = exported
+    model_dir, _ = model_folder
     texts = bbc_test.texts[:12] + ["short", "word " * 300]  # one cut to the token budget
     for variant, tolerance in (("fp32", 1e-4), ("int8", 1e-3)):
         rows = [json.loads(line) for line in _node("predict.mjs", model_dir, "--variant", variant, *texts).splitlines()]
@@ -129,11 +135,12 @@ def test_transformers_js_loads_the_folder_unchanged(exported, bbc_test, tmp_path
         assert np.abs(got - expected).max() < tolerance, dtype
 
 
-@pytest.fixture(scope="module")
-def service(exported):
+@pytest.fixture(scope="module", params=["exported", "static_exported"])
+def service(request):
     """`llkd-edge serve MODEL_DIR` on a free loopback port, as a user starts it, serving fp32 (not the folder's
-    default): the page must then load fp32 too, and its numbers can be held to the runtime's at 1e-4."""
-    model_dir, _ = exported
+    default): the page must then load fp32 too, and its numbers can be held to the runtime's at 1e-4. Once for the
+    transformer student's folder, once for the static student's."""
+    model_dir, _ = request.getfixturevalue(request.param)
     proc, url, _ = start_service(model_dir, "--max-texts", "64", "--max-body", "200000", "--threads", "1",
                                  "--variant", "fp32")
     try:

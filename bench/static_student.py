@@ -1,0 +1,168 @@
+"""The static-embedding student against MiniLM-L6 and the teacher: quality over seeds, speed side by side.
+
+For each dataset and seed: `llkd-edge distill DATASET --limit 600 --eval-limit 200` (the demo's settings: the default
+teacher, pool calibration and the relabelling probe) with each student; labels come from one store per dataset, so
+only the first run asks the teacher. Then the seed-0 run of each student is exported (defaults: int8 behind the
+gate) and every variant of every student is timed through the torch-free runtime in alternating rounds, in one
+process with the same threads: p50 latency at batch 1 and texts/s at batch 32 on the dataset's first 200 test texts.
+The teacher is timed by `llkd-edge bench` on the static student's folder (its first 100 texts), so the static
+student's ratio to it comes from one run.
+
+    python -m bench.static_student [--datasets bbc-news,20newsgroups] [--seeds 0,1,2]
+        [--students static,minilm-l6] [--work runs/static-study]
+
+Resumable: finished runs, exports and bench reports are reused. Writes bench/results/static_student.json, .md
+and .png (macro-F1 against texts/s).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, arguments, command, machine, markdown_table, save_plot, write_report
+from llkd_edge.config import BenchConfig, DistillConfig, ExportConfig, LabelSet, ScoringConfig, TrainConfig
+from llkd_edge.data import builtin_spec, load_builtin
+from llkd_edge.deploy.bench import latencies, run_bench, summarise_latency, throughput
+from llkd_edge.deploy.export import export_run
+from llkd_edge.metrics import classification_scores
+from llkd_edge.runtime import Classifier, read_manifest
+from llkd_edge.student.distill import distill
+
+OUT = RESULTS / "static_student.json"
+TIMED_TEXTS = 200
+
+
+def folder_mb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "bench" not in p.parts) / 1e6, 2)
+
+
+def main() -> int:
+    parser = arguments(__doc__)
+    parser.add_argument("--datasets", default="bbc-news,20newsgroups")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--students", default="static,minilm-l6")
+    parser.add_argument("--work", default="runs/static-study")
+    parser.add_argument("--bbc-store", default="runs/demo/labels.sqlite", help="the demo's store: its labels are reused")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    students = args.students.split(",")
+    work = Path(args.work)
+    report = {"command": command(), "machine": machine(args.threads), "datasets": {}}
+    for dataset in args.datasets.split(","):
+        spec = builtin_spec(dataset)
+        scoring = ScoringConfig(labels=LabelSet.parse(spec.labels), task=spec.task)
+        store = args.bbc_store if dataset == "bbc-news" else str(work / dataset / "labels.sqlite")
+        runs: dict[str, list[dict]] = {s: [] for s in students}
+        for seed in seeds:
+            for student in students:
+                run_dir = work / dataset / f"{student}-s{seed}"
+                if not (run_dir / "metrics.json").exists():
+                    print(f"[{dataset}] distilling {student}, seed {seed}", file=sys.stderr, flush=True)
+                    distill(DistillConfig(data=dataset, out=str(run_dir), scoring=scoring, store=store, limit=600,
+                                          eval_limit=200, train=TrainConfig(student=student, seed=seed,
+                                                                            threads=args.threads)))
+                m = json.loads((run_dir / "metrics.json").read_text())
+                runs[student].append({"seed": seed, "teacher": m["teacher"], "student": m["student"],
+                                      "train_seconds": m.get("timings", {}).get("train")})
+        models = {}
+        for student in students:
+            run_dir, model_dir = work / dataset / f"{student}-s{seeds[0]}", work / dataset / f"{student}-model"
+            if not (model_dir / "export_report.json").exists():
+                export_run(ExportConfig(run_dir=str(run_dir), out=str(model_dir), threads=args.threads))
+            models[student] = model_dir
+        speed = time_side_by_side(models, dataset, args.threads, args.rounds)
+        teacher_bench = models.get("static", next(iter(models.values()))) / "bench" / "bench.json"
+        if not teacher_bench.exists():
+            run_bench(BenchConfig(model_dir=str(teacher_bench.parent.parent), limit=100, threads=args.threads))
+        report["datasets"][dataset] = {"runs": runs, "speed": speed,
+                                       "teacher_bench": json.loads(teacher_bench.read_text())}
+    markdown = render(report)
+    write_report(OUT, report, markdown)
+    plot(report, OUT.with_suffix(".png"))
+    print(markdown)
+    return 0
+
+
+def time_side_by_side(models: dict[str, Path], dataset: str, threads: int, rounds: int) -> dict:
+    """Every variant of every student, alternating rounds, the best per text; quality on the same texts."""
+    test = load_builtin(f"{dataset}:test")
+    texts, gold = test.texts[:TIMED_TEXTS], test.gold[:TIMED_TEXTS]
+    contenders = {}
+    for student, folder in models.items():
+        manifest = read_manifest(folder)
+        for variant in manifest["variants"]:
+            clf = Classifier.load(folder, variant=variant, threads=threads, device="cpu")
+            contenders[f"{student} {variant}"] = (clf, folder, manifest["default"] == variant)
+    best = {name: np.full(len(texts), np.inf) for name in contenders}
+    rate = dict.fromkeys(contenders, 0.0)
+    for name, (clf, _, _) in contenders.items():
+        clf.logits(texts[:8])  # warm-up
+    for _ in range(rounds):
+        for name, (clf, _, _) in contenders.items():
+            best[name] = np.minimum(best[name], latencies(lambda b, c=clf: c.logits(b, 1), texts))
+            rate[name] = max(rate[name], throughput(lambda b, c=clf: c.logits(b, 32), texts))
+    out = {}
+    for name, (clf, folder, default) in contenders.items():
+        predicted = clf.predict(texts)
+        scores = classification_scores(gold, predicted, list(clf.labels))
+        out[name] = {**summarise_latency(best[name]), "texts_per_s": round(rate[name], 1), "default": default,
+                     "file_mb": round(clf.path.stat().st_size / 1e6, 2), "folder_mb": folder_mb(folder),
+                     "macro_f1": round(scores["macro_f1"], 4), "accuracy": round(scores["accuracy"], 4)}
+    return {"texts": len(texts), "batch_size": 32, "rounds": rounds, "results": out}
+
+
+def render(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"`{report['command']}`", "", f"{m.get('cpu')}; {m.get('threads')} threads; instruction sets: "
+             f"{m.get('instruction_sets', m.get('flags', '?'))}", ""]
+    for dataset, d in report["datasets"].items():
+        rows = []
+        for student, runs in d["runs"].items():
+            f1 = [r["student"]["macro_f1"] for r in runs]
+            t = [r["teacher"]["macro_f1"] for r in runs]
+            rows.append([student, ", ".join(f"{x:.3f}" for x in f1), f"{np.mean(f1):.3f}", f"{np.mean(t):.3f}"])
+        lines += [f"### {dataset}: macro-F1 on 200 test texts, by seed", "",
+                  markdown_table(["student", "by seed", "mean", "teacher (same texts)"], rows), ""]
+        tb = d["teacher_bench"]["results"]
+        teacher_p50, teacher_rate = tb["teacher"]["p50_ms"], tb["teacher"]["texts_per_s"]
+        rows = [["teacher (llama.cpp)", "-", f"{tb['teacher']['p50_ms']:.1f}", f"{teacher_rate:.2f}", "1x", "-", "-"]]
+        for name, r in d["speed"]["results"].items():
+            rows.append([name + (" (default)" if r["default"] else ""), f"{r['macro_f1']:.3f}", f"{r['p50_ms']:.3f}",
+                         f"{r['texts_per_s']:.0f}", f"{teacher_p50 / r['p50_ms']:.0f}x", f"{r['file_mb']:.1f}",
+                         f"{r['folder_mb']:.1f}"])
+        lines += [f"Speed through the runtime ({d['speed']['texts']} test texts, seed-0 students; batch 1 latency, "
+                  f"texts/s at batch 32); the teacher from `llkd-edge bench` on the static folder (100 texts):", "",
+                  markdown_table(["model", "macro-F1", "p50 ms", "texts/s", "p50 vs teacher", "file MB", "folder MB"],
+                                 rows), ""]
+        own = d["teacher_bench"].get("ratios", {})
+        lines += [f"Within that one `llkd-edge bench` run: {json.dumps(own)}", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report["datasets"]), figsize=(6 * len(report["datasets"]), 4.5), squeeze=False)
+    for ax, (dataset, d) in zip(axes[0], report["datasets"].items()):
+        tb = d["teacher_bench"]["results"]["teacher"]
+        ax.scatter([tb["texts_per_s"]], [tb.get("macro_f1", np.nan)], marker="s", color="black", label="teacher")
+        for name, r in d["speed"]["results"].items():
+            ax.scatter([r["texts_per_s"]], [r["macro_f1"]], label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("texts/s at batch 32 (log scale)")
+        ax.set_ylabel("macro-F1")
+        ax.set_title(dataset)
+        ax.legend(fontsize=8)
+    save_plot(fig, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The static-embedding student's pure parts: the distillation maths and the ONNX graph written node by node,
+checked against the same forward pass in numpy (and PyTorch's, for the model class) on random weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from llkd_edge.errors import ModelError
+from llkd_edge.student import static
+
+
+def _state(vocab=50, dims=8, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"embeddings.weight": rng.normal(size=(vocab, dims)).astype(np.float32),
+            "head.weight": rng.normal(size=(k, dims)).astype(np.float32),
+            "head.bias": rng.normal(size=k).astype(np.float32)}
+
+
+def _forward(state, ids, mask):
+    rows = state["embeddings.weight"][ids] * mask[..., None]
+    pooled = rows.sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    unit = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return unit @ state["head.weight"].T + state["head.bias"]
+
+
+def _run(model, ids, mask):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def test_the_onnx_graph_is_the_masked_mean_unit_length_and_head():
+    state = _state(vocab=2000, dims=16)
+    ids = np.array([[1, 5, 7, 0, 0], [2, 3, 4, 9, 11], [0, 0, 0, 0, 0]], dtype=np.int64)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=np.int64)
+    expected = _forward(state, ids, mask)
+    got = _run(static.onnx_graph(state), ids, mask)
+    assert np.abs(got - expected).max() < 1e-5
+    # padding changes nothing: the first row alone, unpadded, scores the same
+    assert np.abs(_run(static.onnx_graph(state), ids[:1, :3], mask[:1, :3]) - expected[:1]).max() < 1e-5
+    # int8: a scale per token row keeps the scores close and the table a quarter of the size
+    int8 = static.onnx_graph(state, int8=True)
+    assert np.abs(_run(int8, ids, mask) - expected).max() < 0.05
+    table = {t.name: t for t in int8.graph.initializer}["table_q"]
+    assert table.data_type == 3  # INT8
+    assert len(int8.SerializeToString()) < len(static.onnx_graph(state).SerializeToString()) / 2
+
+
+def test_pca_and_sif_weights():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 6)) * np.array([5, 4, 3, 2, 1, 0.5])
+    reduced = static.pca(x, 3)
+    assert reduced.shape == (200, 3) and np.allclose(reduced.mean(axis=0), 0, atol=1e-5)
+    variances = reduced.var(axis=0)
+    assert variances[0] > variances[1] > variances[2]  # the leading axes first
+    with pytest.raises(ModelError):
+        static.pca(x, 7)
+    weighted = static.sif_weighted(np.ones((1000, 2), dtype=np.float32))
+    assert weighted[0, 0] < weighted[10, 0] < weighted[999, 0] <= 1  # frequent (low id) tokens weigh less
+
+
+def test_the_model_matches_its_onnx_graph_and_a_bad_folder_is_one_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = _state(vocab=30, dims=4, k=2)
+    config = static.StaticConfig(30, 4, {0: "a", 1: "b"})
+    model = static._model_class()(config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    ids = torch.tensor([[1, 2, 3, 0]]), torch.tensor([[1, 1, 1, 0]])
+    logits = model(input_ids=ids[0], attention_mask=ids[1]).logits.detach().numpy()
+    assert np.abs(logits - _forward(state, ids[0].numpy(), ids[1].numpy())).max() < 1e-5
+    model.save_pretrained(tmp_path)
+    assert static.is_static(tmp_path) and not static.is_static(tmp_path / "nope")
+    again = static.load(tmp_path)
+    assert np.abs(again(input_ids=ids[0], attention_mask=ids[1]).logits.detach().numpy() - logits).max() == 0
+    record = json.loads((tmp_path / "config.json").read_text())
+    record["dims"] = 10**9  # a hostile size: refused before anything is allocated
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="not a static student"):
+        static.load(tmp_path)
+
+
+def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
+    """Classifier._encode cuts long texts before tokenizing (the static student's main cost); every encoding must
+    be the one of the whole text cut to the budget, for texts of every shape."""
+    from tokenizers import Tokenizer
+
+    from llkd_edge.registry import registry
+    from llkd_edge.runtime import CHARS_PER_TOKEN, Classifier
+    from llkd_edge.teacher.encoder import model_folder
+
+    try:
+        folder = model_folder(registry("students")["minilm-l6"])
+    except Exception:
+        pytest.skip("the packaged MiniLM (its tokenizer) is not installed")
+    rng = np.random.default_rng(0)
+    words = ["the", "Ünïcödé", "naïve", "東京都", "co-operate", "e-mail:x@y.z", "a" * 150, "\u0301", "\t", "\n", "!!",
+             "x" * 30, "tokenization", "\x00", "😀"]
+    texts = ["", "one", " " * 3000, "y" * 5000, "word " * 2000, "東" * 3000]
+    texts += [" ".join(rng.choice(words, size=rng.integers(1, 900))) for _ in range(300)]
+    for budget in (8, 64, 128):
+        whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        whole.no_padding()
+        whole.enable_truncation(budget)
+        clf = Classifier.__new__(Classifier)
+        clf.tokenizer, clf.max_length, clf.cuts_at_spaces = whole, budget, True
+        got, expected = clf._encode(texts), whole.encode_batch(texts)
+        assert [e.ids for e in got] == [e.ids for e in expected]
+        assert [bool(e.overflowing) for e in got] == [bool(e.overflowing) for e in expected]
+        assert any(len(t) > budget * CHARS_PER_TOKEN for t in texts)  # the cut was really taken
