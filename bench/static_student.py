@@ -9,7 +9,7 @@ The teacher is timed by `llkd-edge bench` on the static student's folder (its fi
 student's ratio to it comes from one run.
 
     python -m bench.static_student [--datasets bbc-news,20newsgroups] [--seeds 0,1,2]
-        [--students static,minilm-l6] [--work runs/static-study]
+        [--students static,static@512,minilm-l6] [--work runs/static-study]
 
 Resumable: finished runs, exports and bench reports are reused. Writes bench/results/static_student.json, .md
 and .png (macro-F1 against texts/s).
@@ -44,7 +44,8 @@ def main() -> int:
     parser = arguments(__doc__)
     parser.add_argument("--datasets", default="bbc-news,20newsgroups")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--students", default="static,minilm-l6")
+    parser.add_argument("--students", default="static,static@512,minilm-l6",
+                        help="NAME or NAME@TOKENS (the student's token budget; 128 otherwise)")
     parser.add_argument("--work", default="runs/static-study")
     parser.add_argument("--bbc-store", default="runs/demo/labels.sqlite", help="the demo's store: its labels are reused")
     parser.add_argument("--rounds", type=int, default=3)
@@ -61,11 +62,12 @@ def main() -> int:
         for seed in seeds:
             for student in students:
                 run_dir = work / dataset / f"{student}-s{seed}"
+                name, _, max_length = student.partition("@")  # NAME@TOKENS: another token budget than 128
                 if not (run_dir / "metrics.json").exists():
                     print(f"[{dataset}] distilling {student}, seed {seed}", file=sys.stderr, flush=True)
+                    train = TrainConfig(student=name, seed=seed, threads=args.threads, max_length=int(max_length or 128))
                     distill(DistillConfig(data=dataset, out=str(run_dir), scoring=scoring, store=store, limit=600,
-                                          eval_limit=200, train=TrainConfig(student=student, seed=seed,
-                                                                            threads=args.threads)))
+                                          eval_limit=200, train=train))
                 m = json.loads((run_dir / "metrics.json").read_text())
                 runs[student].append({"seed": seed, "teacher": m["teacher"], "student": m["student"],
                                       "train_seconds": m.get("timings", {}).get("train")})

@@ -31,7 +31,7 @@ from .files import lies_inside, one_line
 
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
-CHARS_PER_TOKEN = 8  # a long text is cut at a space this many characters per token of budget in (Classifier._encode)
+CHARS_PER_TOKEN = (6, 16)  # a long text is cut at a space this many characters per token of budget in, then that many (Classifier._encode)
 MAX_TOKENS = 8192  # the largest token budget a folder may ask for (a bigger one is a broken or hostile manifest)
 # How texts share ONNX Runtime calls, so that a text's scores never depend on the texts batched with it:
 #   padded       batches of similar length, padded to the longest (fp32: padding is masked out exactly)
@@ -226,18 +226,20 @@ class Classifier:
         words at spaces and normalises character by character (BERT's), a long text is first cut at a space
         ``CHARS_PER_TOKEN`` characters per token of budget in: its tokens are then a prefix of the whole text's,
         and if they still fill the budget the cut-down encoding is the whole text's; a text they do not fill is
-        tokenized whole (rare: a text of very long tokens). For the static student this is most of the time a
+        cut more loosely, then tokenized whole (rare: a text of very long tokens). For the static student this is most of the time a
         text takes."""
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # no offsets: faster
         if not self.cuts_at_spaces:
             return encode(texts)
-        limit = self.max_length * CHARS_PER_TOKEN
-        cut = [_cut_at_space(t, limit) for t in texts]
-        encodings = encode(cut)
-        short = [i for i, e in enumerate(encodings) if cut[i] is not texts[i] and not e.overflowing]
-        if short:
-            for i, e in zip(short, encode([texts[i] for i in short])):
+        encodings = [None] * len(texts)
+        todo = list(range(len(texts)))
+        for chars in (*CHARS_PER_TOKEN, None):  # a tighter cut first; the texts it leaves short, a looser one
+            cut = [texts[i] if chars is None else _cut_at_space(texts[i], self.max_length * chars) for i in todo]
+            for i, e in zip(todo, encode(cut)):
                 encodings[i] = e
+            todo = [i for i, text in zip(todo, cut) if text is not texts[i] and not encodings[i].overflowing]
+            if not todo:
+                break
         return encodings
 
     def _calls(self, lengths: list[int], batch_size: int):
