@@ -254,17 +254,23 @@ def format_report(report: dict) -> str:
         r = results[name]
         mark = " (default)" if name == report["default_variant"] else ""
         size = "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}"  # a served teacher's file is not ours to see
-        row = [f"{name}{mark}", size, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['texts_per_s']:.1f}"]
+        row = [f"{name}{mark}", size, _ms(r["p50_ms"]), _ms(r["p95_ms"]), f"{r['texts_per_s']:.1f}"]
         if quality:
             row += [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}"]
         rows.append(row)
-    lines = [f"{report['texts']} texts, {report['machine']['threads']} threads ({report['machine']['cpu']}); "
+    m = report["machine"]
+    lines = [f"{report['texts']} texts, {m['threads']} threads ({m['cpu']}; {m.get('instruction_sets', '?')}); "
              f"latency at batch 1, throughput at batch {report['batch_size']}", "", markdown_table(header, rows)]
     lines.append("")
     for key, ratio in report["ratios"].items():
         fast, slow = key.split("_vs_")
         lines.append(f"{fast} vs {slow}: {ratio['p50_latency']}x faster per text, {ratio['throughput']}x the throughput")
     return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with the digits that matter: a static student's 0.25 ms must not print as 0.2."""
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
 
 def _size_mb(*paths: Path) -> float:
