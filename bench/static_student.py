@@ -37,7 +37,8 @@ TIMED_TEXTS = 200
 
 
 def folder_mb(folder: Path) -> float:
-    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "bench" not in p.parts) / 1e6, 2)
+    files = [p for p in folder.rglob("*") if p.is_file() and "bench" not in p.relative_to(folder).parts]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 2)
 
 
 def main() -> int:
@@ -49,6 +50,7 @@ def main() -> int:
     parser.add_argument("--work", default="runs/static-study")
     parser.add_argument("--bbc-store", default="runs/demo/labels.sqlite", help="the demo's store: its labels are reused")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train-only", action="store_true", help="only the distill runs (time later, on a quiet machine)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     students = args.students.split(",")
@@ -67,10 +69,12 @@ def main() -> int:
                     print(f"[{dataset}] distilling {student}, seed {seed}", file=sys.stderr, flush=True)
                     train = TrainConfig(student=name, seed=seed, threads=args.threads, max_length=int(max_length or 128))
                     distill(DistillConfig(data=dataset, out=str(run_dir), scoring=scoring, store=store, limit=600,
-                                          eval_limit=200, train=train))
+                                          eval_limit=200, train=train), resume=True)
                 m = json.loads((run_dir / "metrics.json").read_text())
                 runs[student].append({"seed": seed, "teacher": m["teacher"], "student": m["student"],
                                       "train_seconds": m.get("timings", {}).get("train")})
+        if args.train_only:
+            continue
         models = {}
         for student in students:
             run_dir, model_dir = work / dataset / f"{student}-s{seeds[0]}", work / dataset / f"{student}-model"
@@ -83,6 +87,8 @@ def main() -> int:
             run_bench(BenchConfig(model_dir=str(teacher_bench.parent.parent), limit=100, threads=args.threads))
         report["datasets"][dataset] = {"runs": runs, "speed": speed,
                                        "teacher_bench": json.loads(teacher_bench.read_text())}
+    if args.train_only:
+        return 0
     markdown = render(report)
     write_report(OUT, report, markdown)
     plot(report, OUT.with_suffix(".png"))

@@ -280,7 +280,11 @@ def _cuts_at_spaces(tokenizer) -> bool:
     every space and the normaliser works character by character (BERT's WordPiece tokenizers)."""
     pre = type(getattr(tokenizer, "pre_tokenizer", None)).__name__
     norm = type(getattr(tokenizer, "normalizer", None)).__name__
-    return pre in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit") and norm in ("BertNormalizer", "NoneType")
+    if pre not in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit") or norm not in ("BertNormalizer", "NoneType"):
+        return False
+    # added tokens are matched in the raw text before the split: one that holds a space could be cut in two
+    added = getattr(tokenizer, "get_added_tokens_decoder", dict)()
+    return not any(any(c.isspace() for c in token.content) for token in added.values())
 
 
 def _cut_at_space(text: str, limit: int) -> str:

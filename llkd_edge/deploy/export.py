@@ -51,9 +51,12 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     out = Path(config.out)
     _check_out(out)
     check_student_files(run.student_dir)
+    is_static = static_student.is_static(run.student_dir)
+    # A static-embedding student has one int8 model, its table in int8 (nothing to calibrate)
+    quantised = QUANTISED[config.quantize] if not is_static else ("int8",) if config.quantize != "none" else ()
     # The gate's texts are the training pool, never the test set: which model a folder serves must not be
     # chosen on the texts its quality is reported on.
-    static = "int8-static" in QUANTISED[config.quantize]
+    static = "int8-static" in quantised
     wanted = config.check_limit + CALIBRATION_TEXTS if static and config.check_limit else config.check_limit
     texts, reference, reference_kind = run.check_texts(wanted)
     calibration: list[str] = []
@@ -67,7 +70,6 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as work:  # OUT is replaced only by a finished export; a failed one leaves nothing
         work.mkdir()
-        is_static = static_student.is_static(run.student_dir)
         if is_static:  # Optimum has no architecture for it: the graph is written node by node
             note(f"writing {run.student_dir} (a static-embedding student) as ONNX")
             _static_export(run.student_dir, work)
@@ -75,7 +77,6 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
             note(f"exporting {run.student_dir} to ONNX with Optimum")
             _onnx_export(run.student_dir, work)
         _set_token_budget(work, run.max_length)
-        quantised = QUANTISED[config.quantize] if not is_static else ("int8",) if config.quantize != "none" else ()
         raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
         if "int8-static" in quantised:
             shutil.copyfile(work / "model.onnx", raw)
@@ -170,8 +171,11 @@ def check_student_files(student_dir: Path) -> None:
     """One line unless ``student_dir`` holds what ``distill`` saves and nothing that would run: safetensors weights,
     no pickled weight file, no code named by ``auto_map``. Optimum loads the folder with transformers' defaults,
     so a folder from someone else is checked here first."""
-    if not (student_dir / "model.safetensors").is_file():
+    weights = student_dir / "model.safetensors"
+    if not weights.is_file():
         raise ModelError(f"{student_dir}: no model.safetensors (a student this tool saved has one); refused")
+    if not lies_inside(student_dir, weights):
+        raise ModelError(f"{student_dir}/model.safetensors: links out of the student's folder; refused")
     pickled = sorted(p.name for pattern in PICKLED for p in student_dir.glob(pattern))
     if pickled:
         raise ModelError(f"{student_dir}: holds pickled weights ({', '.join(pickled)}); refused")
@@ -209,8 +213,9 @@ def _static_export(student_dir: Path, work: Path) -> None:
         source = student_dir / name
         if source.is_file() and lies_inside(student_dir, source):
             shutil.copyfile(source, work / name)
-    if not (work / "tokenizer.json").is_file():
-        raise ModelError(f"{student_dir}: no tokenizer.json inside the student's folder")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (work / name).is_file():
+            raise ModelError(f"{student_dir}: no {name} inside the student's folder; refused")
     static_student.export_onnx(student_dir, work / "model.onnx")
 
 

@@ -47,7 +47,7 @@ def _yaml(value) -> str:
 def _front_matter(manifest: dict, run: dict) -> str:
     student, teacher = run.get("student") or {}, run.get("teacher") or {}
     lines = ["---", "pipeline_tag: text-classification", "library_name: onnx",
-             f"tags: {_yaml(['llkd-edge', 'onnx', 'transformers.js', 'knowledge-distillation', 'text-classification'])}"]
+             f"tags: {_yaml(['llkd-edge', 'onnx'] + ([] if is_static(manifest) else ['transformers.js']) + ['knowledge-distillation', 'text-classification'])}"]
     if student.get("licence"):
         lines.append(f"license: {_yaml(student['licence'].lower())}")
     lines.append(f"labels: {_yaml(manifest['labels'])}")

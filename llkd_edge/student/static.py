@@ -10,7 +10,7 @@ and the steps are these few lines. The table is made once per encoder and settin
 Training then fine-tunes the table and the head on the teacher's labels through the same loop as every student
 (train.py). The model keeps the tokenizer's special tokens in the mean, so every runtime tokenizes as for the
 transformer students; saving writes safetensors and a config.json (never a pickle), and ``export`` writes the
-ONNX graph with torch's exporter (Optimum has no architecture for it).
+ONNX graph node by node (Optimum has no architecture for it).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ARCHITECTURE = "static embeddings"  # what the run's record and the model card c
 MODEL_TYPE = "llkd-static"  # config.json's model_type: what tells a static student's folder apart
 WEIGHTS = "model.safetensors"
 SIF = 1e-4  # model2vec's default SIF coefficient
+TABLE_VERSION = 1  # of the steps below: a change to them must change it, so cached tables are made again
 
 
 def token_vectors(encoder_folder: Path, dims: int, batch_size: int = 512, progress: bool = False) -> np.ndarray:
@@ -40,11 +41,11 @@ def token_vectors(encoder_folder: Path, dims: int, batch_size: int = 512, progre
                     if (encoder_folder / n).is_file()), None)
     if weights is None:
         raise ModelError(f"{encoder_folder}: no encoder weights to distil a static student from")
-    cached = cache_dir() / "static" / f"{file_sha256(weights)[:16]}-d{dims}-sif{SIF:g}.npy"
+    cached = cache_dir() / "static" / f"v{TABLE_VERSION}-{file_sha256(weights)[:16]}-d{dims}-sif{SIF:g}.npy"
     if cached.is_file():
         try:
             vectors = np.load(cached, allow_pickle=False)
-            if vectors.ndim == 2 and vectors.shape[1] == dims and np.isfinite(vectors).all():
+            if vectors.shape == (_vocab_size(encoder_folder), dims) and np.isfinite(vectors).all():
                 return vectors.astype(np.float32, copy=False)
         except (OSError, ValueError):
             pass  # a broken cache file is made again
@@ -54,6 +55,12 @@ def token_vectors(encoder_folder: Path, dims: int, batch_size: int = 512, progre
         with open(tmp, "wb") as f:
             np.save(f, vectors, allow_pickle=False)
     return vectors
+
+
+def _vocab_size(encoder_folder: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(encoder_folder))
 
 
 def _distil(encoder_folder: Path, dims: int, batch_size: int, progress: bool) -> np.ndarray:
@@ -175,8 +182,7 @@ def load(folder: Path):
     try:
         record = read_json(folder / "config.json")
         config = StaticConfig(record["vocab_size"], record["dims"], record["id2label"], str(record.get("base", "")))
-        if not (0 < config.vocab_size <= 1_000_000 and 0 < config.dims <= 4096 and config.num_labels >= 2):
-            raise ValueError("sizes out of range")
+        _check_shapes(folder / WEIGHTS, config)  # before anything is allocated: a folder may come from someone else
         model = _model_class()(config)
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
@@ -184,6 +190,26 @@ def load(folder: Path):
                          f"({one_line(exc, limit=160, first_line=True)})") from None
     model.eval()
     return model
+
+
+MAX_TABLE = 50_000_000  # vocabulary x dims: 200 MB in fp32, far above any real table (MiniLM's: 7.8M)
+MAX_LABELS = 10_000
+
+
+def _check_shapes(weights: Path, config: StaticConfig) -> None:
+    """ValueError unless config.json's sizes are in range and the safetensors header holds exactly the tensors of
+    that shape (read from the header alone, before the model is built)."""
+    from safetensors import safe_open
+
+    if not (0 < config.vocab_size and 0 < config.dims and config.vocab_size * config.dims <= MAX_TABLE
+            and 2 <= config.num_labels <= MAX_LABELS):
+        raise ValueError("sizes out of range")
+    expected = {"embeddings.weight": [config.vocab_size, config.dims],
+                "head.weight": [config.num_labels, config.dims], "head.bias": [config.num_labels]}
+    with safe_open(str(weights), framework="numpy") as f:
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    if shapes != expected:
+        raise ValueError(f"{WEIGHTS} holds other tensors than config.json describes")
 
 
 # ------------------------------------------------------------------------------------------ ONNX

@@ -74,10 +74,18 @@ def test_the_model_matches_its_onnx_graph_and_a_bad_folder_is_one_error(tmp_path
     assert static.is_static(tmp_path) and not static.is_static(tmp_path / "nope")
     again = static.load(tmp_path)
     assert np.abs(again(input_ids=ids[0], attention_mask=ids[1]).logits.detach().numpy() - logits).max() == 0
-    record = json.loads((tmp_path / "config.json").read_text())
-    record["dims"] = 10**9  # a hostile size: refused before anything is allocated
+    good = (tmp_path / "config.json").read_text()
+    # hostile sizes are refused before anything is allocated: out of range, or in range but not the file's
+    for key, value in (("dims", 10**9), ("vocab_size", 1_000_000), ("vocab_size", 40)):
+        record = json.loads(good)
+        record[key] = value
+        (tmp_path / "config.json").write_text(json.dumps(record))
+        with pytest.raises(ModelError, match="not a static student"):
+            static.load(tmp_path)
+    record = json.loads(good)
+    record["id2label"] = {str(i): f"l{i}" for i in range(20_000)}
     (tmp_path / "config.json").write_text(json.dumps(record))
-    with pytest.raises(ModelError, match="not a static student"):
+    with pytest.raises(ModelError, match="sizes out of range"):
         static.load(tmp_path)
 
 
@@ -87,7 +95,7 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
     from tokenizers import Tokenizer
 
     from llkd_edge.registry import registry
-    from llkd_edge.runtime import CHARS_PER_TOKEN, Classifier
+    from llkd_edge.runtime import Classifier, _cuts_at_spaces
     from llkd_edge.teacher.encoder import model_folder
 
     try:
@@ -103,9 +111,25 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
         whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
         whole.no_padding()
         whole.enable_truncation(budget)
+        assert _cuts_at_spaces(whole)  # BERT's tokenizer: the cut is taken
+        seen = []
+
+        class Recording:  # the tokenizer, recording the lengths of the texts it is given
+            def encode_batch_fast(self, batch):
+                seen.extend(map(len, batch))
+                return whole.encode_batch_fast(batch)
+
+            encode_batch = encode_batch_fast
+
         clf = Classifier.__new__(Classifier)
-        clf.tokenizer, clf.max_length, clf.cuts_at_spaces = whole, budget, True
+        clf.tokenizer, clf.max_length, clf.cuts_at_spaces = Recording(), budget, True
         got, expected = clf._encode(texts), whole.encode_batch(texts)
         assert [e.ids for e in got] == [e.ids for e in expected]
         assert [bool(e.overflowing) for e in got] == [bool(e.overflowing) for e in expected]
-        assert any(len(t) > budget * CHARS_PER_TOKEN[-1] for t in texts)  # the cuts were really taken
+        assert max(seen) <= max(map(len, texts)) and sum(seen) < sum(map(len, texts)) / 2  # most text never tokenized
+    # an added token that holds a space is matched before the split, so a cut could halve it: no cut then
+    from tokenizers import AddedToken
+
+    with_phrase = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    with_phrase.add_tokens([AddedToken("zz qq")])
+    assert not _cuts_at_spaces(with_phrase)
