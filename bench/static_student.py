@@ -72,7 +72,7 @@ def main() -> int:
                                           eval_limit=200, train=train), resume=True)
                 m = json.loads((run_dir / "metrics.json").read_text())
                 runs[student].append({"seed": seed, "teacher": m["teacher"], "student": m["student"],
-                                      "train_seconds": m.get("timings", {}).get("train")})
+                                      "train_seconds": m.get("seconds", {}).get("train")})
         if args.train_only:
             continue
         models = {}
