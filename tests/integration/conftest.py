@@ -38,37 +38,39 @@ def _invoke(args):
     return result
 
 
+def _small_distill(student, store, out):
+    """``student`` distilled on 240 BBC texts (60 eval) with Gemma's labels in ``store``, short texts: fast."""
+    _invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
+             "--student", student, "--max-length", "64", "--batch-size", "16", "--epochs", "3",
+             "--store", str(store), "--out", str(out)])
+    return out
+
+
+def _export(run, model_dir):
+    """(MODEL_DIR, export's output) for ``run`` with the default export settings."""
+    return model_dir, _invoke(["export", str(run), "--out", str(model_dir)]).output
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A small real distill run (Gemma labels, MiniLM with 2 layers kept), shared by the export and app tests."""
     out = tmp_path_factory.mktemp("distill") / "run"
-    _invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
-             "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
-             "--store", str(out.parent / "labels.sqlite"), "--out", str(out)])
-    return out
+    return _small_distill("minilm-l2", out.parent / "labels.sqlite", out)
 
 
 @pytest.fixture(scope="session")
 def exported(run_dir, tmp_path_factory):
     """(MODEL_DIR, export's output) for ``run_dir`` with the default export settings."""
-    model_dir = tmp_path_factory.mktemp("export") / "model"
-    result = _invoke(["export", str(run_dir), "--out", str(model_dir)])
-    return model_dir, result.output
+    return _export(run_dir, tmp_path_factory.mktemp("export") / "model")
 
 
 @pytest.fixture(scope="session")
 def static_run_dir(run_dir):
     """The static-embedding student distilled from the same labels as ``run_dir`` (its store: no teacher call)."""
-    out = run_dir.parent / "static-run"
-    _invoke(["distill", "bbc-news", "--limit", "240", "--eval-limit", "60", "--max-text-tokens", "64",
-             "--student", "static", "--max-length", "64", "--batch-size", "16", "--epochs", "3",
-             "--store", str(run_dir.parent / "labels.sqlite"), "--out", str(out)])
-    return out
+    return _small_distill("static", run_dir.parent / "labels.sqlite", run_dir.parent / "static-run")
 
 
 @pytest.fixture(scope="session")
 def static_exported(static_run_dir, tmp_path_factory):
     """(MODEL_DIR, export's output) for ``static_run_dir`` with the default export settings."""
-    model_dir = tmp_path_factory.mktemp("export-static") / "model"
-    result = _invoke(["export", str(static_run_dir), "--out", str(model_dir)])
-    return model_dir, result.output
+    return _export(static_run_dir, tmp_path_factory.mktemp("export-static") / "model")
