@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,12 @@ from .files import lies_inside, one_line
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
 CHARS_PER_TOKEN = (6, 16)  # a long text is cut at a space this many characters per token of budget in, then that many (Classifier._encode)
+# A cache of each word's tokens (Classifier, where the tokenizer allows it): words are the runs of text between
+# these spaces, which every BERT-style tokenizer splits at and drops; at most WORDS_KEPT words are kept (then the
+# cache starts over) and none longer than LONG_WORD characters (a hostile text cannot fill memory with one word).
+SPACES = re.compile(r"[ \t\n\r]+")
+WORDS_KEPT = 100_000
+LONG_WORD = 64
 MAX_TOKENS = 8192  # the largest token budget a folder may ask for (a bigger one is a broken or hostile manifest)
 # How texts share ONNX Runtime calls, so that a text's scores never depend on the texts batched with it:
 #   padded       batches of similar length, padded to the longest (fp32: padding is masked out exactly)
@@ -159,6 +166,7 @@ class Classifier:
         self.batching = batching
         self.truncated = 0
         self.cuts_at_spaces = _cuts_at_spaces(tokenizer)
+        self._words = _Words.for_tokenizer(tokenizer, max_length)
 
     @classmethod
     def load(cls, model_dir: str | Path, variant: str | None = None, threads: int | None = None,
@@ -213,34 +221,41 @@ class Classifier:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
-        encodings = self._encode(texts)
-        self.truncated += sum(1 for e in encodings if e.overflowing)
-        for rows in self._calls([len(e.ids) for e in encodings], batch_size):
-            out[rows] = self.session.run(None, self._feed([encodings[i] for i in rows]))[0]
+        ids, types, truncated = self._encode(texts)
+        self.truncated += truncated
+        for rows in self._calls([len(row) for row in ids], batch_size):
+            out[rows] = self.session.run(None, self._feed([ids[i] for i in rows],
+                                                          None if types is None else [types[i] for i in rows]))[0]
         return out
 
-    def _encode(self, texts: list[str]) -> list:
-        """The tokenizer's encodings of ``texts``, exactly as tokenizing each whole text and cutting it to the budget.
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]] | None, int]:
+        """Token ids of ``texts`` (and their token type ids, None where all are 0) and how many texts were cut,
+        exactly as the tokenizer gives them for each whole text cut to the budget.
 
-        Tokenizing costs time in proportion to a text's length, also past the budget. Where the tokenizer splits
-        words at spaces and normalises character by character (BERT's), a long text is first cut at a space
-        ``CHARS_PER_TOKEN`` characters per token of budget in: its tokens are then a prefix of the whole text's,
-        and if they still fill the budget the cut-down encoding is the whole text's; a text they do not fill is
-        cut more loosely, then tokenized whole (rare: a text of very long tokens). For the static student this is most of the time a
-        text takes."""
+        Tokenizing costs time in proportion to a text's length, also past the budget; for the static student it is
+        most of the time a text takes. Where the tokenizer splits words at spaces and normalises character by
+        character (BERT's), a long text is first cut at a space ``CHARS_PER_TOKEN`` characters per token of budget
+        in: its tokens are then a prefix of the whole text's, and if they overflow the budget they are the whole
+        text's; a text they do not fill is cut more loosely, then taken whole (rare: a text of very long tokens).
+        Where its template is plain (special tokens around the text), each word's tokens are also kept
+        (``_Words``), so a word seen before is not tokenized again."""
+        if self._words is not None:
+            return self._words.encode(texts)
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # no offsets: faster
         if not self.cuts_at_spaces:
-            return encode(texts)
-        encodings = [None] * len(texts)
-        todo = list(range(len(texts)))
-        for chars in (*CHARS_PER_TOKEN, None):  # a tighter cut first; the texts it leaves short, a looser one
-            cut = [texts[i] if chars is None else _cut_at_space(texts[i], self.max_length * chars) for i in todo]
-            for i, e in zip(todo, encode(cut)):
-                encodings[i] = e
-            todo = [i for i, text in zip(todo, cut) if text is not texts[i] and not encodings[i].overflowing]
-            if not todo:
-                break
-        return encodings
+            encodings = encode(texts)
+        else:
+            encodings = [None] * len(texts)
+            todo = list(range(len(texts)))
+            for chars in (*CHARS_PER_TOKEN, None):  # a tighter cut first; the texts it leaves short, a looser one
+                cut = [texts[i] if chars is None else _cut_at_space(texts[i], self.max_length * chars) for i in todo]
+                for i, e in zip(todo, encode(cut)):
+                    encodings[i] = e
+                todo = [i for i, text in zip(todo, cut) if text is not texts[i] and not encodings[i].overflowing]
+                if not todo:
+                    break
+        types = [e.type_ids for e in encodings] if "token_type_ids" in self.input_names else None
+        return [e.ids for e in encodings], types, sum(1 for e in encodings if e.overflowing)
 
     def _calls(self, lengths: list[int], batch_size: int):
         """Row indices for each model call: texts sorted by token length, cut into batches as ``batching`` says."""
@@ -262,17 +277,89 @@ class Classifier:
         """One label name per text."""
         return [self.labels[j] for j in self.logits(texts, batch_size).argmax(axis=1)]
 
-    def _feed(self, encodings) -> dict[str, np.ndarray]:
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        for i, e in enumerate(encodings):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
-            types[i, : len(e.ids)] = e.type_ids
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    def _feed(self, ids: list[list[int]], types: list[list[int]] | None) -> dict[str, np.ndarray]:
+        width = max(map(len, ids))
+        feed = {"input_ids": np.full((len(ids), width), self.pad_token_id, dtype=np.int64),
+                "attention_mask": np.zeros((len(ids), width), dtype=np.int64),
+                "token_type_ids": np.zeros((len(ids), width), dtype=np.int64)}
+        for i, row in enumerate(ids):
+            feed["input_ids"][i, : len(row)] = row
+            feed["attention_mask"][i, : len(row)] = 1
+            if types is not None:
+                feed["token_type_ids"][i, : len(row)] = types[i]
         return {name: feed[name] for name in self.input_names}
+
+
+class _Words:
+    """Token ids for texts, from each word's tokens kept across calls (a word seen before is not tokenized again).
+
+    Exact where ``for_tokenizer`` allows it: the tokenizer splits at every space (``SPACES``) and normalises
+    character by character, so a text's tokens are its words' tokens one after another, and its template only
+    puts special tokens before and after them (type id 0), so the budget cuts the words' tokens and the special
+    tokens go around them, as the tokenizer's own truncation does."""
+
+    def __init__(self, tokenizer, prefix: list[int], suffix: list[int], budget: int):
+        self.tokenizer, self.prefix, self.suffix, self.budget = tokenizer, prefix, suffix, budget
+        self.kept: dict[str, list[int]] = {}
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer, max_length: int) -> _Words | None:
+        """A ``_Words`` for ``tokenizer`` with a budget of ``max_length`` tokens, or None where it would not be exact."""
+        from tokenizers import Tokenizer
+
+        if not _cuts_at_spaces(tokenizer) or not hasattr(tokenizer, "to_str"):
+            return None
+        bare = Tokenizer.from_str(tokenizer.to_str())
+        bare.no_truncation()
+        bare.no_padding()
+        word, full = bare.encode("a", add_special_tokens=False).ids, bare.encode("a")
+        ids, n = full.ids, len(word)
+        starts = [i for i in range(len(ids) - n + 1) if ids[i : i + n] == word]
+        if n != 1 or len(starts) != 1 or any(full.type_ids) or bare.encode("").ids != ids[: starts[0]] + ids[starts[0] + n :]:
+            return None
+        prefix, suffix = ids[: starts[0]], ids[starts[0] + n :]
+        budget = max_length - len(prefix) - len(suffix)
+        return cls(bare, prefix, suffix, budget) if budget > 0 else None
+
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], None, int]:
+        """As ``Classifier._encode``: ids, no type ids, how many texts were cut."""
+        out: list[list[int] | None] = [None] * len(texts)
+        truncated = 0
+        todo = list(range(len(texts)))
+        for chars in (*CHARS_PER_TOKEN, None):  # a tighter cut first; the texts it leaves short, a looser one
+            cut = [texts[i] if chars is None else _cut_at_space(texts[i], self.budget * chars) for i in todo]
+            words = [SPACES.split(text) for text in cut]
+            pieces = self._pieces(words)
+            short = []
+            for i, text, row in zip(todo, cut, pieces):
+                ids = []
+                for piece in row:
+                    ids += piece
+                    if len(ids) > self.budget:
+                        break
+                if len(ids) > self.budget or text is texts[i]:
+                    truncated += len(ids) > self.budget
+                    out[i] = self.prefix + ids[: self.budget] + self.suffix
+                else:
+                    short.append(i)
+            todo = short
+            if not todo:
+                break
+        return out, None, truncated
+
+    def _pieces(self, words: list[list[str]]) -> list[list[list[int]]]:
+        """Each word's tokens, from the kept ones; the words not kept are tokenized together, in one call."""
+        kept = self.kept
+        pieces = [[kept.get(word) for word in row] for row in words]
+        missing = {word for row, got in zip(words, pieces) for word, ids in zip(row, got) if ids is None}
+        if missing:
+            missing = list(missing)
+            fresh = dict(zip(missing, (e.ids for e in self.tokenizer.encode_batch_fast(missing, add_special_tokens=False))))
+            if len(kept) + len(fresh) > WORDS_KEPT:
+                kept.clear()
+            kept.update((word, ids) for word, ids in fresh.items() if len(word) <= LONG_WORD)
+            pieces = [[fresh[word] if ids is None else ids for word, ids in zip(row, got)] for row, got in zip(words, pieces)]
+        return pieces
 
 
 def _cuts_at_spaces(tokenizer) -> bool:

@@ -226,32 +226,31 @@ def onnx_graph(state: dict[str, np.ndarray], int8: bool = False):
     weight = np.asarray(state["head.weight"], dtype=np.float32)
     bias = np.asarray(state["head.bias"], dtype=np.float32)
     inits = [numpy_helper.from_array(weight.T.copy(), "head_weight"), numpy_helper.from_array(bias, "head_bias"),
-             numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one"),
              numpy_helper.from_array(np.array([1e-12], dtype=np.float32), "eps"),
              numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
              numpy_helper.from_array(np.array([-1], dtype=np.int64), "last")]
+    # The rows are summed with weights by one batched MatMul, (B, 1, T) @ (B, T, D): the weight is the attention mask
+    # (times the token's scale for int8). The sum is not divided by the count: unit length does not see the scale.
+    nodes = [helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT)]
     if int8:
         scale = np.maximum(np.abs(table).max(axis=1), 1e-12) / 127.0
         inits += [numpy_helper.from_array(np.round(table / scale[:, None]).astype(np.int8), "table_q"),
-                  numpy_helper.from_array(scale.astype(np.float32)[:, None], "table_scale")]
-        lookup = [helper.make_node("Gather", ["table_q", "input_ids"], ["rows_q"]),
-                  helper.make_node("Cast", ["rows_q"], ["rows_f"], to=TensorProto.FLOAT),
+                  numpy_helper.from_array(scale.astype(np.float32), "table_scale")]
+        nodes += [helper.make_node("Gather", ["table_q", "input_ids"], ["rows_q"]),
+                  helper.make_node("Cast", ["rows_q"], ["rows"], to=TensorProto.FLOAT),
                   helper.make_node("Gather", ["table_scale", "input_ids"], ["row_scale"]),
-                  helper.make_node("Mul", ["rows_f", "row_scale"], ["rows"])]
+                  helper.make_node("Mul", ["mask_f", "row_scale"], ["weights"])]
     else:
         inits.append(numpy_helper.from_array(table, "table"))
-        lookup = [helper.make_node("Gather", ["table", "input_ids"], ["rows"])]
-    nodes = lookup + [
-        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mask_f", "last"], ["mask3"]),
-        helper.make_node("Mul", ["rows", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
-        helper.make_node("Max", ["count", "one"], ["count1"]),
-        helper.make_node("Div", ["summed", "count1"], ["pooled"]),
-        helper.make_node("ReduceL2", ["pooled", "last"], ["norm"], keepdims=1),
+        nodes += [helper.make_node("Gather", ["table", "input_ids"], ["rows"]),
+                  helper.make_node("Identity", ["mask_f"], ["weights"])]
+    nodes += [
+        helper.make_node("Unsqueeze", ["weights", "axis1"], ["weights3"]),
+        helper.make_node("MatMul", ["weights3", "rows"], ["summed3"]),
+        helper.make_node("Squeeze", ["summed3", "axis1"], ["summed"]),
+        helper.make_node("ReduceL2", ["summed", "last"], ["norm"], keepdims=1),
         helper.make_node("Max", ["norm", "eps"], ["norm1"]),
-        helper.make_node("Div", ["pooled", "norm1"], ["unit"]),
+        helper.make_node("Div", ["summed", "norm1"], ["unit"]),
         helper.make_node("MatMul", ["unit", "head_weight"], ["scores"]),
         helper.make_node("Add", ["scores", "head_bias"], ["logits"]),
     ]

@@ -95,7 +95,7 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
     from tokenizers import Tokenizer
 
     from llkd_edge.registry import registry
-    from llkd_edge.runtime import Classifier, _cuts_at_spaces
+    from llkd_edge.runtime import LONG_WORD, Classifier, _cuts_at_spaces, _Words
     from llkd_edge.teacher.encoder import model_folder
 
     try:
@@ -104,7 +104,8 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
         pytest.skip("the packaged MiniLM (its tokenizer) is not installed")
     rng = np.random.default_rng(0)
     words = ["the", "Ünïcödé", "naïve", "東京都", "co-operate", "e-mail:x@y.z", "a" * 150, "\u0301", "\t", "\n", "!!",
-             "x" * 30, "tokenization", "\x00", "😀"]
+             "x" * 30, "tokenization", "\x00", "😀",
+             "ab\x1ccd", "q\x0bz", "e\x85f", "g\u2028h", "i\u00a0j", "k\u3000l", "m\x0cn"]  # spaces to Python, not all to BERT
     texts = ["", "one", " " * 3000, "y" * 5000, "word " * 2000, "東" * 3000]
     texts += [" ".join(rng.choice(words, size=rng.integers(1, 900))) for _ in range(300)]
     for budget in (8, 64, 128):
@@ -112,24 +113,37 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
         whole.no_padding()
         whole.enable_truncation(budget)
         assert _cuts_at_spaces(whole)  # BERT's tokenizer: the cut is taken
-        seen = []
+        expected = whole.encode_batch(texts)
+        for words in (False, True):  # the tokenizer on cut texts; the words kept
+            seen = []
 
-        class Recording:  # the tokenizer, recording the lengths of the texts it is given
-            def encode_batch_fast(self, batch):
-                seen.extend(map(len, batch))
-                return whole.encode_batch_fast(batch)
+            class Recording:  # the tokenizer, recording the lengths of the texts it is given
+                def __init__(self, inner):
+                    self.inner = inner
 
-            encode_batch = encode_batch_fast
+                def encode_batch_fast(self, batch, **kwargs):
+                    seen.extend(map(len, batch))
+                    return self.inner.encode_batch_fast(batch, **kwargs)
 
-        clf = Classifier.__new__(Classifier)
-        clf.tokenizer, clf.max_length, clf.cuts_at_spaces = Recording(), budget, True
-        got, expected = clf._encode(texts), whole.encode_batch(texts)
-        assert [e.ids for e in got] == [e.ids for e in expected]
-        assert [bool(e.overflowing) for e in got] == [bool(e.overflowing) for e in expected]
-        assert max(seen) <= max(map(len, texts)) and sum(seen) < sum(map(len, texts)) / 2  # most text never tokenized
+                encode_batch = encode_batch_fast
+
+            clf = Classifier.__new__(Classifier)
+            clf.tokenizer, clf.max_length, clf.cuts_at_spaces, clf.input_names = Recording(whole), budget, True, ["input_ids"]
+            clf._words = _Words.for_tokenizer(whole, budget) if words else None
+            if words:
+                assert clf._words.prefix == [101] and clf._words.suffix == [102] and clf._words.budget == budget - 2
+                clf._words.tokenizer = Recording(clf._words.tokenizer)
+            for again in (False, True):
+                seen.clear()
+                ids, types, truncated = clf._encode(texts)
+                assert ids == [e.ids for e in expected] and types is None
+                assert truncated == sum(1 for e in expected if e.overflowing)
+                assert max(seen, default=0) <= max(map(len, texts)) and sum(seen) < sum(map(len, texts)) / 2  # most text never tokenized
+                if words and again:  # every word was kept but the long ones
+                    assert all(n > LONG_WORD for n in seen)
     # an added token that holds a space is matched before the split, so a cut could halve it: no cut then
     from tokenizers import AddedToken
 
     with_phrase = Tokenizer.from_file(str(folder / "tokenizer.json"))
     with_phrase.add_tokens([AddedToken("zz qq")])
-    assert not _cuts_at_spaces(with_phrase)
+    assert not _cuts_at_spaces(with_phrase) and _Words.for_tokenizer(with_phrase, 128) is None
