@@ -205,6 +205,16 @@ LLKD_CLASS_TERMS = ("mean", "mass", "pool-median")
 LLKD_WEIGHTS = ("product", "conf", "one")
 
 
+DEFAULT_EPOCHS = 4  # a student's passes over the pool unless models/students.toml gives it its own
+
+
+def _student_default(student: str, key: str, fallback):
+    """``key`` from the registered student ``student`` (models/students.toml); ``fallback`` for a model folder."""
+    from .registry import registry
+
+    return registry("students").get(student, {}).get(key, fallback)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the student is built and trained (all of it decides the result, so all of it is saved)."""
@@ -212,7 +222,7 @@ class TrainConfig:
     student: str = "minilm-l6"
     selection: str = choice(SELECTION_METHODS, "llkd")
     soft_labels: bool = False
-    epochs: int = 4
+    epochs: int | None = None  # None: the student's registered count (students.toml `epochs`, else DEFAULT_EPOCHS)
     batch_size: int = 32
     max_length: int = 128
     learning_rate: float | None = None  # None: the student's registered default
@@ -241,6 +251,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.epochs is None:  # resolved here, so the run's record holds the number it trained with
+            object.__setattr__(self, "epochs", _student_default(self.student, "epochs", DEFAULT_EPOCHS))
         if not 0 <= self.llkd_floor <= 1:
             raise UserError(f"llkd_floor must be in [0, 1], got {self.llkd_floor}")
         if not 0 <= self.llkd_warmup < 1:

@@ -257,6 +257,11 @@ class Classifier:
         types = [e.type_ids for e in encodings] if "token_type_ids" in self.input_names else None
         return [e.ids for e in encodings], types, sum(1 for e in encodings if e.overflowing)
 
+    def forget_words(self) -> None:
+        """Drop the kept words' tokens (``_Words``): the next texts are tokenized as on a first pass. For timing."""
+        if self._words is not None:
+            self._words.kept.clear()
+
     def _calls(self, lengths: list[int], batch_size: int):
         """Row indices for each model call: texts sorted by token length, cut into batches as ``batching`` says."""
         order = np.argsort(lengths, kind="stable")

@@ -141,9 +141,24 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
                 assert max(seen, default=0) <= max(map(len, texts)) and sum(seen) < sum(map(len, texts)) / 2  # most text never tokenized
                 if words and again:  # every word was kept but the long ones
                     assert all(n > LONG_WORD for n in seen)
+            if words:
+                clf.forget_words()  # what the benches call before each timed pass
+                assert not clf._words.kept
     # an added token that holds a space is matched before the split, so a cut could halve it: no cut then
     from tokenizers import AddedToken
 
     with_phrase = Tokenizer.from_file(str(folder / "tokenizer.json"))
     with_phrase.add_tokens([AddedToken("zz qq")])
     assert not _cuts_at_spaces(with_phrase) and _Words.for_tokenizer(with_phrase, 128) is None
+
+
+def test_a_students_registered_epochs_are_its_default_and_the_run_records_the_number():
+    from llkd_edge.config import DEFAULT_EPOCHS, TrainConfig, identity
+    from llkd_edge.registry import registry
+
+    assert registry("students")["static"]["epochs"] != DEFAULT_EPOCHS  # the static student has its own
+    assert TrainConfig(student="static").epochs == registry("students")["static"]["epochs"]
+    assert TrainConfig(student="minilm-l6").epochs == DEFAULT_EPOCHS
+    assert TrainConfig(student="some/folder").epochs == DEFAULT_EPOCHS
+    assert TrainConfig(student="static", epochs=3).epochs == 3
+    assert identity(TrainConfig(student="static"))["epochs"] == registry("students")["static"]["epochs"]
