@@ -96,6 +96,13 @@ def main() -> int:
     return 0
 
 
+def begin(clf: Classifier, start: str, pool: list[str]) -> None:
+    """Before a timed pass: no words kept, then (``pool``) the pool's texts run through."""
+    clf.forget_words()
+    if start == "pool":
+        clf.logits(pool)
+
+
 def time_side_by_side(models: dict[str, Path], dataset: str, threads: int, rounds: int) -> dict:
     """Every variant of every student, alternating rounds, the best per text; quality on the same texts.
 
@@ -120,13 +127,9 @@ def time_side_by_side(models: dict[str, Path], dataset: str, threads: int, round
     for _ in range(rounds):
         for name, (clf, _, _) in contenders.items():
             for start in starts:
-                clf.forget_words()
-                if start == "pool":
-                    clf.logits(pool)
+                begin(clf, start, pool)
                 best[name, start] = np.minimum(best[name, start], latencies(lambda b, c=clf: c.logits(b, 1), texts))
-                clf.forget_words()
-                if start == "pool":
-                    clf.logits(pool)
+                begin(clf, start, pool)
                 rate[name, start] = max(rate[name, start], throughput(lambda b, c=clf: c.logits(b, 32), texts))
     out = {}
     for name, (clf, folder, default) in contenders.items():

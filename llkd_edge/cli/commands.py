@@ -105,7 +105,7 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
                help="Learn the teacher's full distribution (KL) instead of its label.")
 @config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), or a local transformers model folder.")
 @config_option("--epochs", TrainConfig, type=int, show_default=False,
-               help=f"Passes over the pool. Default: the student's registered count ({DEFAULT_EPOCHS} for most; static: 20).")
+               help=f"Passes over the pool. Default: the student's registered count (models/students.toml; else {DEFAULT_EPOCHS}).")
 @config_option("--batch-size", TrainConfig)
 @config_option("--max-length", TrainConfig, help="Student's token budget per text.")
 @config_option("--learning-rate", TrainConfig, type=float, show_default=False,
