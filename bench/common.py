@@ -4,6 +4,7 @@ made it, the machine, the versions), writing a report, and Markdown tables (the 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from llkd_edge.files import save_figure, write_json, write_text
 from llkd_edge.report import cpu_model, machine, markdown_table
 from llkd_edge.student.runs import versions
 
-__all__ = ["RESULTS", "arguments", "cache_options", "command", "cpu_model", "machine", "markdown_table", "record", "save_plot",
-           "write_report"]
+__all__ = ["RESULTS", "arguments", "cache_options", "command", "cpu_model", "current_export", "finished_run", "machine",
+           "markdown_table", "record", "save_plot", "write_report"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,3 +64,30 @@ def write_report(path: Path, report: dict, markdown: str | None = None) -> Path:
     if markdown is not None:
         write_text(path.with_suffix(".md"), markdown)
     return path
+
+
+def finished_run(run_dir: Path, config) -> bool:
+    """Whether ``run_dir`` holds the finished distill run of ``config`` (a ``DistillConfig``), to be reused. A
+    finished run of other settings (made by an older version of the study, say) stops the study with a line
+    naming what differs, rather than being reported as this one."""
+    from llkd_edge.config import identity
+    from llkd_edge.student.runs import _diff
+
+    if not (run_dir / "metrics.json").exists():
+        return False
+    saved = json.loads((run_dir / "config.json").read_text())["identity"]
+    changed = sorted(_diff(saved, json.loads(json.dumps(identity(config)))))
+    if changed:
+        raise SystemExit(f"{run_dir} holds a finished run of other settings ({', '.join(changed[:4])}): "
+                         "move it away or choose another --work")
+    return True
+
+
+def current_export(model_dir: Path, run_dir: Path) -> bool:
+    """Whether ``model_dir`` holds an export of the run now in ``run_dir`` (its run id), to be reused."""
+    try:
+        manifest = json.loads((model_dir / "llkd_edge.json").read_text())
+        run_id = json.loads((run_dir / "metrics.json").read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return (model_dir / "export_report.json").exists() and manifest.get("run", {}).get("run_id") == run_id

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, arguments, command, machine, markdown_table, save_plot, write_report
+from bench.common import (RESULTS, arguments, command, current_export, finished_run, machine, markdown_table, save_plot,
+                          write_report)
 from llkd_edge.config import BenchConfig, DistillConfig, ExportConfig, LabelSet, ScoringConfig, TrainConfig
 from llkd_edge.data import builtin_spec, load_builtin
 from llkd_edge.deploy.bench import latencies, run_bench, summarise_latency, throughput
@@ -65,11 +66,12 @@ def main() -> int:
             for student in students:
                 run_dir = work / dataset / f"{student}-s{seed}"
                 name, _, max_length = student.partition("@")  # NAME@TOKENS: another token budget than 128
-                if not (run_dir / "metrics.json").exists():
+                train = TrainConfig(student=name, seed=seed, threads=args.threads, max_length=int(max_length or 128))
+                config = DistillConfig(data=dataset, out=str(run_dir), scoring=scoring, store=store, limit=600,
+                                       eval_limit=200, train=train)
+                if not finished_run(run_dir, config):
                     print(f"[{dataset}] distilling {student}, seed {seed}", file=sys.stderr, flush=True)
-                    train = TrainConfig(student=name, seed=seed, threads=args.threads, max_length=int(max_length or 128))
-                    distill(DistillConfig(data=dataset, out=str(run_dir), scoring=scoring, store=store, limit=600,
-                                          eval_limit=200, train=train), resume=True)
+                    distill(config, resume=True)
                 m = json.loads((run_dir / "metrics.json").read_text())
                 runs[student].append({"seed": seed, "teacher": m["teacher"], "student": m["student"],
                                       "train_seconds": m.get("seconds", {}).get("train")})
@@ -78,7 +80,7 @@ def main() -> int:
         models = {}
         for student in students:
             run_dir, model_dir = work / dataset / f"{student}-s{seeds[0]}", work / dataset / f"{student}-model"
-            if not (model_dir / "export_report.json").exists():
+            if not current_export(model_dir, run_dir):
                 export_run(ExportConfig(run_dir=str(run_dir), out=str(model_dir), threads=args.threads))
             models[student] = model_dir
         speed = time_side_by_side(models, dataset, args.threads, args.rounds)

@@ -17,6 +17,7 @@ ONNX Runtime (1.31) itself refuses external tensor data outside the ONNX file's 
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import re
@@ -36,7 +37,8 @@ CHARS_PER_TOKEN = (6, 16)  # a long text is cut at a space this many characters 
 # A cache of each word's tokens (Classifier, where the tokenizer allows it): words are the runs of text between
 # these spaces, which every BERT-style tokenizer splits at and drops; at most WORDS_KEPT words are kept (then the
 # cache starts over) and none longer than LONG_WORD characters (a hostile text cannot fill memory with one word).
-SPACES = re.compile(r"[ \t\n\r]+")
+SPACE_CHARS = " \t\n\r"
+SPACES = re.compile(f"[{re.escape(SPACE_CHARS)}]+")
 WORDS_KEPT = 100_000
 LONG_WORD = 64
 MAX_TOKENS = 8192  # the largest token budget a folder may ask for (a bigger one is a broken or hostile manifest)
@@ -362,7 +364,8 @@ class _Words:
             fresh = dict(zip(missing, (e.ids for e in self.tokenizer.encode_batch_fast(missing, add_special_tokens=False))))
             if len(kept) + len(fresh) > WORDS_KEPT:
                 kept.clear()
-            kept.update((word, ids) for word, ids in fresh.items() if len(word) <= LONG_WORD)
+            short = ((word, ids) for word, ids in fresh.items() if len(word) <= LONG_WORD)
+            kept.update(itertools.islice(short, WORDS_KEPT - len(kept)))  # one huge call cannot pass the cap either
             pieces = [[fresh[word] if ids is None else ids for word, ids in zip(row, got)] for row, got in zip(words, pieces)]
         return pieces
 
@@ -380,11 +383,11 @@ def _cuts_at_spaces(tokenizer) -> bool:
 
 
 def _cut_at_space(text: str, limit: int) -> str:
-    """``text`` itself when at most ``limit`` characters long (the same object), else cut at its last space before
-    ``limit`` (the whole text when there is none)."""
+    """``text`` itself when at most ``limit`` characters long (the same object), else cut at its last space
+    (any of ``SPACE_CHARS``: a text of lines has no other) before ``limit`` (the whole text when there is none)."""
     if len(text) <= limit:
         return text
-    space = text.rfind(" ", 0, limit)
+    space = max(text.rfind(c, 0, limit) for c in SPACE_CHARS)
     return text[:space] if space > 0 else text
 
 

@@ -139,13 +139,28 @@ def prepare_run_folder(out: Path, identity: dict, resume: bool, key: tuple[str, 
         current = json.loads(json.dumps(identity))
         # an option added after the run was made counts as unchanged while it is off (None): _diff
         if saved != current and (changed := sorted(_diff(saved, current))):
-            raise UserError(f"{out} holds a different {what} ({', '.join(changed[:4])} differ); choose another --out")
+            changed.sort(key=lambda key: _at(saved, key) is None)  # settings the run has first: they tell most
+            shown = "; ".join(f"{key}: {_short(_at(saved, key))} there, {_short(_at(current, key))} now" for key in changed[:4])
+            raise UserError(f"{out} holds a different {what} ({shown}); resume it with its settings "
+                            "(a default may have changed since it was made) or choose another --out")
         if (out / "metrics.json").exists():
             raise UserError(f"{out} already holds this finished {what}; choose another --out")
         if not resume:
             raise UserError(f"{out} holds an unfinished {what} of this config; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _at(tree, dotted: str):
+    """The value at a ``_diff`` key (dotted path) of ``tree``, None where it has none."""
+    for part in dotted.split(".") if dotted else []:
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _diff(a, b, prefix="") -> set[str]:

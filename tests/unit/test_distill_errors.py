@@ -57,6 +57,7 @@ def test_output_folder_holding_a_different_run(tmp_path, pool):
     (out / "config.json").write_text(json.dumps({"identity": identity}))
     result = run(["distill", pool, "--labels", "a,b", "--out", str(out)])
     check_error(result, "holds a different run")
+    assert 'train.selection: "all" there, "llkd" now' in result.output  # what to pass to resume it
     assert json.loads((out / "config.json").read_text()) == {"identity": identity}
 
 

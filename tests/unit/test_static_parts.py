@@ -108,6 +108,7 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
              "ab\x1ccd", "q\x0bz", "e\x85f", "g\u2028h", "i\u00a0j", "k\u3000l", "m\x0cn"]  # spaces to Python, not all to BERT
     texts = ["", "one", " " * 3000, "y" * 5000, "word " * 2000, "東" * 3000]
     texts += [" ".join(rng.choice(words, size=rng.integers(1, 900))) for _ in range(300)]
+    texts += [sep.join(rng.choice(words, size=rng.integers(1, 900))) for sep in ("\n", "\t", "\r\n", " \n") for _ in range(25)]
     for budget in (8, 64, 128):
         whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
         whole.no_padding()
@@ -150,6 +151,38 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
     with_phrase = Tokenizer.from_file(str(folder / "tokenizer.json"))
     with_phrase.add_tokens([AddedToken("zz qq")])
     assert not _cuts_at_spaces(with_phrase) and _Words.for_tokenizer(with_phrase, 128) is None
+
+
+def test_a_text_of_lines_is_cut_too_and_one_call_keeps_no_more_words_than_the_cap(monkeypatch):
+    """Texts whose words are parted by newlines or tabs only are cut before tokenizing like spaced ones, and a call
+    with more new words than ``WORDS_KEPT`` keeps no more than that (the answers stay the tokenizer's)."""
+    from tokenizers import Tokenizer
+
+    from llkd_edge import runtime
+    from llkd_edge.registry import registry
+    from llkd_edge.teacher.encoder import model_folder
+
+    try:
+        folder = model_folder(registry("students")["minilm-l6"])
+    except Exception:
+        pytest.skip("the packaged MiniLM (its tokenizer) is not installed")
+    whole = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    whole.no_padding()
+    whole.enable_truncation(32)
+    for sep in ("\n", "\t", "\r", "\r\n"):
+        text = sep.join(f"w{i}" for i in range(20_000))
+        assert len(runtime._cut_at_space(text, 32 * 6)) <= 32 * 6
+        words = runtime._Words.for_tokenizer(whole, 32)
+        ids, _, truncated = words.encode([text])
+        assert ids == [whole.encode(text).ids] and truncated == 1
+        assert len(words.kept) < 100  # only the words before the cut were tokenized
+    monkeypatch.setattr(runtime, "WORDS_KEPT", 50)
+    words = runtime._Words.for_tokenizer(whole, 32)
+    texts = [" ".join(f"v{i}x{j}" for j in range(20)) for i in range(30)]  # 600 new words, all tokenized (the texts are short of the cut)
+    assert words.encode(texts)[0] == [e.ids for e in whole.encode_batch(texts)]
+    assert len(words.kept) == 50
+    assert words.encode(texts)[0] == [e.ids for e in whole.encode_batch(texts)]
+    assert len(words.kept) <= 50
 
 
 def test_a_students_registered_epochs_are_its_default_and_the_run_records_the_number():
