@@ -34,13 +34,16 @@ from .files import lies_inside, one_line
 MANIFEST = "llkd_edge.json"
 DEFAULT_MAX_LENGTH = 128
 CHARS_PER_TOKEN = (6, 16)  # a long text is cut at a space this many characters per token of budget in, then that many (Classifier._encode)
-# A cache of each word's tokens (Classifier, where the tokenizer allows it): words are the runs of text between
+# A cache of each word's tokens (Classifier, where the tokenizer allows it): words are the text between any two of
 # these spaces, which every BERT-style tokenizer splits at and drops; at most WORDS_KEPT words are kept (then the
 # cache starts over) and none longer than LONG_WORD characters (a hostile text cannot fill memory with one word).
 SPACE_CHARS = " \t\n\r"
-SPACES = re.compile(f"[{re.escape(SPACE_CHARS)}]+")
 WORDS_KEPT = 100_000
 LONG_WORD = 64
+# A printable ASCII word, and its parts where BERT's pre-tokenizer splits it: runs of letters and digits, and each
+# other character alone (all punctuation to it). A new word made of kept parts is then not tokenized (_Words).
+PRINTABLE_ASCII = re.compile(r"[!-~]+")
+ASCII_PARTS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")
 MAX_TOKENS = 8192  # the largest token budget a folder may ask for (a bigger one is a broken or hostile manifest)
 # How texts share ONNX Runtime calls, so that a text's scores never depend on the texts batched with it:
 #   padded       batches of similar length, padded to the longest (fp32: padding is masked out exactly)
@@ -285,29 +288,33 @@ class Classifier:
         return [self.labels[j] for j in self.logits(texts, batch_size).argmax(axis=1)]
 
     def _feed(self, ids: list[list[int]], types: list[list[int]] | None) -> dict[str, np.ndarray]:
-        width = max(map(len, ids))
-        feed = {"input_ids": np.full((len(ids), width), self.pad_token_id, dtype=np.int64),
-                "attention_mask": np.zeros((len(ids), width), dtype=np.int64),
-                "token_type_ids": np.zeros((len(ids), width), dtype=np.int64)}
-        for i, row in enumerate(ids):
-            feed["input_ids"][i, : len(row)] = row
-            feed["attention_mask"][i, : len(row)] = 1
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        mask = np.arange(lengths.max()) < lengths[:, None]  # each row's tokens, then padding
+        feed = {"input_ids": np.full(mask.shape, self.pad_token_id, dtype=np.int64), "attention_mask": mask.astype(np.int64)}
+        feed["input_ids"][mask] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros(mask.shape, dtype=np.int64)
             if types is not None:
-                feed["token_type_ids"][i, : len(row)] = types[i]
+                feed["token_type_ids"][mask] = np.fromiter(itertools.chain.from_iterable(types), dtype=np.int64,
+                                                            count=int(lengths.sum()))
         return {name: feed[name] for name in self.input_names}
 
 
 class _Words:
     """Token ids for texts, from each word's tokens kept across calls (a word seen before is not tokenized again).
 
-    Exact where ``for_tokenizer`` allows it: the tokenizer splits at every space (``SPACES``) and normalises
+    Exact where ``for_tokenizer`` allows it: the tokenizer splits at every space (``SPACE_CHARS``) and normalises
     character by character, so a text's tokens are its words' tokens one after another, and its template only
     puts special tokens before and after them (type id 0), so the budget cuts the words' tokens and the special
     tokens go around them, as the tokenizer's own truncation does."""
 
-    def __init__(self, tokenizer, prefix: list[int], suffix: list[int], budget: int):
+    def __init__(self, tokenizer, prefix: list[int], suffix: list[int], budget: int, parts: str | None = None,
+                 added: tuple[str, ...] = ()):
         self.tokenizer, self.prefix, self.suffix, self.budget = tokenizer, prefix, suffix, budget
         self.kept: dict[str, list[int]] = {}
+        # "lower"/"cased": a new printable ASCII word's tokens are its parts' (ASCII_PARTS), lower-cased first where
+        # the normaliser lower-cases (BERT's pre-tokenizer and normaliser); None: every new word is tokenized whole
+        self.parts, self.added = parts, added
 
     @classmethod
     def for_tokenizer(cls, tokenizer, max_length: int) -> _Words | None:
@@ -326,27 +333,28 @@ class _Words:
             return None
         prefix, suffix = ids[: starts[0]], ids[starts[0] + n :]
         budget = max_length - len(prefix) - len(suffix)
-        return cls(bare, prefix, suffix, budget) if budget > 0 else None
+        config = json.loads(bare.to_str())
+        pre, norm = config.get("pre_tokenizer") or {}, config.get("normalizer")
+        parts = None
+        if pre.get("type") == "BertPreTokenizer" and (norm is None or norm.get("type") == "BertNormalizer"):
+            parts = "lower" if norm and norm.get("lowercase") else "cased"
+        # an added token is matched in the raw word before the split: a word holding one is tokenized whole
+        added = tuple(token.content.lower() for token in bare.get_added_tokens_decoder().values())
+        return cls(bare, prefix, suffix, budget, parts, added) if budget > 0 else None
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], None, int]:
         """As ``Classifier._encode``: ids, no type ids, how many texts were cut."""
         out: list[list[int] | None] = [None] * len(texts)
-        truncated = 0
+        truncated, budget = 0, self.budget
         todo = list(range(len(texts)))
         for chars in (*CHARS_PER_TOKEN, None):  # a tighter cut first; the texts it leaves short, a looser one
-            cut = [texts[i] if chars is None else _cut_at_space(texts[i], self.budget * chars) for i in todo]
-            words = [SPACES.split(text) for text in cut]
-            pieces = self._pieces(words)
+            cut = [texts[i] if chars is None else _cut_at_space(texts[i], budget * chars) for i in todo]
             short = []
-            for i, text, row in zip(todo, cut, pieces):
-                ids = []
-                for piece in row:
-                    ids += piece
-                    if len(ids) > self.budget:
-                        break
-                if len(ids) > self.budget or text is texts[i]:
-                    truncated += len(ids) > self.budget
-                    out[i] = self.prefix + ids[: self.budget] + self.suffix
+            for i, text, row in zip(todo, cut, self._pieces(cut)):
+                ids = list(itertools.islice(itertools.chain.from_iterable(row), budget + 1))
+                if len(ids) > budget or text is texts[i]:
+                    truncated += len(ids) > budget
+                    out[i] = self.prefix + ids[:budget] + self.suffix
                 else:
                     short.append(i)
             todo = short
@@ -354,20 +362,40 @@ class _Words:
                 break
         return out, None, truncated
 
-    def _pieces(self, words: list[list[str]]) -> list[list[list[int]]]:
-        """Each word's tokens, from the kept ones; the words not kept are tokenized together, in one call."""
+    def _pieces(self, texts: list[str]) -> list[list[list[int]]]:
+        """Each text's words' tokens, from the kept ones; the words not kept are tokenized together, in one call.
+        (Splitting at each space char, not at runs of them, gives empty words between two spaces: no tokens.)"""
         kept = self.kept
-        pieces = [[kept.get(word) for word in row] for row in words]
-        missing = {word for row, got in zip(words, pieces) for word, ids in zip(row, got) if ids is None}
-        if missing:
-            missing = list(missing)
-            fresh = dict(zip(missing, (e.ids for e in self.tokenizer.encode_batch_fast(missing, add_special_tokens=False))))
+        words = [text.replace("\t", " ").replace("\n", " ").replace("\r", " ").split(" ") for text in texts]
+        pieces = [list(map(kept.get, row)) for row in words]
+        lacking = [r for r, got in enumerate(pieces) if None in got]
+        if lacking:
+            missing = list({word for r in lacking for word, ids in zip(words[r], pieces[r]) if ids is None})
+            fresh = self._tokenize(missing)
+            for r in lacking:
+                pieces[r] = [fresh[word] if ids is None else ids for word, ids in zip(words[r], pieces[r])]
             if len(kept) + len(fresh) > WORDS_KEPT:
                 kept.clear()
             short = ((word, ids) for word, ids in fresh.items() if len(word) <= LONG_WORD)
             kept.update(itertools.islice(short, WORDS_KEPT - len(kept)))  # one huge call cannot pass the cap either
-            pieces = [[fresh[word] if ids is None else ids for word, ids in zip(row, got)] for row, got in zip(words, pieces)]
         return pieces
+
+
+    def _tokenize(self, words: list[str]) -> dict[str, list[int]]:
+        """Tokens of each of ``words`` (and of the new parts they were made from), in one tokenizer call. A printable
+        ASCII word is made from its parts (``self.parts``), kept or tokenized: the tokenizer costs microseconds a
+        word, and most new words are kept ones with other capitals or punctuation ("Said", "said,")."""
+        kept, split, whole = self.kept, {}, []
+        for word in words:
+            if self.parts and PRINTABLE_ASCII.fullmatch(word) and not any(a in word.lower() for a in self.added):
+                split[word] = ASCII_PARTS.findall(word.lower() if self.parts == "lower" else word)
+            else:
+                whole.append(word)
+        asked = whole + list({part for parts in split.values() for part in parts if part not in kept})
+        fresh = dict(zip(asked, (e.ids for e in self.tokenizer.encode_batch_fast(asked, add_special_tokens=False))))
+        for word, parts in split.items():
+            fresh[word] = [i for part in parts for i in (fresh[part] if part in fresh else kept[part])]
+        return fresh
 
 
 def _cuts_at_spaces(tokenizer) -> bool:

@@ -105,7 +105,9 @@ def test_the_runtimes_cut_at_a_space_gives_the_whole_texts_tokens():
     rng = np.random.default_rng(0)
     words = ["the", "Ünïcödé", "naïve", "東京都", "co-operate", "e-mail:x@y.z", "a" * 150, "\u0301", "\t", "\n", "!!",
              "x" * 30, "tokenization", "\x00", "😀",
-             "ab\x1ccd", "q\x0bz", "e\x85f", "g\u2028h", "i\u00a0j", "k\u3000l", "m\x0cn"]  # spaces to Python, not all to BERT
+             "ab\x1ccd", "q\x0bz", "e\x85f", "g\u2028h", "i\u00a0j", "k\u3000l", "m\x0cn",  # spaces to Python, not all to BERT
+             "Said,", "said", "U.S.", "it's", "$1,000.50", "Hello,World!", "[MASK]", "x[SEP]y", "[mask]", "[UNK]",
+             "A" * 70 + "," + "b" * 40, "x" * 120 + "!", "MiXeD-Case_word~", "caf\u00e9,", "~`^|\\"]  # made from parts
     texts = ["", "one", " " * 3000, "y" * 5000, "word " * 2000, "東" * 3000]
     texts += [" ".join(rng.choice(words, size=rng.integers(1, 900))) for _ in range(300)]
     texts += [sep.join(rng.choice(words, size=rng.integers(1, 900))) for sep in ("\n", "\t", "\r\n", " \n") for _ in range(25)]
