@@ -219,7 +219,8 @@ def _student_default(student: str, key: str, fallback):
 class TrainConfig:
     """How the student is built and trained (all of it decides the result, so all of it is saved)."""
 
-    student: str = "minilm-l6"
+    student: str = "minilm-l6"  # "auto": the best registered student within max_latency_ms here (deploy/latency.py)
+    max_latency_ms: float | None = None  # with student "auto": the budget per text at batch 1, through the runtime
     selection: str = choice(SELECTION_METHODS, "llkd")
     soft_labels: bool = False
     epochs: int | None = None  # None: the student's registered count (students.toml `epochs`, else DEFAULT_EPOCHS)
@@ -251,13 +252,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.epochs is None:  # resolved here, so the run's record holds the number it trained with
+        if (self.student == "auto") != (self.max_latency_ms is not None):
+            raise UserError("--student auto and --max-latency-ms go together: auto picks the best student that runs "
+                            "within the budget here")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise UserError(f"--max-latency-ms must be positive, got {self.max_latency_ms}")
+        # resolved here, so the run's record holds the number it trained with (auto: once a student is chosen)
+        if self.epochs is None and self.student != "auto":
             object.__setattr__(self, "epochs", _student_default(self.student, "epochs", DEFAULT_EPOCHS))
         if not 0 <= self.llkd_floor <= 1:
             raise UserError(f"llkd_floor must be in [0, 1], got {self.llkd_floor}")
         if not 0 <= self.llkd_warmup < 1:
             raise UserError(f"llkd_warmup must be in [0, 1), got {self.llkd_warmup}")
-        _at_least_one(self, "epochs", "batch_size", "max_length", "threads")
+        _at_least_one(self, *(("epochs",) if self.epochs is not None else ()), "batch_size", "max_length", "threads")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:

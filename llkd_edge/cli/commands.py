@@ -103,7 +103,11 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
 @config_option("--selection", TrainConfig)
 @config_option("--soft-labels", TrainConfig, is_flag=True,
                help="Learn the teacher's full distribution (KL) instead of its label.")
-@config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), or a local transformers model folder.")
+@config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), a local transformers model folder, or auto (with --max-latency-ms).")
+@config_option("--max-latency-ms", TrainConfig, type=float, show_default=False,
+               help="With --student auto: the most milliseconds a text may take at batch 1 through the exported model "
+               "here; the best student that meets it is trained (each candidate is exported untrained and timed once "
+               "per machine, with --threads).")
 @config_option("--epochs", TrainConfig, type=int, show_default=False,
                help=f"Passes over the pool. Default: the student's registered count (models/students.toml; else {DEFAULT_EPOCHS}).")
 @config_option("--batch-size", TrainConfig)
@@ -147,7 +151,7 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
                help="Where the student trains: auto uses CUDA when PyTorch sees a GPU (bf16 mixed precision if supported).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
-def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, epochs, batch_size, max_length,
+def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, max_latency_ms, epochs, batch_size, max_length,
             learning_rate, seed, momentum, llkd_floor, topk_ratio, need_pass, pool_calibration, relabel, gold_file,
             gold_weight, label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device,
             resume, as_json, **opts):
@@ -163,7 +167,7 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
         out=run_dir,
         scoring=scoring,
         teacher=teacher,
-        train=TrainConfig(student=student, selection=selection, soft_labels=soft_labels, epochs=epochs,
+        train=TrainConfig(student=student, max_latency_ms=max_latency_ms, selection=selection, soft_labels=soft_labels, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
                           momentum=momentum, llkd_floor=llkd_floor, topk_ratio=topk_ratio, need_pass=need_pass,
                           gold_weight=gold_weight, threads=opts["threads"], device=device),
@@ -183,7 +187,10 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
             label_budget, step=label_step, fill_rest=fill_rest is not False, **given(strategy=label_strategy)),
         **prompt_fields(data, opts),
     )
-    show(run_distill(config, resume=resume), as_json, lambda m: distill_summary(run_dir, m))
+    choose = None
+    if student == "auto":
+        from ..deploy.latency import choose
+    show(run_distill(config, resume=resume, choose_student=choose), as_json, lambda m: distill_summary(run_dir, m))
 
 
 @main.command()

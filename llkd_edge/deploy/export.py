@@ -70,35 +70,7 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as work:  # OUT is replaced only by a finished export; a failed one leaves nothing
         work.mkdir()
-        if is_static:  # Optimum has no architecture for it: the graph is written node by node
-            note(f"writing {run.student_dir} (a static-embedding student) as ONNX")
-            _static_export(run.student_dir, work)
-        else:
-            note(f"exporting {run.student_dir} to ONNX with Optimum")
-            _onnx_export(run.student_dir, work)
-        _set_token_budget(work, run.max_length)
-        raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
-        if "int8-static" in quantised:
-            shutil.copyfile(work / "model.onnx", raw)
-        if config.optimize != "none" and not is_static:  # a lookup and a mean: nothing to fuse
-            note(f"optimising the graph ({config.optimize})")
-            _optimise(work, config.optimize)
-        (work / "onnx").mkdir()
-        os.replace(work / "model.onnx", work / VARIANT_FILES["fp32"])
-        variants = {"fp32": VARIANT_FILES["fp32"]}
-        for variant in quantised:
-            if variant == "int8" and is_static:
-                note("quantising the token table to int8 (a scale per token)")
-                static_student.export_onnx(run.student_dir, work / VARIANT_FILES[variant], int8=True)
-            elif variant == "int8":
-                note("quantising to int8 (dynamic, signed int8 weights)")
-                _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
-            else:
-                note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts the gate "
-                     "does not score)")
-                _quantise_static(raw, work / VARIANT_FILES[variant], work, calibration, run.max_length)
-            variants[variant] = VARIANT_FILES[variant]
-        raw.unlink(missing_ok=True)
+        variants = write_graphs(run.student_dir, work, run.max_length, config.optimize, quantised, calibration, note)
         manifest = _manifest(run, config, variants, default="fp32")
         write_json(work / MANIFEST, manifest)
 
@@ -128,6 +100,44 @@ def export_run(config: ExportConfig, progress: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ steps
+
+
+def write_graphs(student_dir: Path, work: Path, max_length: int, optimize: str, quantised: tuple[str, ...],
+                 calibration: list[str], note=lambda message: None) -> dict[str, str]:
+    """The student in ``student_dir`` as ONNX files in ``work`` (with its tokenizer files): fp32, optimised at
+    ``optimize``, and each of ``quantised``; returns variant -> file. (Also how ``latency`` times an untrained
+    candidate: the graphs are the ones an export of a trained student would have.)"""
+    is_static = static_student.is_static(student_dir)
+    if is_static:  # Optimum has no architecture for it: the graph is written node by node
+        note(f"writing {student_dir} (a static-embedding student) as ONNX")
+        _static_export(student_dir, work)
+    else:
+        note(f"exporting {student_dir} to ONNX with Optimum")
+        _onnx_export(student_dir, work)
+    _set_token_budget(work, max_length)
+    raw = work / "raw.onnx"  # static quantisation starts from the plain graph (fused ops calibrate badly)
+    if "int8-static" in quantised:
+        shutil.copyfile(work / "model.onnx", raw)
+    if optimize != "none" and not is_static:  # a lookup and a mean: nothing to fuse
+        note(f"optimising the graph ({optimize})")
+        _optimise(work, optimize)
+    (work / "onnx").mkdir()
+    os.replace(work / "model.onnx", work / VARIANT_FILES["fp32"])
+    variants = {"fp32": VARIANT_FILES["fp32"]}
+    for variant in quantised:
+        if variant == "int8" and is_static:
+            note("quantising the token table to int8 (a scale per token)")
+            static_student.export_onnx(student_dir, work / VARIANT_FILES[variant], int8=True)
+        elif variant == "int8":
+            note("quantising to int8 (dynamic, signed int8 weights)")
+            _quantise(work / VARIANT_FILES["fp32"], work / VARIANT_FILES[variant])
+        else:
+            note(f"quantising to int8 (static, activation ranges from {len(calibration)} pool texts the gate "
+                 "does not score)")
+            _quantise_static(raw, work / VARIANT_FILES[variant], work, calibration, max_length)
+        variants[variant] = VARIANT_FILES[variant]
+    raw.unlink(missing_ok=True)
+    return variants
 
 
 def calibration_split(texts: list[str], reference: list[str] | None,

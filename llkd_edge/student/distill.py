@@ -21,7 +21,7 @@ from ..config import DistillConfig, identity, stable_hash
 from ..data import Dataset, read_dataset, text_key
 from ..distributions import pool_divisor
 from ..errors import DataError, StoreError, UserError
-from ..files import rounded, sha256_file, write_json
+from ..files import read_json, rounded, sha256_file, write_json
 from ..labels.gold import CLASS_BALANCE, check_gold_set
 from ..labels.labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
                                 teacher_health)
@@ -338,8 +338,43 @@ def record(config: DistillConfig, labelled: Labels, training: Training, student,
     return metrics
 
 
-def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher_factory=None) -> dict:
+CHOICE_FILE = "student_choice.json"
+
+
+def auto_student(config: DistillConfig, inputs: Inputs, run_dir: Path, progress: bool, choose) -> tuple[DistillConfig, dict]:
+    """``--student auto``: the config with the student ``choose`` (``deploy.latency.choose``, handed in by the
+    caller: timing needs the later stages' export and runtime) picks for ``max_latency_ms`` on this machine (timed
+    on DATA's texts, else the eval set's), and the record of that choice, kept in RUN_DIR so a resumed run trains
+    the student it started with."""
+    from ..registry import registry
+
+    if choose is None:
+        raise UserError("--student auto needs a chooser: call distill(..., choose_student=deploy.latency.choose)")
+    path = run_dir / CHOICE_FILE
+    if path.exists():  # a resumed run: its choice, checked (the folder may come from someone else)
+        try:
+            record = read_json(path)
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict) or record.get("student") not in registry("students"):
+            raise UserError(f"{path}: not a student choice of this version; choose another --out")
+    else:
+        source = inputs.source or inputs.evalset
+        if source is None:
+            raise UserError("--student auto times the students on DATA's texts or the eval set's: give --eval")
+        say = (lambda message: print(message, file=sys.stderr, flush=True)) if progress else (lambda message: None)
+        record = choose(config.train.max_latency_ms, list(config.scoring.labels.names), config.train.max_length,
+                        config.train.threads, list(source.texts), say)
+        write_json(path, record)
+        say(f"--student auto: {record['student']}, the best student within {config.train.max_latency_ms:g} ms here")
+    return replace(config, train=replace(config.train, student=record["student"], max_latency_ms=None)), record
+
+
+def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher_factory=None,
+            choose_student=None) -> dict:
     """Run the whole stage; returns the metrics also written to RUN_DIR/metrics.json.
+
+    ``choose_student``: with ``--student auto``, ``deploy.latency.choose`` (the CLI hands it in).
 
     ``teacher_factory(scoring, teacher_config)``: a teacher to use instead of opening the configured backend."""
     from .train import save_student
@@ -349,6 +384,10 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     config = inputs.config
     run_identity = identity(config)  # as asked: with --prompt auto, before a prompt is chosen
     run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
+    student_choice = None
+    if config.train.student == "auto":  # before the teacher: a budget no student meets fails in a minute, not hours
+        config, student_choice = auto_student(config, inputs, run_dir, progress, choose_student)
+        inputs = replace(inputs, config=config)  # the later phases read the config from here
     teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory else
                open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
     try:
@@ -370,5 +409,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     record(config, labelled, training, student, stats, metrics, provenance, inputs.evalset,
            {"label": labelled.seconds, "train": train_seconds, "eval": eval_seconds,
             "total": time.perf_counter() - started})
+    if student_choice is not None:
+        metrics["student_choice"] = student_choice
     write_json(run_dir / "metrics.json", metrics)
     return metrics
