@@ -71,12 +71,13 @@ def finished_run(run_dir: Path, config) -> bool:
     finished run of other settings (made by an older version of the study, say) stops the study with a line
     naming what differs, rather than being reported as this one."""
     from llkd_edge.config import identity
+    from llkd_edge.student.distill import with_paths_resolved
     from llkd_edge.student.runs import _diff
 
     if not (run_dir / "metrics.json").exists():
         return False
     saved = json.loads((run_dir / "config.json").read_text())["identity"]
-    changed = sorted(_diff(saved, json.loads(json.dumps(identity(config)))))
+    changed = sorted(_diff(saved, json.loads(json.dumps(identity(with_paths_resolved(config))))))
     if changed:
         raise SystemExit(f"{run_dir} holds a finished run of other settings ({', '.join(changed[:4])}): "
                          "move it away or choose another --work")

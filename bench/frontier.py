@@ -205,7 +205,8 @@ def plot(report: dict, cells: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(speed), figsize=(4.5 * len(speed), 4), squeeze=False)
     for ax, (dataset, d) in zip(axes[0], speed.items()):
         t = d["teacher"]
-        ax.scatter([t["texts_per_s"]], [t.get("macro_f1", np.nan)], marker="s", color="black", label="teacher")
+        teacher_f1 = np.mean([c["teacher"]["macro_f1"] for c in cells.values() if c["dataset"] == dataset])
+        ax.scatter([t["texts_per_s"]], [teacher_f1], marker="s", color="black", label="teacher")
         for name, r in d["speed"]["results"].items():
             ax.scatter([r["texts_per_s"]], [r["macro_f1"]], marker="o" if "int8" in name else "^", label=name)
         ax.set_xscale("log")

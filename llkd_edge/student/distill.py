@@ -143,14 +143,19 @@ class Labels:
     seconds: float
 
 
+def with_paths_resolved(config: DistillConfig) -> DistillConfig:
+    """The config as a run records it: DATA, the eval set (its default, DATA's test split, filled in) and the store
+    as absolute paths, so export/evolve find the same files from any directory."""
+    return replace(config, data=resolved(config.data), eval=resolved(config.eval or default_eval(config.data)),
+                   store=resolved(run_store(config.data, config.store)))
+
+
 def read_inputs(config: DistillConfig) -> Inputs:
     """Phase 1: DATA, the eval set, the gold texts and the few-shot examples, checked before any teacher time."""
     from .train import resolve_device
 
     resolve_device(config.train.device)  # --device cuda without a GPU fails before any teacher time is spent
-    # Paths as absolute ones, so export/evolve find the same files from any directory.
-    config = replace(config, data=resolved(config.data), eval=resolved(config.eval or default_eval(config.data)),
-                     store=resolved(run_store(config.data, config.store)))
+    config = with_paths_resolved(config)
     labels = config.scoring.labels
     data_is_store = is_store(config.data)
     if data_is_store and config.label_budget:
