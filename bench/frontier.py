@@ -12,7 +12,7 @@ same threads (``bench.static_student.time_side_by_side``: p50 at batch 1 and tex
 test texts, with no words kept and after the pool's words), and the teacher by `llkd-edge bench` on 50 of the texts.
 
     python -m bench.frontier [--datasets ...] [--students static,tiny,minilm-l2,minilm-l3,minilm-l6] [--seeds 0]
-        [--time] [--stop-at HH:MM] [--work runs/frontier]
+        [--time] [--stop-at HH:MM] [--work runs/frontier] [--report-only]
 
 The cheap students go first over all sets, so a stopped study has the widest frontier it could. Writes
 bench/results/frontier.json, .md and .png (macro-F1 against texts/s, log scale, one panel per set).
@@ -52,7 +52,12 @@ def cell_key(config: DistillConfig) -> str:
     settings = identity(config)
     settings.pop("out", None)
     settings.pop("store", None)
-    return stable_hash(json.loads(json.dumps(settings)))[:16]
+    return stable_hash(_set(json.loads(json.dumps(settings))))[:16]
+
+
+def _set(tree):
+    """``tree`` less its None values: an option added after a cell was made leaves its key alone while it is off."""
+    return {k: _set(v) for k, v in tree.items() if v is not None} if isinstance(tree, dict) else tree
 
 
 def train(args, cells: dict) -> bool:
@@ -133,14 +138,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stop-at", help="HH:MM: start no new distill run after this time of day (a study that "
                         "must leave the machine quiet by then)")
+    parser.add_argument("--report-only", action="store_true", help="re-render the report and plot from the cells "
+                        "and the last timing, training and timing nothing")
     args = parser.parse_args()
     cells = json.loads(CELLS.read_text()) if CELLS.exists() else {}
-    done = train(args, cells)
+    done = True if args.report_only else train(args, cells)
     if not cells:
         return 0 if done else 3
     report = json.loads(OUT.read_text()) if OUT.exists() else {}
-    report.update({"command": command(), "cells": str(CELLS.relative_to(RESULTS.parent.parent))})
-    if args.time and done:
+    if not args.report_only:
+        report.update({"command": command(), "cells": str(CELLS.relative_to(RESULTS.parent.parent))})
+    if args.time and done and not args.report_only:
         report.update({"machine": machine(args.threads), "speed": time_all(args)})
     markdown = render(report, cells)
     write_report(OUT, report, markdown)
@@ -153,7 +161,8 @@ def main() -> int:
 def quality(cells: dict) -> dict:
     """(dataset, student) -> (student macro-F1s, teacher macro-F1s), over the seeds there are."""
     out: dict = {}
-    for cell in cells.values():
+    latest = {(c["dataset"], c["student"], c["seed"]): c for c in cells.values()}  # one cell a seed
+    for cell in latest.values():
         f1, t = out.setdefault((cell["dataset"], cell["student"]), ([], []))
         f1.append(cell["student_scores"]["macro_f1"])
         t.append(cell["teacher"]["macro_f1"])
@@ -202,18 +211,25 @@ def plot(report: dict, cells: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     speed = report["speed"]
-    fig, axes = plt.subplots(1, len(speed), figsize=(4.5 * len(speed), 4), squeeze=False)
-    for ax, (dataset, d) in zip(axes[0], speed.items()):
+    cols = min(3, len(speed))
+    rows = -(-(len(speed) + 1) // cols)  # a panel for the legend
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    panels = axes.ravel()
+    for ax, (dataset, d) in zip(panels, speed.items()):
         t = d["teacher"]
-        teacher_f1 = np.mean([c["teacher"]["macro_f1"] for c in cells.values() if c["dataset"] == dataset])
+        teacher_f1 = np.mean(sum((v[1] for k, v in quality(cells).items() if k[0] == dataset), []))
         ax.scatter([t["texts_per_s"]], [teacher_f1], marker="s", color="black", label="teacher")
         for name, r in d["speed"]["results"].items():
             ax.scatter([r["texts_per_s"]], [r["macro_f1"]], marker="o" if "int8" in name else "^", label=name)
         ax.set_xscale("log")
         ax.set_xlabel("texts/s at batch 32 (log)")
         ax.set_title(dataset)
-    axes[0][0].set_ylabel("macro-F1 (200 test texts)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+        ax.set_ylabel("macro-F1 (200 test texts)")
+    legend = panels[len(speed)]
+    legend.legend(*panels[0].get_legend_handles_labels(), loc="center", fontsize=8, ncol=2)
+    for ax in panels[len(speed):]:
+        ax.axis("off")
+    fig.tight_layout()
     save_plot(fig, path)
 
 

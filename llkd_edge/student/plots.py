@@ -45,16 +45,25 @@ def confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
 
 
 def bench_png(path: Path, results: dict, report: dict) -> None:
-    """bench's bench.png: latency, throughput and (with gold labels) accuracy of each model side by side."""
+    """bench's bench.png: latency and throughput of each model side by side and, with gold labels, the frontier:
+    macro-F1 against texts/s (log), each model a point."""
     plt = _pyplot()
 
     names = [n for n in ("teacher", "pytorch", "onnx-fp32", "onnx-int8") if n in results]
     colours = {"teacher": "#8c564b", "pytorch": "#1f77b4", "onnx-fp32": "#2ca02c", "onnx-int8": "#17becf"}
     panels = [("p50 latency per text, batch 1 (ms, log)", "p50_ms", True),
               (f"throughput at batch {report['batch_size']} (texts/s, log)", "texts_per_s", True)]
-    if report["gold"]:
-        panels.append(("accuracy on gold labels", "accuracy", False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    frontier = bool(report["gold"]) and all("macro_f1" in results[n] for n in names)
+    fig, axes = plt.subplots(1, len(panels) + frontier, figsize=(4.2 * (len(panels) + frontier), 3.6))
+    if frontier:
+        ax = np.atleast_1d(axes)[-1]
+        for n in names:
+            ax.scatter([results[n]["texts_per_s"]], [results[n]["macro_f1"]], color=colours[n], s=40, label=n)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"texts/s at batch {report['batch_size']} (log)", fontsize=8)
+        ax.set_title("macro-F1 on gold labels against speed", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
     for ax, (title, key, log) in zip(np.atleast_1d(axes), panels):
         values = [results[n][key] for n in names]
         bars = ax.bar(names, values, color=[colours[n] for n in names])
@@ -65,8 +74,6 @@ def bench_png(path: Path, results: dict, report: dict) -> None:
             ax.legend(loc="upper right", fontsize=8)
         if log:
             ax.set_yscale("log")
-        else:
-            ax.set_ylim(0, 1)
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], label_type="center", color="white", fontsize=8,
                      fontweight="bold")  # inside the bars, clear of the p95 whiskers
         ax.set_title(title, fontsize=9)
