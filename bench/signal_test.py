@@ -4,9 +4,9 @@ Answer information (``distributions.answer_information``) measures how sure the 
 whether they carry signal: a two-class teacher right 70% of the time at 0.6/0.4 scores near zero. This study puts
 candidate tests side by side on the same labels, none of which reads a gold label:
 
-- ``answer_information``: today's criterion (line at ``config.LOW_INFORMATION``);
-- ``probe``: how well a cross-fitted linear probe on the frozen sentence encoder's embeddings predicts the
-  teacher's labels, against the same probe on the labels permuted (``llkd_edge.labels.signal``);
+- ``answer_information``: the criterion before this study (a line at 0.10);
+- ``probe``: how well a cross-fitted linear (ridge) probe on the frozen sentence encoder's embeddings predicts the
+  teacher's labels, against the same probe on the labels permuted 50 times (``llkd_edge.labels.signal``);
 - ``agreement``: Cohen's kappa between the teacher's labels and the encoder teacher's (``--teacher encoder``),
   two teachers that err differently: agreement beyond chance needs both to carry signal.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, arguments, markdown_table, record, write_report
-from llkd_edge.config import LOW_INFORMATION, LabelSet, ScoringConfig
+from llkd_edge.config import LabelSet, ScoringConfig
 from llkd_edge.data import builtin_spec, load_builtin
 from llkd_edge.distributions import answer_information, batch_calibrated, pool_prior
 from llkd_edge.store import LabelStore, ScoringKey
@@ -126,7 +126,7 @@ def study(dataset: str, work: Path, seeds: list[int]) -> list[dict]:
 
 
 def render(report: dict) -> str:
-    lines = [f"`{report['command']}`", "", f"Answer-information line: {LOW_INFORMATION}. Kappas: 0 is chance, 1 full "
+    lines = [f"`{report['command']}`", "", "Answer information's former line: 0.10. Kappas: 0 is chance, 1 full "
              "agreement. *probe*: cross-fitted probe agreement with the labels beyond the permuted labels' (kappa-like) "
              "and its z against the permutations; *agree*: kappa with the other teacher (the encoder's labels; for the "
              "encoder row, the LLM's). Mean over the seeds.", ""]

@@ -11,7 +11,7 @@ from .. import __version__
 from ..config import (
     DEFAULT_EPOCHS,
     DEFAULT_TEACHER,
-    LOW_INFORMATION,
+    RELABEL_MIN_KAPPA,
     STRATEGIES,
     BenchConfig,
     DistillConfig,
@@ -133,8 +133,8 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
               help="probe: check the teacher's labels against a probe on the pool's sentence embeddings, cross-fitted, "
               "and train on the product of the two (overrules labels that similar texts contradict); none: train on "
               "the teacher's labels as they are. Not applied with --gold, whose probe corrects the labels instead, nor "
-              "when the teacher's answers look no better than chance "
-              f"(answer information < {LOW_INFORMATION:.2f}: the run warns).")
+              "when a probe on the texts can hardly reproduce the teacher's labels "
+              f"(kappa < {RELABEL_MIN_KAPPA}: the run says so).")
 @click.option("--label-budget", type=float, help="Let the teacher label only this share of DATA (0-1) or this many "
               "texts, picked in rounds (default: every text).")
 @click.option("--label-strategy", type=click.Choice(STRATEGIES), show_default="random",

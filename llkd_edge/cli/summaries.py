@@ -96,6 +96,10 @@ def label_summary(s) -> None:
     click.echo(f"mean confidence {s.mean_confidence:.3f} (a rough guide to accuracy), answer information "
                f"{s.health.get('answer_information', 0):.2f}, label-token mass {s.mean_label_mass:.3f}, "
                f"{s.truncated} texts truncated")
+    if sig := s.health.get("signal"):
+        click.echo(f"signal test: a probe on the texts predicts the labels with kappa {sig['kappa']:.2f} beyond "
+                   f"shuffled labels (z {sig['z']:.1f}, {sig['n']} texts): "
+                   f"{'they follow the texts' if sig['signal'] else 'no better than chance'}")
     if s.accuracy is not None:
         click.echo(f"vs gold ({s.gold_count} texts): accuracy {s.accuracy:.3f}, macro-F1 {s.macro_f1:.3f} "
                    f"(majority class {s.majority_rate:.3f})")

@@ -17,9 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..teacher.backend import TeacherBackend, open_backend
-from ..config import LOW_INFORMATION, LabelRunConfig, LabelSet
+from ..config import LabelRunConfig, LabelSet
 from ..data import Dataset, builtin_spec, read_dataset, text_key
-from ..distributions import answer_information
+from ..distributions import answer_information, batch_calibrated, pool_prior
 from ..errors import LabelSpecError, UserError
 from ..files import write_text
 from ..metrics import classification_scores
@@ -315,7 +315,7 @@ def _summarise(config: LabelRunConfig, name: str, teacher: TeacherBackend, resul
     labels = config.scoring.labels.names
     rows = result.rows
     counts = Counter(r.label for r in rows)
-    health, warnings = teacher_health(rows, labels)
+    health, warnings = teacher_health(rows, labels, labels_signal(rows))
     summary = LabelSummary(
         data=name,
         store=str(config.store),
@@ -354,11 +354,34 @@ TRY_NEXT = ("a --task that says what the labels mean, --few-shot examples, verba
             "(--labels name=word), or a larger --teacher")
 
 
-def teacher_health(rows: list[LabelRow], labels) -> tuple[dict, list[str]]:
+SIGNAL_SAMPLE = 600  # rows the signal test reads (a seeded sample of more): ~5-15 s of embedding on 2 cores
+
+
+def labels_signal(rows: list[LabelRow], seed: int = 0) -> dict | None:
+    """``labels.signal.probe_signal`` on the rows' labels as batch calibration reads them (so a teacher's lean
+    towards one label word does not hide which texts it tells apart), over a seeded sample of at most
+    ``SIGNAL_SAMPLE`` rows; None with too few rows to judge."""
+    from .signal import MIN_ROWS, probe_signal
+
+    if len(rows) < MIN_ROWS:
+        return None
+    if len(rows) > SIGNAL_SAMPLE:
+        picked = np.random.default_rng(seed).choice(len(rows), SIGNAL_SAMPLE, replace=False)
+        rows = [rows[i] for i in sorted(picked)]
+    from ..teacher.encoder import embed
+
+    probs = np.array([r.probs for r in rows], dtype=np.float64)
+    labels = batch_calibrated(probs, pool_prior(probs)).argmax(axis=1)
+    return probe_signal(embed([r.text for r in rows]), labels, probs.shape[1], seed).as_dict()
+
+
+def teacher_health(rows: list[LabelRow], labels, signal: dict | None = None) -> tuple[dict, list[str]]:
     """What the rows say about the teacher without any gold label, and a warning in plain words for each sign
-    of trouble: answers that hardly depend on the text (``distributions.answer_information``), one label named
-    for most texts, little probability on the label words. The mean confidence is a rough guide to accuracy
-    (within about 0.15 on the built-in sets, too high where the teacher is weakest)."""
+    of trouble: labels no better than chance (``signal``, from ``labels_signal``: a probe on the texts cannot
+    predict them), one label named for most texts, little probability on the label words. Answer information
+    (how much the answers depend on the text, ``distributions.answer_information``) is reported, not judged: an
+    unsure teacher can be a useful one. The mean confidence is a rough guide to accuracy (within about 0.15 on
+    the built-in sets, too high where the teacher is weakest)."""
     labels = list(labels)
     if not rows:
         return {}, []
@@ -370,11 +393,13 @@ def teacher_health(rows: list[LabelRow], labels) -> tuple[dict, list[str]]:
               "top_label": top, "top_label_share": round(top_count / len(rows), 4),
               "labels_never_named": [name for name in labels if not counts.get(name)],
               "mean_label_mass": round(float(np.mean([r.label_mass for r in rows])), 4)}
+    if signal is not None:
+        health["signal"] = signal
     warnings = []
-    if len(rows) >= 20 and health["answer_information"] < LOW_INFORMATION:
-        warnings.append(f"the teacher's answers hardly depend on the text (answer information "
-                        f"{health['answer_information']:.2f}; 0 is none, the built-in news sets reach 0.4-0.5): its "
-                        f"labels look no better than chance. Try {TRY_NEXT}")
+    if signal is not None and not signal["signal"]:
+        warnings.append(f"the teacher's labels look no better than chance: a probe on the texts predicts them no "
+                        f"better than the same labels shuffled (kappa {signal['kappa']:.2f}, z {signal['z']:.1f} on "
+                        f"{signal['n']} texts). Try {TRY_NEXT}")
     even = 1 / len(labels)
     if len(rows) >= 20 and len(labels) > 1 and health["top_label_share"] > (1 + even) / 2:
         warnings.append(f"the teacher named {top!r} for {health['top_label_share']:.0%} of the texts (an even share "

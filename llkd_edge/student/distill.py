@@ -24,7 +24,7 @@ from ..errors import DataError, StoreError, UserError
 from ..files import read_json, rounded, sha256_file, write_json
 from ..labels.gold import CLASS_BALANCE, check_gold_set
 from ..labels.labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
-                                teacher_health)
+                                labels_signal, teacher_health)
 from ..metrics import classification_scores, per_class_f1
 from .plots import confusion_png
 from .pool import Training, check_pool, training_pool, without
@@ -211,7 +211,8 @@ def label(inputs: Inputs, teacher, progress: bool) -> Labels:
     for name, texts in (("eval", evalset.texts if evalset else []), ("gold", gold.texts if gold else []),
                         ("few_shot", inputs.shown)):
         pool, dropped[name] = without(pool, texts) if texts else (pool, 0)
-    health, warnings = teacher_health(pool.rows, labels.names)  # the labels as the teacher gave them
+    # the labels as the teacher gave them; the signal test also decides --relabel probe (pool.training_pool)
+    health, warnings = teacher_health(pool.rows, labels.names, labels_signal(pool.rows, config.train.seed))
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_divisor(np.array([r.probs for r in pool.rows]), config.pool_calibration) if pool.rows else None
     pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))

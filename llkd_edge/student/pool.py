@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LOW_INFORMATION, DistillConfig, LabelSet
+from ..config import RELABEL_MIN_KAPPA, DistillConfig, LabelSet
 from ..data import Dataset, text_key
 from ..errors import DataError
 from ..files import atomic_path
@@ -176,14 +176,14 @@ def training_pool(config: DistillConfig, pool: Labelled, judged: Labelled | None
                                 f"trained on those texts alone ({g:.3f}): its labels count for less here (try another "
                                 "--task or teacher, or more gold texts)")
     elif config.relabel:
-        information = health.get("answer_information", 1.0)
-        if information < LOW_INFORMATION:
-            # Labels that hardly depend on the text teach the probe their noise: it makes them surer, not righter
-            # (slo-sentiment: the student fell on every seed; bench/RESULTS.md). So near chance the teacher's labels
-            # are trained on as they are.
-            out.warnings.append(f"the pool's labels were not checked by the probe (--relabel {config.relabel}): with "
-                                f"answers this close to chance (answer information {information:.2f} < "
-                                f"{LOW_INFORMATION}) it would only make them surer, not righter")
+        signal = health.get("signal")
+        if signal is not None and signal["kappa"] < RELABEL_MIN_KAPPA:
+            # Labels a probe on the texts can hardly reproduce teach it their noise: it makes them surer, not
+            # righter (slo-sentiment: the student fell on every seed; bench/RESULTS.md). So there the teacher's
+            # labels are trained on as they are.
+            out.warnings.append(f"the pool's labels were not checked by the probe (--relabel {config.relabel}): it "
+                                f"reproduces them too weakly (kappa {signal['kappa']:.2f} < {RELABEL_MIN_KAPPA}) and "
+                                "would only make them surer, not righter")
         else:
             probs, out.relabel = relabelled(pool, probs, labels.names, config.train.seed, progress)
             with atomic_path(run_dir / RELABELLED) as tmp, open(tmp, "wb") as f:

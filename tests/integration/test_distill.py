@@ -172,24 +172,29 @@ def test_training_from_an_existing_store(tmp_path, store):
     assert [r.probs for r in open_run(plain).pool(relabelled=True)] == [r.probs for r in teacher_rows]
 
 
-def test_a_teacher_at_chance_is_not_relabelled_by_the_probe(tmp_path):
-    """election-tweets (who wrote the tweet): the default teacher is at chance, its answers carry almost no
-    information, and a probe fitted on such labels only makes them surer. distill then trains on the teacher's
-    labels as they are, and says why."""
-    from llkd_edge.config import LOW_INFORMATION
-    from llkd_edge.student.runs import open_run
+def test_the_signal_test_is_recorded_and_decides_the_probe_on_a_teacher_at_chance(tmp_path):
+    """election-tweets (who wrote the tweet): the default teacher is at chance against the gold labels and unsure
+    (answer information ~0.06, under the 0.10 line that used to skip the probe and call it chance). Its labels
+    still follow the texts (it says "Trump" where a tweet is about Trump, whoever wrote it): the signal test finds
+    that, so no chance warning, and the probe reproduces them well enough to be used (bench/RESULTS.md, "Signal or
+    chance"). A consistently wrong teacher is the case no label-free test can flag."""
+    from llkd_edge.config import RELABEL_MIN_KAPPA
+    from llkd_edge.labels.signal import MIN_Z
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["distill", "election-tweets", "--limit", "200", "--eval-limit", "20",
+    result = CliRunner().invoke(main, ["distill", "election-tweets", "--limit", "600", "--eval-limit", "20",
                                        "--max-text-tokens", "64", "--student", "minilm-l2", "--max-length", "64",
                                        "--epochs", "1", "--store", str(tmp_path / "labels.sqlite"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["teacher_health"]["answer_information"] < LOW_INFORMATION
-    assert metrics["relabel"] is None and not (out / "relabelled.npz").exists()
-    assert "not checked by the probe" in result.output
-    run = open_run(out)
-    assert [r.probs for r in run.pool(relabelled=True)] == [r.probs for r in run.pool()]
+    health = metrics["teacher_health"]
+    signal = health["signal"]
+    assert health["answer_information"] < 0.10
+    assert signal["n"] == metrics["data"]["pool_size"] and signal["signal"] and signal["z"] >= MIN_Z
+    assert "no better than chance" not in result.output
+    assert signal["kappa"] >= RELABEL_MIN_KAPPA
+    assert metrics["relabel"]["method"] == "probe" and (out / "relabelled.npz").exists()
+    assert "not checked by the probe" not in result.output
 
 
 def test_variants_of_eval_texts_never_reach_training_and_paths_are_recorded_resolved(tmp_path, store, monkeypatch):

@@ -45,6 +45,9 @@ def test_teacher_beats_the_majority_class_on_100_bbc_test_texts_and_reruns_evalu
           f"majority class {summary['majority_rate']}")
     assert summary["accuracy"] >= summary["majority_rate"] + 0.25
     assert summary["macro_f1"] >= 0.5
+    # the signal test (labels/signal.py): a probe on the texts predicts these labels far beyond shuffled ones
+    signal = summary["health"]["signal"]
+    assert signal["n"] == 100 and signal["signal"] and signal["kappa"] > 0.5, signal
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(exported) == 100
     assert list(exported[0]["probs"]) == list(LabelSet.parse(bbc_test.labels).names)
