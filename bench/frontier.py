@@ -145,6 +145,8 @@ def main() -> int:
     done = True if args.report_only else train(args, cells)
     if not cells:
         return 0 if done else 3
+    if args.report_only and not OUT.exists():
+        raise SystemExit(f"--report-only: no {OUT} yet; run the study first")
     report = json.loads(OUT.read_text()) if OUT.exists() else {}
     if not args.report_only:
         report.update({"command": command(), "cells": str(CELLS.relative_to(RESULTS.parent.parent))})

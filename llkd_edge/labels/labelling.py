@@ -397,8 +397,8 @@ def teacher_health(rows: list[LabelRow], labels, signal: dict | None = None) -> 
         health["signal"] = signal
     warnings = []
     if signal is not None and not signal["signal"]:
-        warnings.append(f"the teacher's labels look no better than chance: a probe on the texts predicts them no "
-                        f"better than the same labels shuffled (kappa {signal['kappa']:.2f}, z {signal['z']:.1f} on "
+        warnings.append(f"the teacher's labels look no better than chance: a probe on the texts predicts them "
+                        f"(after batch calibration) no better than the same labels shuffled (kappa {signal['kappa']:.2f}, z {signal['z']:.1f} on "
                         f"{signal['n']} texts). Try {TRY_NEXT}")
     even = 1 / len(labels)
     if len(rows) >= 20 and len(labels) > 1 and health["top_label_share"] > (1 + even) / 2:

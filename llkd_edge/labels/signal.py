@@ -58,8 +58,10 @@ def _agreement(x: np.ndarray, labels: np.ndarray, k: int, folds: np.ndarray) -> 
 def probe_signal(x: np.ndarray, labels: np.ndarray, k: int, seed: int = 0, permutations: int = PERMUTATIONS) -> Signal:
     """Whether ``labels`` (N,) over embeddings ``x`` (N, D) carry signal (module docstring)."""
     x = np.asarray(x, dtype=np.float64)
-    labels = np.asarray(labels)
+    labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must be in 0..{k - 1}")
     if n < MIN_ROWS or len(set(labels.tolist())) < 2:
         return Signal(n, 1.0, 1.0, 0.0, 0.0, False)
     rng = np.random.default_rng(seed)

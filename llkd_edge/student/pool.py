@@ -182,8 +182,9 @@ def training_pool(config: DistillConfig, pool: Labelled, judged: Labelled | None
             # righter (slo-sentiment: the student fell on every seed; bench/RESULTS.md). So there the teacher's
             # labels are trained on as they are.
             out.warnings.append(f"the pool's labels were not checked by the probe (--relabel {config.relabel}): it "
-                                f"reproduces them too weakly (kappa {signal['kappa']:.2f} < {RELABEL_MIN_KAPPA}) and "
-                                "would only make them surer, not righter")
+                                f"reproduces them too weakly to check them (kappa {signal['kappa']:.2f} < "
+                                f"{RELABEL_MIN_KAPPA} on {signal['n']} texts; where a probe cannot follow the labels "
+                                "it only makes them surer, not righter)")
         else:
             probs, out.relabel = relabelled(pool, probs, labels.names, config.train.seed, progress)
             with atomic_path(run_dir / RELABELLED) as tmp, open(tmp, "wb") as f:
