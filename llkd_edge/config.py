@@ -330,6 +330,9 @@ class DistillConfig:
     # the probe cannot reproduce the teacher's labels (labels.signal kappa under RELABEL_MIN_KAPPA): there it only
     # made noisy labels surer.
     relabel: str | None = choice((None, "probe"), "probe")
+    # auto: where the student ends below its teacher on the eval texts, students on 25% and 50% of the pool say
+    # whether more teacher-labelled texts are likely to help (student/curve.py); always; off. Not part of the run.
+    learning_curve: str = choice(("auto", "always", "off"), "auto", **RUNTIME)
     backend: str = choice(BACKENDS, "local", **RUNTIME)  # where the teacher runs (teacher/backend.FACTORIES)
     ray: RayConfig = field(default_factory=RayConfig, metadata=RUNTIME)  # with backend "ray"
 

@@ -149,12 +149,15 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
 @config_option("--min-per-class", DistillConfig, help="Refuse to train with fewer pseudo-labels per class.")
 @config_option("--device", TrainConfig,
                help="Where the student trains: auto uses CUDA when PyTorch sees a GPU (bf16 mixed precision if supported).")
+@config_option("--learning-curve", DistillConfig, help="auto: when the student ends below its teacher on the eval "
+              "texts, train it on 25% and 50% of the pool too and say whether more teacher-labelled texts are likely "
+              "to help, and about how many (learning_curve.png); always; off.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, max_latency_ms, epochs, batch_size, max_length,
             learning_rate, seed, momentum, llkd_floor, topk_ratio, need_pass, pool_calibration, relabel, gold_file,
             gold_weight, label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device,
-            resume, as_json, **opts):
+            learning_curve, resume, as_json, **opts):
     """Train a student on the teacher's labels of DATA (a file, a built-in dataset, or a label store)."""
     from ..student.distill import distill as run_distill
 
@@ -181,6 +184,7 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
         pool_calibration=pool_calibration,
         gold=gold_file,
         relabel=None if relabel == "none" else relabel,
+        learning_curve=learning_curve,
         backend=backend,
         ray=ray,
         label_budget=None if label_budget is None else LabelBudget(

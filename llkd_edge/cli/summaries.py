@@ -59,6 +59,15 @@ def distill_summary(run_dir: str, m: dict) -> None:
                    f"{health.get('mean_confidence', 0):.3f} (a rough guide to its accuracy)", err=True)
     for warning in m.get("teacher_warnings") or []:
         click.echo(f"warning: {warning}", err=True)
+    t, s = m.get("teacher"), m.get("student")
+    if t and s and s["macro_f1"] < t["macro_f1"]:
+        click.echo(f"warning: the student (macro-F1 {s['macro_f1']:.3f}) ends below its teacher ({t['macro_f1']:.3f}) "
+                   f"on these {s.get('n', '')} eval texts: it learnt from the teacher's labels, mistakes included, and did not get past them",
+                   err=True)
+    if curve := m.get("learning_curve"):
+        from ..student.curve import summary_line
+
+        click.echo(f"{summary_line(curve)}; {run_dir}/learning_curve.png", err=True)
     secs = m["seconds"]
     click.echo(f"time: label {secs['label']:.0f}s, train {secs['train']:.0f}s, eval {secs['eval']:.0f}s; wrote {run_dir}")
 

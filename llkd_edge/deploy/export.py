@@ -420,6 +420,7 @@ def _manifest(run: Run, config: ExportConfig, variants: dict, default: str) -> d
             "teacher_warnings": run.metrics.get("teacher_warnings"),
             "gold": run.metrics.get("gold"),
             "relabel": run.metrics.get("relabel"),  # --relabel probe: how many labels the probe changed
+            "learning_curve": run.metrics.get("learning_curve"),  # a student below its teacher: student/curve.py
         },
         "versions": {k: v for k, v in export_versions.items() if v is not None},
     }

@@ -184,6 +184,16 @@ def _limits(manifest: dict, run: dict) -> str:
         lines.append(f"The teacher never named {_names(health['labels_never_named'])} on the pool.")
     for warning in run.get("teacher_warnings") or []:
         lines.append(f"Teacher warning: {_md(warning)}")
+    teacher, student = (run.get("eval") or {}).get("teacher"), (run.get("eval") or {}).get("student")
+    if teacher and student and student["macro_f1"] < teacher["macro_f1"]:
+        lines.append(f"**The student scores below its teacher** on the eval texts (macro-F1 {student['macro_f1']:.3f} "
+                     f"against {teacher['macro_f1']:.3f}): it learnt from the teacher's labels, mistakes included, and did not get past them.")
+    curve = run.get("learning_curve")
+    if curve:
+        pts = ", ".join(f"{p['texts']:,} texts {p['macro_f1']:.3f}" for p in curve["points"])
+        lines.append(f"Learning curve (the same student trained on part of the pool, macro-F1 on the eval texts): "
+                     f"{pts}; {curve['gain_per_doubling']:+.3f} a doubling of the pool: {_md(curve['verdict'])}. "
+                     f"A rough guide from {len(curve['points'])} points.")
     gold = run.get("gold") or {}
     if gold.get("teacher_below_gold_only"):
         lines.append("On the gold texts the teacher scored below a probe trained on those texts alone.")

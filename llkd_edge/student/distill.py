@@ -26,6 +26,7 @@ from ..labels.gold import CLASS_BALANCE, check_gold_set
 from ..labels.labelling import (Labelled, check_gold, gold_scores, label_dataset, label_within_budget, recalibrated,
                                 labels_signal, teacher_health)
 from ..metrics import classification_scores, per_class_f1
+from .curve import where_it_stands
 from .plots import confusion_png
 from .pool import Training, check_pool, training_pool, without
 from .runs import (
@@ -410,6 +411,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     train_seconds = time.perf_counter() - tick
     tick = time.perf_counter()
     metrics = evaluate(config, labelled, training, student, inputs.evalset, run_dir, progress)  # 5. evaluate, record
+    curve = where_it_stands(config, labelled.evaluated, training.pool, metrics, run_dir, progress)
     eval_seconds = time.perf_counter() - tick
     save_student(student, run_dir / "student")
     record(config, labelled, training, student, stats, metrics, provenance, inputs.evalset,
@@ -417,5 +419,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "total": time.perf_counter() - started})
     if student_choice is not None:
         metrics["student_choice"] = student_choice
+    if curve is not None:
+        metrics["learning_curve"] = curve
     write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -44,6 +44,31 @@ def confusion_png(path: Path, gold, predicted, labels, title: str) -> None:
     plt.close(fig)
 
 
+def learning_curve_png(path: Path, curve: dict, title: str) -> None:
+    """distill's learning_curve.png: the student's macro-F1 against the pool texts it learnt from (log), the teacher
+    as a line, and the fitted rate carried on to where it would meet the teacher (student/curve.py)."""
+    plt = _pyplot()
+
+    n = np.array([p["texts"] for p in curve["points"]], dtype=np.float64)
+    f1 = np.array([p["macro_f1"] for p in curve["points"]])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(n, f1, "o-", color="#1f77b4", label="student")
+    ax.axhline(curve["teacher_macro_f1"], color="#8c564b", linestyle="--", label="teacher")
+    if curve["gain_per_doubling"] > 0:
+        end = curve["texts_needed"] or n.max() * 4
+        xs = np.geomspace(n.max(), end, 20)
+        ax.plot(xs, f1[n.argmax()] + curve["gain_per_doubling"] * np.log2(xs / n.max()), ":", color="#1f77b4",
+                label=f"{curve['gain_per_doubling']:+.3f} a doubling")
+    ax.set_xscale("log")
+    ax.set_xlabel("pool texts the student learnt from (log)")
+    ax.set_ylabel("macro-F1 on the eval texts")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def bench_png(path: Path, results: dict, report: dict) -> None:
     """bench's bench.png: latency and throughput of each model side by side and, with gold labels, the frontier:
     macro-F1 against texts/s (log), each model a point."""

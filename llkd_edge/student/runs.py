@@ -8,6 +8,9 @@ RUN_DIR holds:
   selection.json          per-epoch selection statistics (``train.EpochStats``)
   student/                the trained student (transformers ``save_pretrained``, with its tokenizer)
   confusion_matrix.png    the student on the eval set
+  learning_curve.json     with --learning-curve (auto: a student below its teacher): the student on 25/50/100% of
+  learning_curve.png      the pool, scored on the eval texts, and what more teacher-labelled texts would likely buy
+  curve/p25, curve/p50    those students' checkpoints, for --resume
   checkpoint.pt           the last finished epoch, for --resume (tensors + JSON; no pickle)
   budget_picks.json       with --label-budget: which texts the teacher labelled (their hashes), so the pool reads
                           back exactly, however the label store grows after
@@ -82,6 +85,7 @@ class MetricsRecord(TypedDict, total=False):
 
 STORE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 BUDGET_PICKS = "budget_picks.json"  # --label-budget: the hashes of the texts the teacher labelled, in pick order
+CURVE = "learning_curve.json"  # --learning-curve: student/curve.py's record
 RELABELLED = "relabelled.npz"  # --relabel probe: the distributions the student learnt, by text hash
 
 

@@ -467,3 +467,38 @@ def test_an_ensemble_teaches_through_the_store_and_its_run_reads_the_pooled_pool
     assert from_store["labelled_now"] == {"pool": 0, "eval": 0}
     assert from_store["data"]["pool_size"] == metrics["data"]["pool_size"]  # eval texts still left out
     assert from_store["pool_calibration"]["prior"] == metrics["pool_calibration"]["prior"]
+
+
+def test_a_learning_curve_says_where_the_student_stands_and_a_resumed_run_keeps_it(tmp_path):
+    """--learning-curve always (auto does the same where the student ends below its teacher): the static student is
+    trained again on 25% and 50% of the pool and scored on the same eval texts; the record, the plot, the summary
+    line and the model card carry it, and a resumed run reuses it rather than training again."""
+    from llkd_edge.student.curve import SHARES
+
+    out, model = tmp_path / "run", tmp_path / "model"
+    args = ["distill", "election-tweets", "--limit", "200", "--eval-limit", "40", "--max-text-tokens", "64",
+            "--student", "static", "--learning-curve", "always", "--store", str(tmp_path / "labels.sqlite"),
+            "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    curve = metrics["learning_curve"]
+    pool = metrics["data"]["pool_size"]
+    assert [p["texts"] for p in curve["points"]] == [round(s * pool) for s in SHARES] + [pool]
+    assert curve["points"][-1]["macro_f1"] == metrics["student"]["macro_f1"]
+    assert curve["teacher_macro_f1"] == metrics["teacher"]["macro_f1"] and curve["verdict"]
+    assert all((out / "curve" / f"p{round(s * 100)}" / "checkpoint.pt").exists() for s in SHARES)
+    assert (out / "learning_curve.png").stat().st_size > 0
+    assert "learning curve (student macro-F1 on the eval texts)" in result.output
+
+    # resumed: the curve is read back, no subset is trained again
+    stamp = (out / "curve" / "p25" / "checkpoint.pt").stat().st_mtime_ns
+    (out / "metrics.json").unlink()
+    again = CliRunner().invoke(main, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "metrics.json").read_text())["learning_curve"] == curve
+    assert (out / "curve" / "p25" / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+    exported = CliRunner().invoke(main, ["export", str(out), "--out", str(model)])
+    assert exported.exit_code == 0, exported.output
+    assert "Learning curve (the same student trained on part of the pool" in (model / "README.md").read_text()
