@@ -29,7 +29,8 @@ import numpy as np
 
 from bench.common import RESULTS, arguments, command, current_export, finished_run, machine, markdown_table, save_plot, write_report
 from bench.static_student import folder_mb, time_side_by_side
-from llkd_edge.config import BenchConfig, DistillConfig, ExportConfig, LabelSet, ScoringConfig, TrainConfig, identity, stable_hash
+from llkd_edge.config import DistillConfig, LabelSet, ScoringConfig, TrainConfig, identity, stable_hash
+from llkd_edge.config_deploy import BenchConfig, ExportConfig
 from llkd_edge.data import builtin_spec
 from llkd_edge.files import write_json
 

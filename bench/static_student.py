@@ -25,7 +25,8 @@ import numpy as np
 
 from bench.common import (RESULTS, arguments, command, current_export, finished_run, machine, markdown_table, save_plot,
                           write_report)
-from llkd_edge.config import BenchConfig, DistillConfig, ExportConfig, LabelSet, ScoringConfig, TrainConfig
+from llkd_edge.config import DistillConfig, LabelSet, ScoringConfig, TrainConfig
+from llkd_edge.config_deploy import BenchConfig, ExportConfig
 from llkd_edge.data import builtin_spec, load_builtin
 from llkd_edge.deploy.bench import latencies, run_bench, summarise_latency, throughput
 from llkd_edge.deploy.export import export_run

@@ -13,15 +13,13 @@ from ..config import (
     DEFAULT_TEACHER,
     RELABEL_MIN_KAPPA,
     STRATEGIES,
-    BenchConfig,
     DistillConfig,
     EvolveConfig,
-    ExportConfig,
     LabelBudget,
     LabelRunConfig,
-    ServeConfig,
     TrainConfig,
 )
+from ..config_deploy import BenchConfig, ExportConfig, ServeConfig
 from ..errors import MissingDependencyError, UserError
 from .summaries import distill_summary, evolve_summary, export_summary, label_summary
 from .options import (STRATEGY_HELP, Group, config_option, given, prompt_fields, ray_config, ray_options,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BenchConfig, ScoringConfig, TeacherConfig
+from ..config import ScoringConfig, TeacherConfig
+from ..config_deploy import BenchConfig
 from ..distributions import batch_calibrated
 from ..errors import DataError, UserError
 from ..files import write_json

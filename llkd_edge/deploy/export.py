@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ExportConfig, identity
+from ..config import identity
+from ..config_deploy import ExportConfig
 from ..errors import DataError, MissingDependencyError, ModelError, UserError
 from ..files import atomic_path, lies_inside, read_json, sha256_file, write_json
 from ..metrics import classification_scores

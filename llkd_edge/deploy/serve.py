@@ -25,7 +25,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
-from ..config import ServeConfig
+from ..config_deploy import ServeConfig
 from ..errors import UserError
 from ..runtime import Classifier
 

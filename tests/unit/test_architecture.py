@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "llkd_edge"
 HEAVY = {"torch", "transformers", "llama_cpp", "optimum", "ray"}
-LIGHT = ("store", "config", "labelset", "runtime", "files", "registry", "errors", "metrics", "distributions", "data",
+LIGHT = ("store", "config", "config_deploy", "labelset", "runtime", "files", "registry", "errors", "metrics", "distributions", "data",
          "student.selection", "labels.gold", "labels.active", "labels.signal", "student.relabel", "deploy.model_card")
 # The stages in the order data flows through them; the top-level modules other than cli are the base every
 # stage may use (errors, files, configs, data reading, the label store's format, the runtime apps embed).

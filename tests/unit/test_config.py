@@ -62,7 +62,7 @@ def test_every_backend_choice_has_a_factory_and_every_factory_a_choice():
 
 @pytest.mark.parametrize("bad", [{"max_texts": 0}, {"max_body": 0}, {"read_timeout": 0}, {"max_queue": 0}])
 def test_bad_serve_settings_are_one_line_errors(bad):
-    from llkd_edge.config import ServeConfig
+    from llkd_edge.config_deploy import ServeConfig
 
     with pytest.raises(UserError):
         ServeConfig("m", **bad)

@@ -97,7 +97,7 @@ def test_int8_gate():
 
 
 def test_of_two_int8_variants_the_default_is_the_one_that_passes_and_agrees_most():
-    from llkd_edge.config import ExportConfig
+    from llkd_edge.config_deploy import ExportConfig
     from llkd_edge.deploy.export import _choose_default
 
     def report(dynamic, static):

@@ -313,7 +313,7 @@ def test_body_limit_answers_408_when_the_body_stops_coming(tmp_path):
 
 
 def test_allowed_hosts(tmp_path):
-    from llkd_edge.config import ServeConfig
+    from llkd_edge.config_deploy import ServeConfig
     from llkd_edge.deploy.serve import allowed_hosts
 
     assert allowed_hosts(ServeConfig("m")) == ["localhost", "127.0.0.1", "[::1]"]
@@ -357,7 +357,7 @@ def fetch(url, body: bytes | None = None, host: str | None = None):
 @pytest.fixture
 def stub_service(tmp_path):
     pytest.importorskip("fastapi")
-    from llkd_edge.config import ServeConfig
+    from llkd_edge.config_deploy import ServeConfig
     from llkd_edge.deploy.serve import create_app
 
     folder = model_folder(tmp_path / "secret-folder-name" / "model")
