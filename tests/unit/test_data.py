@@ -60,7 +60,7 @@ def test_builtin_bbc_split_is_fixed_deduplicated_and_disjoint():
     assert len(set(test.gold[:30])) == 5  # shuffled: a small --limit slice still has every class
 
 
-@pytest.mark.parametrize("name", ["reuters-r8", "20newsgroups", "election-tweets", "slo-sentiment"])
+@pytest.mark.parametrize("name", ["reuters-r8", "20newsgroups", "20ng-hardware", "election-tweets", "slo-sentiment"])
 def test_other_builtins_load_with_their_label_sets(name):
     test = load_builtin(f"{name}:test")
     names = [item.split("=")[0] for item in BUILTINS[name].labels.split(",")]
