@@ -202,6 +202,7 @@ SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk
 POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) restores the bias: RESULTS.md
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
+HEADS = ("random", "probe")  # how the student's head starts (student/head.py)
 # which texts the --label-budget rounds pick (active.py); random won or tied in bench/active.py
 STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
 # LLKD rule variants (selection.LlkdRule, bench/llkd_rules.py): the first of each is the paper's rule
@@ -228,6 +229,9 @@ class TrainConfig:
     max_latency_ms: float | None = None  # with student "auto": the budget per text at batch 1, through the runtime
     selection: str = choice(SELECTION_METHODS, "llkd")
     soft_labels: bool = False
+    # probe: the head starts as a logistic regression on the student's own features of the pool (student/head.py);
+    # None: the student's registered default (students.toml `head`, else random)
+    head: str | None = None
     epochs: int | None = None  # None: the student's registered count (students.toml `epochs`, else DEFAULT_EPOCHS)
     batch_size: int = 32
     max_length: int = 128
@@ -265,6 +269,10 @@ class TrainConfig:
         # resolved here, so the run's record holds the number it trained with (auto: once a student is chosen)
         if self.epochs is None and self.student != "auto":
             object.__setattr__(self, "epochs", _student_default(self.student, "epochs", DEFAULT_EPOCHS))
+        if self.head is None and self.student != "auto":
+            object.__setattr__(self, "head", _student_default(self.student, "head", None))
+        if self.head is not None and self.head not in HEADS:
+            raise UserError(f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not 0 <= self.llkd_floor <= 1:
             raise UserError(f"llkd_floor must be in [0, 1], got {self.llkd_floor}")
         if not 0 <= self.llkd_warmup < 1:

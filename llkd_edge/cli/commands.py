@@ -11,6 +11,7 @@ from .. import __version__
 from ..config import (
     DEFAULT_EPOCHS,
     DEFAULT_TEACHER,
+    HEADS,
     RELABEL_MIN_KAPPA,
     STRATEGIES,
     DistillConfig,
@@ -101,6 +102,9 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
 @config_option("--selection", TrainConfig)
 @config_option("--soft-labels", TrainConfig, is_flag=True,
                help="Learn the teacher's full distribution (KL) instead of its label.")
+@click.option("--head", type=click.Choice(HEADS), help="How the student's head starts: probe, a logistic regression "
+              "on the student's own features of the pool (then fine-tuned); random. Default: the student's registered "
+              "one (models/students.toml).")
 @config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), a local transformers model folder, or auto (with --max-latency-ms).")
 @config_option("--max-latency-ms", TrainConfig, type=float, show_default=False,
                help="With --student auto: the most milliseconds a text may take at batch 1 through the exported model "
@@ -152,7 +156,7 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
               "to help, and about how many (learning_curve.png); always; off.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in RUN_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
-def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, max_latency_ms, epochs, batch_size, max_length,
+def distill(data, run_dir, eval_data, backend, selection, soft_labels, head, student, max_latency_ms, epochs, batch_size, max_length,
             learning_rate, seed, momentum, llkd_floor, topk_ratio, need_pass, pool_calibration, relabel, gold_file,
             gold_weight, label_budget, label_strategy, label_step, fill_rest, limit, eval_limit, min_per_class, device,
             learning_curve, resume, as_json, **opts):
@@ -168,7 +172,7 @@ def distill(data, run_dir, eval_data, backend, selection, soft_labels, student, 
         out=run_dir,
         scoring=scoring,
         teacher=teacher,
-        train=TrainConfig(student=student, max_latency_ms=max_latency_ms, selection=selection, soft_labels=soft_labels, epochs=epochs,
+        train=TrainConfig(student=student, max_latency_ms=max_latency_ms, selection=selection, soft_labels=soft_labels, head=head, epochs=epochs,
                           batch_size=batch_size, max_length=max_length, learning_rate=learning_rate, seed=seed,
                           momentum=momentum, llkd_floor=llkd_floor, topk_ratio=topk_ratio, need_pass=need_pass,
                           gold_weight=gold_weight, threads=opts["threads"], device=device),

@@ -27,6 +27,7 @@ from .checkpoint import CHECKPOINT, EpochStats, check_resumable, load_checkpoint
 from .pool import Pool
 from .selection import METHODS, ThresholdState, pool_median_bars, rule_of, select
 from . import static
+from .head import set_from_probe
 
 def kept_layers(total: int, keep: int) -> list[int]:
     """``keep`` evenly spaced layer indices out of ``total``, always the first and the last."""
@@ -85,6 +86,7 @@ def build_student(name: str, labels: Sequence[str], seed: int) -> Student:
                 model.config.num_hidden_layers = len(keep)
             info = {"base": str(folder), "layers_kept": keep, "licence": entry["licence"]}
         info["default_learning_rate"] = entry["learning_rate"]
+        info["default_head"] = entry.get("head", "random")
     else:
         folder = Path(name)
         if not (folder / "config.json").is_file():
@@ -174,7 +176,15 @@ def train(
     start_epoch = 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT
     fingerprint = pool.fingerprint()
-    if resume and ckpt.exists():
+    ids = encode(student.tokenizer, pool.texts, config.max_length)
+    pad_id = student.tokenizer.pad_token_id or 0
+    resuming = resume and ckpt.exists()
+    student.info["head"] = config.head or student.info.get("default_head", "random")
+    if student.info["head"] == "probe" and not resuming:  # a resumed model has its head in the checkpoint
+        batches = ((a.to(device), b.to(device)) for a, b in
+                   (collate(torch, ids[i : i + 64], pad_id) for i in range(0, n, 64)))
+        student.info["head_probe"] = set_from_probe(torch, model, batches, pool.pseudo)
+    if resuming:
         saved = load_checkpoint(ckpt, map_location=device)
         check_resumable(ckpt, saved, n, fingerprint, device)
         model.load_state_dict(saved["model"])
@@ -189,8 +199,6 @@ def train(
         rng.bit_generator.state = saved["numpy_rng"]
         start_epoch = saved["epoch"] + 1
 
-    ids = encode(student.tokenizer, pool.texts, config.max_length)
-    pad_id = student.tokenizer.pad_token_id or 0
     targets_hard = torch.tensor(pool.pseudo, dtype=torch.long, device=device)
     targets_soft = torch.tensor(pool.probs, dtype=torch.float32, device=device)
     conf, pseudo = pool.conf, pool.pseudo

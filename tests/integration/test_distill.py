@@ -502,3 +502,18 @@ def test_a_learning_curve_says_where_the_student_stands_and_a_resumed_run_keeps_
     exported = CliRunner().invoke(main, ["export", str(out), "--out", str(model)])
     assert exported.exit_code == 0, exported.output
     assert "Learning curve (the same student trained on part of the pool" in (model / "README.md").read_text()
+
+
+def test_a_probe_head_starts_the_student_where_a_probe_of_its_own_features_stands(tmp_path, store):
+    # With a learning rate too small to move any weight, the student answers as its head started: a probe of its own
+    # (pretrained, frozen) features on the pool's labels beats a random head by far on the eval texts.
+    still = [*SLICE, "--store", store, "--selection", "all", "--epochs", "1", "--learning-rate", "1e-12"]
+    scores = {}
+    for head in ("probe", "random"):
+        distill([*still, "--head", head, "--out", str(tmp_path / head)])
+        metrics = json.loads((tmp_path / head / "metrics.json").read_text())
+        assert metrics["student_model"]["head"] == head
+        scores[head] = metrics["student"]["macro_f1"]
+    record = json.loads((tmp_path / "probe" / "metrics.json").read_text())["student_model"]["head_probe"]
+    assert record["probe_fits_pool"] > 0.8
+    assert scores["probe"] > scores["random"] + 0.3, scores
