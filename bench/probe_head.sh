@@ -1,0 +1,23 @@
+#!/bin/bash
+# Issue 50 part 2: the default student (minilm-l6) with its head started as a probe of its own features
+# (`--head probe`, learning rate 1e-4) against the random head it had (`--head random`, 3e-4), paired: the same
+# label store, pool, test texts and seed for both, in the frontier's small-pool protocol (600 pool / 200 test
+# texts) and, for the built-in two-class case 20ng-hardware, bench/twoclass.sh's 800/300. Seeds in the outer loop,
+# so a cut-off study still holds whole seeds. Resumes (finished cells are kept; labels persist per set).
+#     bash bench/probe_head.sh; .venv/bin/python -m bench.probe_head_report
+cd "$(dirname "$0")/.."
+W=runs/probe_head
+mkdir -p $W
+run() {  # dataset variant seed
+  local ds=$1 variant=$2 seed=$3 out=$W/$1-$2-s$3 size="--limit 600 --eval-limit 200"
+  [ -f $out/metrics.json ] && return
+  [ $ds = 20ng-hardware ] && size="--limit 800 --eval-limit 300"
+  if [ $variant = probe ]; then extra="--head probe --learning-rate 1e-4"; else extra="--head random --learning-rate 3e-4"; fi
+  .venv/bin/llkd-edge distill $ds $size --seed $seed --store $W/labels-$ds.sqlite --learning-curve off $extra \
+    --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
+}
+for seed in 0 1 2; do
+  for ds in 20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment; do
+    for variant in random probe; do run $ds $variant $seed; done
+  done
+done

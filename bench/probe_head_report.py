@@ -1,0 +1,58 @@
+"""Issue 50 part 2's table: the default student with a probe-started head against a random head (bench/probe_head.sh).
+
+Both variants of a cell share the label store, pool, test texts and seed, so the difference is the head and its rate.
+
+    python -m bench.probe_head_report      # writes bench/results/probe_head.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import RESULTS, command, machine, markdown_table, write_report
+
+RUNS = Path("runs/probe_head")
+SETS = ("bbc-news", "20newsgroups", "reuters-r8", "20ng-hardware", "election-tweets", "slo-sentiment")
+VARIANTS = ("random", "probe")
+
+
+def cell(dataset: str, variant: str, seed: int) -> dict | None:
+    """The run's teacher and student macro-F1 on its test texts, or None when it is not there."""
+    path = RUNS / f"{dataset}-{variant}-s{seed}" / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return {"teacher": m["teacher"]["macro_f1"], "student": m["student"]["macro_f1"],
+            "probe_fits_pool": m["student_model"].get("head_probe", {}).get("probe_fits_pool")}
+
+
+def main() -> None:
+    cells = {f"{d}/{v}/s{s}": cell(d, v, s) for d in SETS for v in VARIANTS for s in range(3)}
+    rows, summary = [], {}
+    for d in SETS:
+        seeds = [s for s in range(3) if all(cells[f"{d}/{v}/s{s}"] for v in VARIANTS)]  # paired seeds only
+        if not seeds:
+            continue
+        got = {v: [cells[f"{d}/{v}/s{s}"]["student"] for s in seeds] for v in VARIANTS}
+        teacher = float(np.mean([cells[f"{d}/random/s{s}"]["teacher"] for s in seeds]))
+        diff = np.subtract(got["probe"], got["random"])
+        summary[d] = {"seeds": seeds, "teacher": round(teacher, 4),
+                      **{v: round(float(np.mean(got[v])), 4) for v in VARIANTS},
+                      "probe_minus_random": round(float(diff.mean()), 4), "worst_seed_diff": round(float(diff.min()), 4)}
+        rows.append([d, len(seeds), f"{teacher:.3f}",
+                     *(f"{np.mean(got[v]):.3f} ({', '.join(f'{x:.3f}' for x in got[v])})" for v in VARIANTS),
+                     f"{diff.mean():+.3f} (worst {diff.min():+.3f})"])
+    table = markdown_table(["set", "seeds", "teacher", "random head, lr 3e-4", "probe head, lr 1e-4",
+                            "probe - random"], rows)
+    report = {"command": command(), "machine": machine(2), "cells": cells, "summary": summary}
+    write_report(RESULTS / "probe_head.json", report,
+                 f"`{command()}`\n\nStudent (minilm-l6) test macro-F1, mean (per seed); the teacher on the same texts.\n\n"
+                 f"{table}\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
