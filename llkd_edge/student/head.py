@@ -65,9 +65,12 @@ def probe_weights(x: np.ndarray, y: np.ndarray, k: int, c: float = PROBE_C) -> t
 
 
 def set_from_probe(torch, model, batches, labels: np.ndarray) -> dict:
-    """Set ``model``'s head to a probe of ``labels`` (N,) on its own features of ``batches``; a record of it."""
+    """Set ``model``'s head to a probe of ``labels`` (N,) on its own features of ``batches``; a record of it. Labels
+    of one class (a learning curve's small slice of a pool with a rare class) leave the head as it was: random."""
     started = time.perf_counter()
     layer = head_layer(model)
+    if len(np.unique(labels)) < 2:
+        return {"head": "random", "probe_skipped": "the pool's labels are all one class"}
     x = features(torch, model, batches)
     weight, bias = probe_weights(x, labels, layer.weight.shape[0])
     with torch.no_grad():

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..errors import ModelError, UserError
-from ..files import atomic_path, one_line
+from ..files import atomic_path, one_line, read_json, write_json
 from ..teacher.encoder import model_folder, require_torch
 from ..registry import registry
 from ..distributions import softmax  # the runtime's own, so PyTorch and ONNX probabilities are computed alike
@@ -180,10 +180,17 @@ def train(
     pad_id = student.tokenizer.pad_token_id or 0
     resuming = resume and ckpt.exists()
     student.info["head"] = config.head or student.info.get("default_head", "random")
+    probe_record = Path(checkpoint_dir) / "head_probe.json"
     if student.info["head"] == "probe" and not resuming:  # a resumed model has its head in the checkpoint
         batches = ((a.to(device), b.to(device)) for a, b in
                    (collate(torch, ids[i : i + 64], pad_id) for i in range(0, n, 64)))
         student.info["head_probe"] = set_from_probe(torch, model, batches, pool.pseudo)
+        write_json(probe_record, student.info["head_probe"])
+    elif student.info["head"] == "probe" and probe_record.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            record = read_json(probe_record)
+            if isinstance(record, dict):
+                student.info["head_probe"] = record
     if resuming:
         saved = load_checkpoint(ckpt, map_location=device)
         check_resumable(ckpt, saved, n, fingerprint, device)

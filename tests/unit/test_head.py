@@ -84,3 +84,13 @@ def test_a_model_without_a_linear_head_is_refused():
 
     with pytest.raises(UserError, match="no linear head"):
         set_from_probe(torch, Headless(), [], np.array([0, 1]))
+
+
+def test_labels_of_one_class_leave_the_random_head_and_say_so():
+    # a learning curve's 25% slice of a pool with a rare class can hold one class: the run goes on with a random head
+    torch.manual_seed(0)
+    model = Toy(2)
+    before = model.head.weight.detach().clone()
+    record = set_from_probe(torch, model, [(torch.zeros(4, 8), None)], np.zeros(4, dtype=int))
+    assert record == {"head": "random", "probe_skipped": "the pool's labels are all one class"}
+    assert torch.equal(model.head.weight, before)
