@@ -46,15 +46,17 @@ def features(torch, model, batches) -> np.ndarray:
     return np.concatenate(seen)
 
 
-def probe_weights(x: np.ndarray, y: np.ndarray, k: int, c: float = PROBE_C) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (K, D), bias (K,)): a logistic regression of labels ``y`` on ``x``, as logits over all K classes
-    (a two-class fit's one score split evenly between its classes; a class with no label far below the rest)."""
+def probe_weights(x: np.ndarray, y: np.ndarray, k: int, c: float = PROBE_C,
+                  sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (K, D), bias (K,)): a logistic regression of labels ``y`` on ``x`` (each sample weighted by
+    ``sample_weight``, if given), as logits over all K classes (a two-class fit's one score split evenly between
+    its classes; a class with no label far below the rest)."""
     from sklearn.linear_model import LogisticRegression
 
     present = np.unique(y)
     if len(present) < 2:
         raise UserError("--head probe: the pool's labels are all one class; nothing for a probe to learn")
-    fit = LogisticRegression(C=c, max_iter=3000).fit(x, y)
+    fit = LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=sample_weight)
     coef, intercept = fit.coef_, fit.intercept_
     if coef.shape[0] == 1:  # binary: p(second) = sigmoid(z), the same as a softmax over (-z/2, z/2)
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
@@ -64,15 +66,17 @@ def probe_weights(x: np.ndarray, y: np.ndarray, k: int, c: float = PROBE_C) -> t
     return weight, bias
 
 
-def set_from_probe(torch, model, batches, labels: np.ndarray) -> dict:
-    """Set ``model``'s head to a probe of ``labels`` (N,) on its own features of ``batches``; a record of it. Labels
-    of one class (a learning curve's small slice of a pool with a rare class) leave the head as it was: random."""
+def set_from_probe(torch, model, batches, labels: np.ndarray, sample_weight: np.ndarray | None = None) -> dict:
+    """Set ``model``'s head to a probe of ``labels`` (N,) on its own features of ``batches``; a record of it.
+    ``sample_weight`` (N,): how much each label counts, as in training (gold texts, per-class trust); None when all
+    count alike. Labels of one class (a learning curve's small slice of a pool with a rare class) leave the head
+    as it was: random."""
     started = time.perf_counter()
     layer = head_layer(model)
     if len(np.unique(labels)) < 2:
         return {"head": "random", "probe_skipped": "the pool's labels are all one class"}
     x = features(torch, model, batches)
-    weight, bias = probe_weights(x, labels, layer.weight.shape[0])
+    weight, bias = probe_weights(x, labels, layer.weight.shape[0], sample_weight=sample_weight)
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))

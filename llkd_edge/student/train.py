@@ -184,7 +184,9 @@ def train(
     if student.info["head"] == "probe" and not resuming:  # a resumed model has its head in the checkpoint
         batches = ((a.to(device), b.to(device)) for a, b in
                    (collate(torch, ids[i : i + 64], pad_id) for i in range(0, n, 64)))
-        student.info["head_probe"] = set_from_probe(torch, model, batches, pool.pseudo)
+        counts = pool.weights * np.where(pool.trusted, config.gold_weight, 1.0)  # as the loss weighs them
+        student.info["head_probe"] = set_from_probe(torch, model, batches, pool.pseudo,
+                                                    None if np.all(counts == counts[0]) else counts)
         write_json(probe_record, student.info["head_probe"])
     elif student.info["head"] == "probe" and probe_record.is_file():
         with contextlib.suppress(ValueError, OSError):

@@ -40,6 +40,16 @@ def test_a_class_no_label_has_is_never_the_answer_and_the_rest_match_the_fit():
     np.testing.assert_array_equal(p.argmax(1), fit.predict(x))
 
 
+def test_sample_weights_count_as_they_do_in_training():
+    x, y = blobs(3, n=90, seed=1)
+    w = np.where(y == 2, 5.0, 0.2)  # e.g. gold texts of class 2 at --gold-weight, doubtful labels elsewhere
+    weight, bias = probe_weights(x, y, 3, sample_weight=w)
+    fit = LogisticRegression(C=1.0, max_iter=3000).fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(softmax(x @ weight.T + bias), fit.predict_proba(x), atol=1e-6)
+    unweighted, _ = probe_weights(x, y, 3)
+    assert not np.allclose(weight, unweighted, atol=1e-3)
+
+
 def test_labels_of_one_class_are_refused_in_one_line():
     x, _ = blobs(2)
     with pytest.raises(UserError, match="one class"):
