@@ -4,6 +4,8 @@
 # label store, pool, test texts and seed for both, in the frontier's small-pool protocol (600 pool / 200 test
 # texts) and, for the built-in two-class case 20ng-hardware, bench/twoclass.sh's 800/300. Seeds in the outer loop,
 # so a cut-off study still holds whole seeds. Resumes (finished cells are kept; labels persist per set).
+# Then head and rate apart, seeds 0-1: the probe head at the random head's 3e-4 (probe3) and the random head at the
+# probe's 1e-4 (random1), on the same stores and seeds; seed 2 of the main pair last.
 #     bash bench/probe_head.sh; .venv/bin/python -m bench.probe_head_report
 cd "$(dirname "$0")/.."
 W=runs/probe_head
@@ -12,12 +14,16 @@ run() {  # dataset variant seed
   local ds=$1 variant=$2 seed=$3 out=$W/$1-$2-s$3 size="--limit 600 --eval-limit 200"
   [ -f $out/metrics.json ] && return
   [ $ds = 20ng-hardware ] && size="--limit 800 --eval-limit 300"
-  if [ $variant = probe ]; then extra="--head probe --learning-rate 1e-4"; else extra="--head random --learning-rate 3e-4"; fi
+  case $variant in
+    probe) extra="--head probe --learning-rate 1e-4";;
+    random) extra="--head random --learning-rate 3e-4";;
+    probe3) extra="--head probe --learning-rate 3e-4";;
+    random1) extra="--head random --learning-rate 1e-4";;
+  esac
   .venv/bin/llkd-edge distill $ds $size --seed $seed --store $W/labels-$ds.sqlite --learning-curve off $extra \
     --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
 }
-for seed in 0 1 2; do
-  for ds in 20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment; do
-    for variant in random probe; do run $ds $variant $seed; done
-  done
-done
+SETS="20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment"
+for seed in 0 1; do for ds in $SETS; do for variant in random probe; do run $ds $variant $seed; done; done; done
+for seed in 0 1; do for ds in $SETS; do for variant in probe3 random1; do run $ds $variant $seed; done; done; done
+for ds in $SETS; do for variant in random probe; do run $ds $variant 2; done; done

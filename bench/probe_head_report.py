@@ -21,6 +21,7 @@ from llkd_edge.config import RELABEL_MIN_KAPPA
 RUNS = Path("runs/probe_head")
 SETS = ("bbc-news", "20newsgroups", "reuters-r8", "20ng-hardware", "election-tweets", "slo-sentiment")
 VARIANTS = ("random", "probe")
+APART = {"probe3": "probe head, lr 3e-4", "random1": "random head, lr 1e-4"}  # head and rate apart (seeds 0-1)
 
 
 def cell(dataset: str, variant: str, seed: int) -> dict | None:
@@ -41,7 +42,7 @@ def gated(random: dict, probe: dict) -> float:
 
 
 def main() -> None:
-    cells = {f"{d}/{v}/s{s}": cell(d, v, s) for d in SETS for v in VARIANTS for s in range(3)}
+    cells = {f"{d}/{v}/s{s}": cell(d, v, s) for d in SETS for v in (*VARIANTS, *APART) for s in range(3)}
     rows, summary = [], {}
     for d in SETS:
         seeds = [s for s in range(3) if all(cells[f"{d}/{v}/s{s}"] for v in VARIANTS)]  # paired seeds only
@@ -55,11 +56,17 @@ def main() -> None:
         summary[d] = {"seeds": seeds, "teacher": round(teacher, 4),
                       "signal_kappa": round(kappa, 4), **{v: round(float(np.mean(got[v])), 4) for v in got},
                       "probe_minus_random": round(float(diff.mean()), 4), "worst_seed_diff": round(float(diff.min()), 4)}
+        apart = []
+        for v in APART:  # against the main pair on the seeds it has
+            have = [s for s in seeds if cells[f"{d}/{v}/s{s}"]]
+            got_v = [cells[f"{d}/{v}/s{s}"]["student"] for s in have]
+            summary[d][v] = {"seeds": have, "mean": round(float(np.mean(got_v)), 4) if have else None}
+            apart.append(f"{np.mean(got_v):.3f} ({', '.join(f'{x:.3f}' for x in got_v)})" if have else "-")
         rows.append([d, len(seeds), f"{kappa:.2f}", f"{teacher:.3f}",
                      *(f"{np.mean(got[v]):.3f} ({', '.join(f'{x:.3f}' for x in got[v])})" for v in got),
-                     f"{diff.mean():+.3f} (worst {diff.min():+.3f})"])
+                     f"{diff.mean():+.3f} (worst {diff.min():+.3f})", *apart])
     table = markdown_table(["set", "seeds", "signal kappa", "teacher", "random head, lr 3e-4", "probe head, lr 1e-4",
-                            f"gated (probe at kappa >= {RELABEL_MIN_KAPPA})", "probe - random"], rows)
+                            f"gated (probe at kappa >= {RELABEL_MIN_KAPPA})", "probe - random", *APART.values()], rows)
     report = {"command": command(), "machine": machine(2), "cells": cells, "summary": summary}
     write_report(RESULTS / "probe_head.json", report,
                  f"`{command()}`\n\nStudent (minilm-l6) test macro-F1, mean (per seed); the teacher on the same texts.\n\n"
