@@ -5,7 +5,7 @@
 # texts) and, for the built-in two-class case 20ng-hardware, bench/twoclass.sh's 800/300. Seeds in the outer loop,
 # so a cut-off study still holds whole seeds. Resumes (finished cells are kept; labels persist per set).
 # Then head and rate apart, seeds 0-1: the probe head at the random head's 3e-4 (probe3) and the random head at the
-# probe's 1e-4 (random1), on the same stores and seeds; seed 2 of the main pair last.
+# probe's 1e-4 (random1), on the same stores and seeds (probe3 first); seed 2 of the main pair last.
 #     bash bench/probe_head.sh; .venv/bin/python -m bench.probe_head_report
 cd "$(dirname "$0")/.."
 W=runs/probe_head
@@ -25,5 +25,5 @@ run() {  # dataset variant seed
 }
 SETS="20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment"
 for seed in 0 1; do for ds in $SETS; do for variant in random probe; do run $ds $variant $seed; done; done; done
-for seed in 0 1; do for ds in $SETS; do for variant in probe3 random1; do run $ds $variant $seed; done; done; done
+for variant in probe3 random1; do for seed in 0 1; do for ds in $SETS; do run $ds $variant $seed; done; done; done
 for ds in $SETS; do for variant in random probe; do run $ds $variant 2; done; done

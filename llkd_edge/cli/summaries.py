@@ -86,6 +86,15 @@ def _gold(g: dict | None) -> None:
         click.echo(f"  {mark} {label:<34} accuracy {r['accuracy']:.3f}  (95% interval {r['interval'][0]:.2f}-"
                    f"{r['interval'][1]:.2f})")
     click.echo("the student learns from the starred labels, plus the gold texts themselves")
+    _other_teacher(g.get("encoder_on_gold"))
+
+
+def _other_teacher(compared: dict | None) -> None:
+    """--gold: the line saying the encoder teacher, or a pool with it, did better on the gold texts."""
+    from ..labels.alternatives import advice
+
+    if line := advice(compared):
+        click.echo(f"try another teacher: {line}")
 
 
 def label_summary(s) -> None:
@@ -118,6 +127,7 @@ def label_summary(s) -> None:
         click.echo(f"on your {g['n']} gold texts: accuracy {g['accuracy']:.3f} (95% interval {g['interval'][0]:.2f}-"
                    f"{g['interval'][1]:.2f}), macro-F1 {g['macro_f1']:.3f}; weakest class {weakest} "
                    f"(recall {g['recall'][weakest]:.2f})")
+        _other_teacher(g.get("encoder_on_gold"))
     if s.budget:
         b = s.budget
         click.echo(f"budget: the teacher labelled {b['texts_labelled']} of {b['pool_texts']} texts in {len(b['rounds'])} "

@@ -291,7 +291,13 @@ def label_texts(config: LabelRunConfig, teacher_factory=None, progress: bool = T
     summary.prompt = prompt
     summary.prompt_choice = choice.record() if choice else None
     summary.budget = budget
-    summary.gold = gold_judgement(judged, config.scoring.labels.names) if judged else None
+    if judged:  # and the encoder teacher on the same gold texts: would it, or a pool with it, do better?
+        from .alternatives import compare_with_encoder
+
+        summary.gold = gold_judgement(judged, config.scoring.labels.names)
+        summary.gold["encoder_on_gold"] = compare_with_encoder(
+            config.scoring, config.teacher.model, judged.texts, judged.gold, np.array([r.probs for r in judged.rows]),
+            result.texts, np.array([r.probs for r in result.rows]), config.seed)
     summary.seconds = round(time.perf_counter() - started, 3)
     if result.labelled and result.seconds > 0:
         summary.texts_per_second = round(result.labelled / result.seconds, 2)

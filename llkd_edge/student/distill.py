@@ -142,6 +142,7 @@ class Labels:
     filled: object | None  # --label-budget's fill: budget.Filled
     choice: object | None  # --prompt auto: prompts.Choice
     seconds: float
+    encoder_on_gold: dict | None = None  # --gold: the teacher, the encoder teacher and their pool on the gold texts
 
 
 def with_paths_resolved(config: DistillConfig) -> DistillConfig:
@@ -216,15 +217,22 @@ def label(inputs: Inputs, teacher, progress: bool) -> Labels:
     health, warnings = teacher_health(pool.rows, labels.names, labels_signal(pool.rows, config.train.seed))
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_divisor(np.array([r.probs for r in pool.rows]), config.pool_calibration) if pool.rows else None
-    pool = replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
+    as_given, pool = pool, replace(pool, rows=recalibrated(pool.rows, labels.names, prior))
     if not gold:  # with gold texts, the labels the student learns from are checked once they are known
         check_pool(pool, labels, config.min_per_class)  # before the eval set costs any teacher time
     judged = label_dataset(gold, teacher, config.store, progress=progress, role="validation") if gold else None
+    versus = None
+    if judged:  # would the encoder teacher, or a pool with it, do better on the gold texts? said, not acted on
+        from ..labels.alternatives import compare_with_encoder
+
+        versus = compare_with_encoder(
+            config.scoring, config.teacher.model, judged.texts, judged.gold, np.array([r.probs for r in judged.rows]),
+            as_given.texts, np.array([r.probs for r in as_given.rows]), config.train.seed)
     stored_eval = label_dataset(evalset, teacher, config.store, progress=progress, role="eval") if evalset else None
     # The teacher is scored as the student was taught: with the pool's prior divided out too.
     evaluated = replace(stored_eval, rows=recalibrated(stored_eval.rows, labels.names, prior)) if evalset else None
     return Labels(config, pool, prior, judged, stored_eval, evaluated, health, warnings, dropped, left_out, budget,
-                  filled, choice, time.perf_counter() - started)
+                  filled, choice, time.perf_counter() - started, versus)
 
 
 def _record_provenance(run_dir: Path, config: DistillConfig, run_identity: dict, teacher, labelled: Labels) -> dict:
@@ -333,7 +341,8 @@ def record(config: DistillConfig, labelled: Labels, training: Training, student,
         # --gold: the teacher, the gold-only probe and their product judged on the gold texts, and the choice
         "gold": None if judgement is None else {
             "file": config.gold, "sha256": sha256_file(config.gold), **judgement.record(),
-            "student_learns_from": judgement.chosen, "class_balance": CLASS_BALANCE},
+            "student_learns_from": judgement.chosen, "class_balance": CLASS_BALANCE,
+            "encoder_on_gold": labelled.encoder_on_gold},  # labels.alternatives
         "teacher_health": labelled.health,  # without gold labels: labelling.teacher_health
         "teacher_warnings": labelled.warnings + training.warnings,
         "pool_teacher": rounded(gold_scores(pool, labels.names)),  # pseudo-label quality, when the pool has gold

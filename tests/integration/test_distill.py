@@ -291,6 +291,13 @@ def test_gold_texts_judge_the_teacher_correct_its_labels_and_train_as_trusted_sa
     assert g["chosen"] in g["scores"] and g["chosen"] in g["why"] and g["sha256"]
     assert all(0 <= s["interval"][0] <= s["accuracy"] <= s["interval"][1] <= 1 for s in g["scores"].values())
     assert "on your 20 gold texts:" in result.output and "gold-only" in result.output
+    versus = g["encoder_on_gold"]  # the encoder teacher and its pool with the teacher on the same gold texts
+    print(f"encoder teacher on the gold texts: {versus}")
+    assert versus["n"] == 20 and versus["teacher_name"] == "gemma3-270m"
+    assert versus["best"] == max((c for c in ("teacher", "encoder", "pool")  # the likeliest of those as accurate
+                                  if versus[c]["accuracy"] >= versus["teacher"]["accuracy"]),
+                                 key=lambda c: versus[c]["log_likelihood"])
+    assert ("try another teacher:" in result.output) == (versus["best"] != "teacher")
     data = metrics["data"]
     assert data["pool_texts_dropped_as_gold"] == 2 and data["pool_size"] == 238 and data["gold_size"] == 20
     assert metrics["gold_only"]["n"] == metrics["taught_labels"]["n"] == metrics["student"]["n"] == 100

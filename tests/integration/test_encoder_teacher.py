@@ -56,3 +56,44 @@ def test_few_shot_examples_join_their_labels_prototype_and_change_the_key(bbc_te
         assert row.label == gold and row.probs[labels.index(gold)] > before
     finally:
         teacher.close()
+
+
+def test_gold_texts_say_when_the_encoder_teacher_would_label_better(bbc_test, monkeypatch):
+    """``labels.alternatives``: the real encoder on 15 BBC gold texts against a teacher at chance (the encoder or
+    its pool with that teacher is better, and the advice says which to try) and against a teacher right and sure on
+    every gold text (it stays best: no advice); a broken encoder is recorded, not raised."""
+    import numpy as np
+
+    from llkd_edge.labels.alternatives import advice, compare_with_encoder
+
+    labels = LabelSet.parse(bbc_test.labels)
+    names = list(labels.names)
+    picked = [i for name in names for i in [j for j, g in enumerate(bbc_test.gold) if g == name][:3]]
+    gold_texts, gold_labels = [bbc_test.texts[i] for i in picked], [bbc_test.gold[i] for i in picked]
+    pool = bbc_test.texts[:120]  # gold texts among them stay out of the calibration sample
+    scoring = ScoringConfig(labels=labels, task=bbc_test.task)
+    rng = np.random.default_rng(0)
+    chance = rng.dirichlet(np.ones(len(names)), size=len(gold_texts))
+    flat_pool = np.full((len(pool), len(names)), 1 / len(names))
+    at_chance = compare_with_encoder(scoring, "gemma3-270m", gold_texts, gold_labels, chance, pool,
+                                     rng.dirichlet(np.ones(len(names)), size=len(pool)))
+    print(f"\nencoder vs a teacher at chance on 15 BBC gold texts: {at_chance}")
+    assert at_chance["n"] == 15 and at_chance["best"] in ("encoder", "pool")
+    assert at_chance["encoder"]["accuracy"] > 0.6 and at_chance["encoder"]["log_likelihood"] > at_chance["teacher"]["log_likelihood"]
+    line = advice(at_chance)
+    assert "15 gold texts" in line and ("--teacher encoder)" in line if at_chance["best"] == "encoder"
+                                        else "--teacher gemma3-270m,encoder)" in line)
+
+    right = np.full((len(gold_texts), len(names)), 0.001)
+    right[np.arange(len(gold_texts)), [names.index(g) for g in gold_labels]] = 1 - 0.001 * (len(names) - 1)
+    sure = compare_with_encoder(scoring, "gemma3-270m", gold_texts, gold_labels, right, pool, flat_pool)
+    assert sure["teacher"]["accuracy"] == 1.0 and sure["best"] == "teacher" and advice(sure) is None
+    # a run whose teacher is the encoder, or has it as a member, is not compared with it
+    assert compare_with_encoder(scoring, "gemma3-270m, encoder", gold_texts, gold_labels, right, pool, flat_pool) is None
+
+    def broken(*args, **kwargs):
+        raise OSError("model.safetensors: No such file")
+
+    monkeypatch.setattr("llkd_edge.teacher.zeroshot.EncoderTeacher", broken)
+    failed = compare_with_encoder(scoring, "gemma3-270m", gold_texts, gold_labels, right, pool, flat_pool)
+    assert failed == {"teacher_name": "gemma3-270m", "error": "model.safetensors: No such file"} and advice(failed) is None

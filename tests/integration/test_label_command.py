@@ -198,6 +198,13 @@ def test_gold_texts_give_the_teachers_accuracy_with_an_interval_and_are_held_out
     assert summary["interval"][1] - summary["interval"][0] > 0.2  # ten texts say little, and the interval says so
     assert set(summary["recall"]) == {"business", "entertainment", "politics", "sports", "tech"}
     assert "on your 10 gold texts: accuracy" in invoke(args).output
+    # the encoder teacher and its pool with the teacher are scored on the same gold texts; the summary names the best
+    versus = summary["encoder_on_gold"]
+    assert versus["n"] == 10 and set(versus) == {"teacher_name", "teacher", "encoder", "pool", "n", "best"}
+    assert versus["best"] == max((c for c in ("teacher", "encoder", "pool")  # the likeliest of those as accurate
+                                  if versus[c]["accuracy"] >= versus["teacher"]["accuracy"]),
+                                 key=lambda c: versus[c]["log_likelihood"])
+    assert ("try another teacher:" in invoke(args).output) == (versus["best"] != "teacher")
     with LabelStore(str(store)) as opened:  # held out: a store used as distill DATA never trains on them
         roles = opened.roles()
     assert sum("validation" in r for r in roles.values()) == 10 and len(roles) == 30
