@@ -202,7 +202,7 @@ SELECTION_METHODS = ("llkd", "all", "random", "confidence", "uncertainty", "topk
 POOL_CALIBRATIONS = ("none", "batch")  # "em" (distributions.pool_divisor) restores the bias: RESULTS.md
 NEED_PASSES = ("train", "eval")  # where the student's need (normalised entropy) is read; see TrainConfig.need_pass
 DEVICES = ("auto", "cpu", "cuda")
-HEADS = ("random", "probe")  # how the student's head starts (student/head.py)
+HEADS = ("random", "probe", "auto")  # how the student's head starts (student/head.py; auto: head.auto_head)
 # which texts the --label-budget rounds pick (active.py); random won or tied in bench/active.py
 STRATEGIES = ("active", "balanced", "confident", "coverage", "random")
 # LLKD rule variants (selection.LlkdRule, bench/llkd_rules.py): the first of each is the paper's rule
@@ -230,7 +230,8 @@ class TrainConfig:
     selection: str = choice(SELECTION_METHODS, "llkd")
     soft_labels: bool = False
     # probe: the head starts as a logistic regression on the student's own features of the pool (student/head.py);
-    # None: the student's registered default (students.toml `head`, else random)
+    # auto: probe where the signal test's kappa clears RELABEL_MIN_KAPPA, else random (decided in distill, from the
+    # labels, and recorded resolved); None: the student's registered default (students.toml `head`, else random)
     head: str | None = None
     epochs: int | None = None  # None: the student's registered count (students.toml `epochs`, else DEFAULT_EPOCHS)
     batch_size: int = 32

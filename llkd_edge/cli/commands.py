@@ -103,8 +103,9 @@ def label(data, limit, out, batch_size, backend, role, gold_file, budget, budget
 @config_option("--soft-labels", TrainConfig, is_flag=True,
                help="Learn the teacher's full distribution (KL) instead of its label.")
 @click.option("--head", type=click.Choice(HEADS), help="How the student's head starts: probe, a logistic regression "
-              "on the student's own features of the pool (then fine-tuned); random. Default: the student's registered "
-              "one (models/students.toml).")
+              "on the student's own features of the pool (then fine-tuned); random; auto: probe where the signal test "
+              "finds the teacher's labels predictable from the texts (kappa >= 0.25), else random. Default: the "
+              "student's registered one (models/students.toml).")
 @config_option("--student", TrainConfig, help="minilm-l6, minilm-l3, minilm-l2, tiny, static (static embeddings: no attention, the fastest by far), a local transformers model folder, or auto (with --max-latency-ms).")
 @config_option("--max-latency-ms", TrainConfig, type=float, show_default=False,
                help="With --student auto: the most milliseconds a text may take at batch 1 through the exported model "

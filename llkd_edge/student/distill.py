@@ -215,6 +215,10 @@ def label(inputs: Inputs, teacher, progress: bool) -> Labels:
         pool, dropped[name] = without(pool, texts) if texts else (pool, 0)
     # the labels as the teacher gave them; the signal test also decides --relabel probe (pool.training_pool)
     health, warnings = teacher_health(pool.rows, labels.names, labels_signal(pool.rows, config.train.seed))
+    if config.train.head == "auto":  # the same test decides the head; the run records the head it trained with
+        from .head import auto_head
+
+        config = replace(config, train=replace(config.train, head=auto_head(health.get("signal"))))
     # Pool calibration is read-time: the store keeps the teacher's distributions as it gave them.
     prior = pool_divisor(np.array([r.probs for r in pool.rows]), config.pool_calibration) if pool.rows else None
     as_given, pool = pool, replace(pool, rows=recalibrated(pool.rows, labels.names, prior))

@@ -18,6 +18,17 @@ import numpy as np
 from ..errors import UserError
 
 PROBE_C = 1.0  # as relabel.PROBE_C: hundreds of noisy teacher labels
+
+
+def auto_head(signal: dict | None) -> str:
+    """``--head auto``: the probe head where a probe can follow the teacher's labels (the signal test's kappa at least
+    ``config.RELABEL_MIN_KAPPA``, the line under which ``--relabel probe`` stands aside), else the random head. Where
+    a probe on the texts cannot reproduce the labels, a head started from one fits their noise (slo-sentiment lost
+    0.05-0.06 with it on every seed; bench/RESULTS.md, "A probe for a head"). No signal test: random."""
+    from ..config import RELABEL_MIN_KAPPA
+
+    kappa = (signal or {}).get("kappa")
+    return "probe" if kappa is not None and kappa >= RELABEL_MIN_KAPPA else "random"
 ABSENT = 10.0  # a class no pool label has: its logit this far under the lowest present one
 
 

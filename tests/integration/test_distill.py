@@ -524,3 +524,11 @@ def test_a_probe_head_starts_the_student_where_a_probe_of_its_own_features_stand
     record = json.loads((tmp_path / "probe" / "metrics.json").read_text())["student_model"]["head_probe"]
     assert record["probe_fits_pool"] > 0.8
     assert scores["probe"] > scores["random"] + 0.3, scores
+    # auto: the probe head here, where a probe follows the teacher's BBC labels; the run records the head it took
+    from llkd_edge.config import RELABEL_MIN_KAPPA
+
+    distill([*still, "--head", "auto", "--out", str(tmp_path / "auto")])
+    auto = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert auto["teacher_health"]["signal"]["kappa"] >= RELABEL_MIN_KAPPA and auto["student_model"]["head"] == "probe"
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["config"]["train"]["head"] == "probe"
+    assert auto["student"]["macro_f1"] > scores["random"] + 0.3

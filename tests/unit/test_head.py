@@ -104,3 +104,16 @@ def test_labels_of_one_class_leave_the_random_head_and_say_so():
     record = set_from_probe(torch, model, [(torch.zeros(4, 8), None)], np.zeros(4, dtype=int))
     assert record == {"head": "random", "probe_skipped": "the pool's labels are all one class"}
     assert torch.equal(model.head.weight, before)
+
+
+def test_auto_takes_the_probe_head_only_where_a_probe_can_follow_the_teachers_labels():
+    from llkd_edge.config import RELABEL_MIN_KAPPA, TrainConfig
+    from llkd_edge.student.head import auto_head
+
+    assert auto_head({"kappa": RELABEL_MIN_KAPPA, "n": 600}) == "probe"
+    assert auto_head({"kappa": 0.62, "n": 600}) == "probe"
+    assert auto_head({"kappa": RELABEL_MIN_KAPPA - 0.01, "n": 600}) == "random"  # slo-sentiment's 0.15-0.19
+    assert auto_head(None) == auto_head({}) == "random"  # no signal test ran (too few labels)
+    assert TrainConfig(head="auto").head == "auto"
+    with pytest.raises(UserError, match="--head must be one of random, probe, auto"):
+        TrainConfig(head="linear")
