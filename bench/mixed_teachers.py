@@ -34,6 +34,7 @@ from llkd_edge.metrics import classification_scores
 from llkd_edge.store import LabelStore, unique_texts
 from llkd_edge.teacher.backend import open_backend
 from llkd_edge.teacher.encoder import embed
+from llkd_edge.labels.teacher_choice import ENCODER_WEIGHT, agreement, choose
 from llkd_edge.teacher.ensemble import log_linear_pool
 
 SETS = ("bbc-news", "20newsgroups", "reuters-r8", "20ng-hardware", "election-tweets", "slo-sentiment")
@@ -74,6 +75,7 @@ def candidates(llm: np.ndarray, enc: np.ndarray, x: np.ndarray, seed: int) -> di
     kappa = np.array([max(probe_signal(x, p.argmax(1), p.shape[1], seed).kappa, 0.0) for p in (llm, enc)])
     kept = [p for p, i in zip((llm, enc), info) if i >= DROP_BELOW] or [llm, enc]
     return {"llm": llm, "encoder": enc, "pool (equal)": log_linear_pool([llm, enc]),
+            f"pool (encoder x{ENCODER_WEIGHT})": log_linear_pool([llm, enc], [1.0, ENCODER_WEIGHT]),
             "pool (by information)": log_linear_pool([llm, enc], info + 1e-9),
             "pool (by signal kappa)": log_linear_pool([llm, enc], kappa + 1e-9),
             f"pool (drop info < {DROP_BELOW})": log_linear_pool(kept)}
@@ -116,18 +118,35 @@ def main() -> int:
         for seed in range(args.seeds):
             pick = np.random.default_rng(seed).choice(pool_n, CHOICE_SAMPLE, replace=False)
             by_info = {n: answer_information(full[n][pick]) for n in ("llm", "encoder", "pool (equal)")}
-            choices[seed] = {"by answer information": max(by_info, key=by_info.get)}
-        results[ds] = {"scores": scores, "choices": choices, "pool_n": pool_n, "eval_n": eval_n}
+            choices[seed] = {"by answer information": max(by_info, key=by_info.get),
+                             "agreement on the sample": round(agreement(llm_all[pick], enc_all[pick]), 4)}
+        # --teacher auto (labels/teacher_choice.py) reads the two teachers' agreement on the whole pool
+        auto = choose(llm_all[:pool_n], enc_all[:pool_n])
+        auto["candidate"] = "llm" if auto["teacher"] == "gemma3-270m" else f"pool (encoder x{ENCODER_WEIGHT})"
+        all_texts = pool.gold + test.gold
+        for name, probs in full.items():  # and on pool and test texts together (800 or 1100: the steadiest figure)
+            scores[name]["all"] = macro_f1(calibrated(probs, probs[:pool_n]), all_texts, names)
+        results[ds] = {"scores": scores, "choices": choices, "auto": auto, "pool_n": pool_n, "eval_n": eval_n}
         print(ds, json.dumps(scores), json.dumps(choices), flush=True)
-    rows = []
+    rows, auto_rows = [], []
     for ds, r in results.items():
         best = max(r["scores"][n]["pool"] for n in ("llm", "encoder", "pool (equal)"))
         picked = [r["scores"][c["by answer information"]]["pool"] for c in r["choices"].values()]
         rows.append([ds, *(f"{s['pool']:.3f} / {s['test']:.3f}" for s in r["scores"].values()),
                      f"{np.mean(picked):.3f} ({np.mean(picked) - best:+.3f})"])
+        got = r["scores"][r["auto"]["candidate"]]
+        sample = [c["agreement on the sample"] for c in r["choices"].values()]
+        auto_rows.append([ds, f"{r['auto']['agreement']:.2f} ({min(sample):.2f}-{max(sample):.2f})",
+                          r["auto"]["candidate"],
+                          *(f"{got[t]:.3f} (vs LLM {got[t] - r['scores']['llm'][t]:+.3f}, best single "
+                            f"{got[t] - max(r['scores'][n][t] for n in ('llm', 'encoder')):+.3f})"
+                            for t in ("pool", "test", "all"))])
     header = ["set", *next(iter(results.values()))["scores"], "chosen by answer information (vs best single)"] \
         if results else ["set"]
     table = markdown_table(header, rows)
+    table += "\n\n--teacher auto (labels/teacher_choice.py): agreement on the pool (on 64-text samples, min-max over " \
+             "the seeds), the candidate taken, its macro-F1 on the pool / test / all texts\n\n" + markdown_table(
+                 ["set", "agreement", "taken", "pool texts", "test texts", "all texts"], auto_rows)
     print(table)
     write_report(RESULTS / "mixed_teachers.json",
                  {"command": command(), "machine": machine(args.threads), "results": results,

@@ -5,8 +5,10 @@
 # texts) and, for the built-in two-class case 20ng-hardware, bench/twoclass.sh's 800/300. Seeds in the outer loop,
 # so a cut-off study still holds whole seeds. Resumes (finished cells are kept; labels persist per set).
 # Then head and rate apart, seeds 0-1: the probe head at the random head's 3e-4 (probe3) and the random head at the
-# probe's 1e-4 (random1), on the same stores and seeds (probe3 first); seed 2 of the main pair last.
+# probe's 1e-4 (random1, seed 0 only: it answered the rate question there), on the same stores and seeds (probe3
+# first); seed 2 of the main pair and of probe3 last.
 #     bash bench/probe_head.sh; .venv/bin/python -m bench.probe_head_report
+# (bench/auto_teacher.sh runs `bash bench/probe_head.sh random 2` for its seed-2 baseline)
 cd "$(dirname "$0")/.."
 W=runs/probe_head
 mkdir -p $W
@@ -24,6 +26,8 @@ run() {  # dataset variant seed
     --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
 }
 SETS="20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment"
+if [ $# = 2 ]; then for ds in $SETS; do run $ds $1 $2; done; exit; fi  # one variant and seed: `probe_head.sh random 2`
 for seed in 0 1; do for ds in $SETS; do for variant in random probe; do run $ds $variant $seed; done; done; done
-for variant in probe3 random1; do for seed in 0 1; do for ds in $SETS; do run $ds $variant $seed; done; done; done
-for ds in $SETS; do for variant in random probe; do run $ds $variant 2; done; done
+for seed in 0 1; do for ds in $SETS; do run $ds probe3 $seed; done; done
+for ds in $SETS; do run $ds random1 0; done
+for ds in $SETS; do for variant in random probe3 probe; do run $ds $variant 2; done; done

@@ -13,6 +13,7 @@ from .errors import LabelSpecError, UserError
 from .labelset import LabelSet  # noqa: F401  (configs hold one; imported from here by most callers)
 
 DEFAULT_TEACHER = "gemma3-270m"
+AUTO_TEACHER = "auto"  # distill --teacher auto: the LLM, or its pool with the encoder teacher (labels/teacher_choice.py)
 DEFAULT_TASK = "Classify the text into one of the categories"
 DEFAULT_CONTENT_FREE = ("N/A", "", "[MASK]")
 DEFAULT_ANSWER_CUE = "Category:"
@@ -102,6 +103,9 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+WEIGHT_MARK = "*"  # --teacher a,b*2: b's weight in the ensemble's log-linear pool
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     """How to run the teacher (does not change its answers, so not part of the store key)."""
@@ -120,6 +124,7 @@ class TeacherConfig:
         if not all(names) or len(set(names)) < len(names):
             raise UserError(f"--teacher {self.model!r}: give one teacher, or several distinct ones separated by "
                             "commas (an ensemble)")
+        self.weights  # noqa: B018  (a bad weight fails here, with the option's name)
         if self.n_threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.n_threads}")
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
@@ -129,8 +134,29 @@ class TeacherConfig:
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The teacher names in ``model``: one, or an ensemble's (``a,b,...``; ensemble.py)."""
-        return tuple(name.strip() for name in self.model.split(","))
+        """The teacher names in ``model``: one, or an ensemble's (``a,b,...``; ensemble.py), weights left off."""
+        return tuple(name.split(WEIGHT_MARK)[0].strip() for name in self.model.split(","))
+
+    @property
+    def weights(self) -> tuple[float, ...] | None:
+        """An ensemble's member weights in the pool (``a,b*2``: b counts twice; unmarked members 1); None when
+        no member is weighted (equal weights, as ensembles always pooled)."""
+        parts = [name.split(WEIGHT_MARK) for name in self.model.split(",")]
+        if all(len(p) == 1 for p in parts):
+            return None
+        if len(parts) < 2:
+            raise UserError(f"--teacher {self.model!r}: a weight ({WEIGHT_MARK}N) is for an ensemble's member")
+        weights = []
+        for part in parts:
+            try:
+                weight = float(part[1]) if len(part) == 2 else 1.0 if len(part) == 1 else -1.0
+            except ValueError:
+                weight = -1.0
+            if not (0 < weight < float("inf")):
+                raise UserError(f"--teacher {self.model!r}: a member's weight is a positive number after "
+                                f"{WEIGHT_MARK} (e.g. {DEFAULT_TEACHER},encoder{WEIGHT_MARK}2)")
+            weights.append(weight)
+        return tuple(weights)
 
 
 BACKENDS = ("local", "ray")

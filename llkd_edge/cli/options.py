@@ -116,7 +116,9 @@ def teacher_options(func):
                       help="A registered teacher name (see `llkd-edge teachers`), a .gguf path, or a model behind an "
                           "OpenAI-compatible server: openai:http://HOST:PORT/v1[#MODEL] (openai-chat:... to ask through "
                           "its chat API; API key from $LLKD_EDGE_API_KEY); several, comma-separated, "
-                          "for an ensemble (each labels into the store, their answers are pooled)."),
+                          "for an ensemble (each labels into the store, their answers are pooled; a,b*2 weights b twice). "
+                          "distill also takes `auto`: the LLM and the encoder teacher both label the pool, and their "
+                          "pool is used where they agree beyond chance, else the LLM."),
         click.option("--store", help="The label store (sqlite) to reuse and fill [default: labels.sqlite; for "
                      "distill from a store: that store]."),
         config_option("--text-column", LabelRunConfig),

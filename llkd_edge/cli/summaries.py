@@ -24,6 +24,8 @@ def _prompt_choice(choice: dict | None) -> None:
 def distill_summary(run_dir: str, m: dict) -> None:
     """What `distill` prints: the prompt choice, the labels' checks, the student against the teacher, timings."""
     _prompt_choice(m.get("prompt_choice"))
+    if choice := m.get("teacher_choice"):
+        click.echo(f"--teacher auto: {choice['teacher']} ({choice['why']})")
     sel, data = m["selection"], m["data"]
     _gold(m.get("gold"))
     if m.get("relabel"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ScoringConfig
+from ..config import ScoringConfig, TeacherConfig
 from ..data import text_key
 from ..files import one_line
 from ..teacher.ensemble import log_linear_pool
@@ -31,7 +31,7 @@ def compare_with_encoder(scoring: ScoringConfig, teacher: str, gold_texts: list[
     ``gold_texts`` (G, K), as it gave them; ``probs``: its rows on ``texts`` (N, K), the data it labelled (gold
     texts among them are left out of the calibration sample). None when the teacher is the encoder already or
     one of an ensemble's members; ``{"error": ...}`` when the encoder could not run (the run goes on)."""
-    if ENCODER in (name.strip() for name in teacher.split(",")) or not gold_texts:
+    if ENCODER in TeacherConfig(model=teacher).members or not gold_texts:
         return None
     names = list(scoring.labels.names)
     y = np.array([names.index(g) for g in gold_labels])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DistillConfig, identity, stable_hash
+from ..config import AUTO_TEACHER, DistillConfig, identity, stable_hash
 from ..data import Dataset, read_dataset, text_key
 from ..distributions import pool_divisor
 from ..errors import DataError, StoreError, UserError
@@ -60,7 +60,8 @@ def _pool_from_store(config: DistillConfig, teacher, progress: bool) -> tuple[La
                 f"{config.data} was made with other labels or another teacher or prompt ({made}); "
                 f"it has no rows for {member.model.name} with labels {','.join(member.scoring.labels.names)}"
             )
-    rows, left_out = members_pool(config.data, [m.key for m in members], teacher.scoring.labels.names, config.limit)
+    rows, left_out = members_pool(config.data, [m.key for m in members], teacher.scoring.labels.names, config.limit,
+                                  getattr(teacher, "weights", None))
     if progress and any(left_out.values()):
         print(f"{config.data}: training on {len(rows)} pool rows; left out {_left_out_text(left_out)}", file=sys.stderr)
     if not rows and left_out["no_role"]:
@@ -241,6 +242,7 @@ def label(inputs: Inputs, teacher, progress: bool) -> Labels:
 
 def _record_provenance(run_dir: Path, config: DistillConfig, run_identity: dict, teacher, labelled: Labels) -> dict:
     """config.json (how the run was made), and with --label-budget which texts the teacher labelled."""
+    weights = getattr(teacher, "weights", None)
     provenance: RunConfigRecord = {
         "identity": run_identity,
         "config": asdict(config),
@@ -248,8 +250,10 @@ def _record_provenance(run_dir: Path, config: DistillConfig, run_identity: dict,
                     "prompt": teacher.prompt, "config_hash": teacher.key.config_hash,
                     "label_tokens": teacher.label_tokens,
                     # an ensemble: each member's rows in the store, pooled at read time (Run.pool reads them so)
-                    "members": [{"name": m.model.name, "sha256": m.model.sha256, "config_hash": m.key.config_hash}
-                                for m in teacher.members or []] or None},
+                    # with --teacher a,b*2 each member's weight in the pool too
+                    "members": [{"name": m.model.name, "sha256": m.model.sha256, "config_hash": m.key.config_hash,
+                                 **({"weight": weights[i]} if weights else {})}
+                                for i, m in enumerate(teacher.members or [])] or None},
         "versions": versions(),
     }
     write_json(run_dir / "config.json", provenance)
@@ -408,8 +412,18 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     if config.train.student == "auto":  # before the teacher: a budget no student meets fails in a minute, not hours
         config, student_choice = auto_student(config, inputs, run_dir, progress, choose_student)
         inputs = replace(inputs, config=config)  # the later phases read the config from here
-    teacher = (teacher_factory(config.scoring, config.teacher) if teacher_factory else
-               open_backend(config.scoring, config.teacher, config.backend, config.ray, progress))
+    def open_teacher(scoring, teacher_config):
+        return (teacher_factory(scoring, teacher_config) if teacher_factory else
+                open_backend(scoring, teacher_config, config.backend, config.ray, progress))
+
+    teacher_choice = None
+    if config.teacher.model == AUTO_TEACHER:  # both teachers label the pool; their agreement picks the teacher
+        from ..labels.teacher_choice import auto_teacher
+
+        config, teacher_choice = auto_teacher(config, inputs.source, _held_out(inputs.evalset, inputs.gold), run_dir,
+                                              progress, open_teacher)
+        inputs = replace(inputs, config=config)
+    teacher = open_teacher(config.scoring, config.teacher)
     try:
         labelled = label(inputs, teacher, progress)  # 2. labels
         config = labelled.config
@@ -432,6 +446,8 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             "total": time.perf_counter() - started})
     if student_choice is not None:
         metrics["student_choice"] = student_choice
+    if teacher_choice is not None:
+        metrics["teacher_choice"] = teacher_choice
     if curve is not None:
         metrics["learning_curve"] = curve
     write_json(run_dir / "metrics.json", metrics)

@@ -47,7 +47,7 @@ class TeacherRecord(TypedDict):
     prompt: str
     config_hash: str
     label_tokens: list[list[int]] | dict[str, list[list[int]]]  # an ensemble's: by member
-    members: list[dict] | None  # an ensemble's members: name, sha256, config_hash (runs before it: absent)
+    members: list[dict] | None  # an ensemble's members: name, sha256, config_hash, weight when weighted (runs before: absent)
 
 
 class RunConfigRecord(TypedDict):
@@ -182,24 +182,26 @@ def store_pool(store_path: str, key: ScoringKey, limit: int | None) -> tuple[lis
     return (rows[:limit] if limit else rows), left_out
 
 
-def members_pool(store_path: str, keys: list[ScoringKey], labels, limit: int | None) -> tuple[list[LabelRow], dict[str, int]]:
+def members_pool(store_path: str, keys: list[ScoringKey], labels, limit: int | None,
+                 weights: tuple[float, ...] | None = None) -> tuple[list[LabelRow], dict[str, int]]:
     """``store_pool`` for one key, or for an ensemble's member keys: the trainable texts every member has a row
     for (in the first member's order), their rows pooled (``ensemble.pooled_rows``); the first ``limit`` of them.
     Left-out counts: the first member's."""
     parts = [store_pool(store_path, key, None) for key in keys]
     per_key = [{text_hash(r.text): r for r in rows} for rows, _ in parts]
     order = [h for h in per_key[0] if all(h in rows for rows in per_key[1:])]
-    rows = _pooled(per_key, order, labels)
+    rows = _pooled(per_key, order, labels, weights)
     return (rows[:limit] if limit else rows), parts[0][1]
 
 
-def _pooled(per_key: list[dict[str, LabelRow]], order: list[str], labels) -> list[LabelRow]:
+def _pooled(per_key: list[dict[str, LabelRow]], order: list[str], labels,
+            weights: tuple[float, ...] | None = None) -> list[LabelRow]:
     """The rows of ``order`` (text hashes): one key's as stored, several keys' (an ensemble's) pooled."""
     if len(per_key) == 1:
         return [per_key[0][h] for h in order]
     from ..teacher.ensemble import pooled_rows
 
-    return pooled_rows([[rows[h] for h in order] for rows in per_key], labels)
+    return pooled_rows([[rows[h] for h in order] for rows in per_key], labels, weights)
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,17 @@ class Run:
         return [ScoringKey(m["sha256"], m["config_hash"]) for m in members] if members else [self.key]
 
     @property
+    def member_weights(self) -> tuple[float, ...] | None:
+        """An ensemble's member weights in the pool (``--teacher a,b*2``), as the run recorded them; None: equal."""
+        members = self.provenance["teacher"].get("members") or []
+        if not any("weight" in m for m in members):
+            return None
+        weights = tuple(m.get("weight") for m in members)
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < float("inf") for w in weights):
+            raise DataError(f"{self.path}: config.json's teacher members have weights that are not positive numbers")
+        return tuple(float(w) for w in weights)
+
+    @property
     def store(self) -> str:
         config = self.provenance["config"]
         return run_store(config["data"], config.get("store"))
@@ -266,7 +279,7 @@ class Run:
             raise DataError(f"{self.path}: its label store {self.store} is gone; run distill again")
         keys = self.member_keys
         if is_store(config["data"]):
-            rows = members_pool(config["data"], keys, self.labels, config["limit"])[0]
+            rows = members_pool(config["data"], keys, self.labels, config["limit"], self.member_weights)[0]
         else:
             source = self.source()
             order = list(unique_texts(source.texts)[0])
@@ -280,7 +293,7 @@ class Run:
             if missing:
                 raise DataError(f"{self.store} no longer holds the teacher's labels of {missing} of the run's pool texts; "
                                 "run distill again")
-            rows = _pooled(per_key, order, self.labels)
+            rows = _pooled(per_key, order, self.labels, self.member_weights)
         held_out = self.held_out_keys()
         rows = [r for r in rows if text_key(r.text) not in held_out]
         prior = (self.metrics.get("pool_calibration") or {}).get("prior")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..config import BACKENDS, RayConfig, ScoringConfig, TeacherConfig
+from ..config import AUTO_TEACHER, BACKENDS, DEFAULT_TEACHER, RayConfig, ScoringConfig, TeacherConfig
 from ..errors import UserError
 
 if TYPE_CHECKING:  # imported for the annotations only: loading them costs nothing at run time
@@ -109,7 +109,7 @@ def _local(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progr
         for member in loaded:
             member.close()
         raise
-    return loaded[0] if len(loaded) == 1 else Ensemble(loaded)
+    return loaded[0] if len(loaded) == 1 else Ensemble(loaded, teacher.weights)
 
 
 def _ray(scoring: ScoringConfig, teacher: TeacherConfig, ray: RayConfig, progress: bool) -> TeacherBackend:
@@ -138,4 +138,7 @@ def open_backend(scoring: ScoringConfig, teacher: TeacherConfig, backend: str = 
     """Load the teacher ``teacher`` describes on ``backend`` (a name in ``FACTORIES``)."""
     if backend not in FACTORIES:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if teacher.model == AUTO_TEACHER:
+        raise UserError(f"--teacher {AUTO_TEACHER} is a choice distill makes on its pool; here name the teacher "
+                        f"(e.g. {DEFAULT_TEACHER}, or {DEFAULT_TEACHER},encoder for both)")
     return FACTORIES[backend](scoring, teacher, ray or RayConfig(), progress)

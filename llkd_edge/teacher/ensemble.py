@@ -4,7 +4,8 @@ pooled into one distribution per text.
 Each member labels into the store under its own key, exactly as it would alone (so its rows are reusable by a
 run that asks that member alone, and a killed run resumes per member); the pooled distribution is a read-time
 transform, like pool calibration, and is never stored. Pooling is log-linear with equal weights (the
-normalised geometric mean of the members' calibrated distributions): a label wins when no member finds it
+normalised geometric mean of the members' calibrated distributions), or with the weights given
+(``--teacher a,b*2``: the weighted geometric mean): a label wins when no member finds it
 unlikely, and a member that is sure counts for more than one that is not. bench/ensemble.py measured it
 against each member alone and against other weightings.
 
@@ -42,14 +43,16 @@ def log_linear_pool(probs: Sequence[np.ndarray], weights: Sequence[float] | None
     return out / out.sum(axis=-1, keepdims=True)
 
 
-def pooled_rows(member_rows: Sequence[Sequence[LabelRow]], labels: Sequence[str]) -> list[LabelRow]:
+def pooled_rows(member_rows: Sequence[Sequence[LabelRow]], labels: Sequence[str],
+                weights: Sequence[float] | None = None) -> list[LabelRow]:
     """The members' rows for the same texts (same order) -> one row per text with the pooled distribution
-    (``log_linear_pool``); label-token mass is the members' mean, tokens and truncation the first member's."""
+    (``log_linear_pool``, equal weights unless given); label-token mass is the members' mean, tokens and
+    truncation the first member's."""
     if not member_rows or len({len(rows) for rows in member_rows}) > 1:
         raise ValueError("pooled_rows needs one equally long row list per member")
     if not member_rows[0]:
         return []
-    probs = log_linear_pool([np.array([r.probs for r in rows]) for rows in member_rows])
+    probs = log_linear_pool([np.array([r.probs for r in rows]) for rows in member_rows], weights)
     ent = entropy(probs)
     return [LabelRow(text=first.text, probs=tuple(float(p) for p in probs[i]), label=labels[int(probs[i].argmax())],
                      confidence=float(probs[i].max()), entropy=float(ent[i]),
@@ -63,11 +66,21 @@ class Ensemble:
     """Several teachers behind one ``TeacherBackend``: ``key`` and ``details`` name them all."""
 
     members: list  # TeacherBackend each, in the order given
+    weights: tuple[float, ...] | None = None  # in the pool, per member (``--teacher a,b*2``); None: equal
     retried_batches: int = 0
 
     def __post_init__(self) -> None:
         if len(self.members) < 2:
             raise ValueError("an ensemble needs at least two teachers")
+        if self.weights is not None and len(self.weights) != len(self.members):
+            raise ValueError("an ensemble's weights: one per member")
+
+    @property
+    def pooling(self) -> str:
+        """How the members are pooled, as recorded (equal weights keep the words runs before weights recorded)."""
+        if self.weights is None:
+            return "log-linear, equal weights"
+        return "log-linear, weights " + ":".join(f"{w:g}" for w in self.weights)
 
     @property
     def scoring(self) -> ScoringConfig:
@@ -85,7 +98,7 @@ class Ensemble:
     def key(self) -> ScoringKey:
         """Identifies the pooled answers in a run's provenance (the store holds only the members' rows)."""
         return ScoringKey(self.model.sha256, stable_hash({"members": [m.key.config_hash for m in self.members],
-                                                          "pooling": "log-linear, equal weights"}))
+                                                          "pooling": self.pooling}))
 
     @property
     def prompt_style(self) -> str:
@@ -95,7 +108,7 @@ class Ensemble:
 
     @property
     def details(self) -> dict:
-        return {"pooling": "log-linear, equal weights",
+        return {"pooling": self.pooling,
                 "members": [{"teacher": m.model.name, "sha256": m.model.sha256, "config_hash": m.key.config_hash,
                              **m.details} for m in self.members]}
 
@@ -115,7 +128,7 @@ class Ensemble:
         """``pooled_rows`` with this ensemble's labels."""
         if len(member_rows) != len(self.members):
             raise ValueError("pooled needs one row list per member")
-        return pooled_rows(member_rows, self.scoring.labels.names)
+        return pooled_rows(member_rows, self.scoring.labels.names, self.weights)
 
     def score_batches(self, batches: Iterable[list[str]]) -> Iterator[list[LabelRow]]:
         """Pooled rows batch by batch, nothing stored (``label_dataset`` stores each member's rows instead)."""

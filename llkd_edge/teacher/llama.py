@@ -466,5 +466,5 @@ def load_teacher(scoring: ScoringConfig, config: TeacherConfig):
             for teacher in loaded:
                 teacher.close()
             raise
-        return Ensemble(loaded)
+        return Ensemble(loaded, config.weights)
     return Teacher(resolve_teacher(config.model), scoring, config)

@@ -3,6 +3,8 @@ label store like any teacher, alone and in an ensemble with the real Gemma."""
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from llkd_edge.cli import main
@@ -97,3 +99,37 @@ def test_gold_texts_say_when_the_encoder_teacher_would_label_better(bbc_test, mo
     monkeypatch.setattr("llkd_edge.teacher.zeroshot.EncoderTeacher", broken)
     failed = compare_with_encoder(scoring, "gemma3-270m", gold_texts, gold_labels, right, pool, flat_pool)
     assert failed == {"teacher_name": "gemma3-270m", "error": "model.safetensors: No such file"} and advice(failed) is None
+
+
+def test_distill_teacher_auto_pools_gemma_with_the_encoder_where_they_agree_and_records_it(tmp_path):
+    """``distill --teacher auto`` on 48 BBC texts: the real Gemma and the real encoder label the pool, their agreement
+    (kappa of the calibrated labels) is over the line on this topic set, so the run learns from their pool, the
+    encoder weighted 2; the choice is printed and recorded, config.json holds the resolved teacher (its identity the
+    `auto` asked for), and the pool reads back for later stages with the members' weights."""
+    import numpy as np
+
+    from llkd_edge.labels.teacher_choice import AGREEMENT_MIN, POOLED, agreement
+    from llkd_edge.store import text_hash
+    from llkd_edge.student.runs import open_run
+
+    store, out = tmp_path / "labels.sqlite", tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "distill", "bbc-news", "--limit", "48", "--eval-limit", "16", "--max-text-tokens", "64", "--teacher", "auto",
+        "--student", "minilm-l2", "--max-length", "64", "--batch-size", "16", "--epochs", "1", "--learning-curve",
+        "off", "--store", str(store), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"--teacher auto: {POOLED} (the LLM and the encoder teacher agree" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    choice = metrics["teacher_choice"]
+    print(f"\n--teacher auto on 48 BBC texts: {choice}; teacher macro-F1 {metrics['teacher']['macro_f1']}")
+    assert choice["teacher"] == POOLED and choice["agreement"] >= AGREEMENT_MIN and choice["texts"] == 48
+    config = json.loads((out / "config.json").read_text())
+    assert config["identity"]["teacher"]["model"] == "auto" and config["config"]["teacher"]["model"] == POOLED
+    assert [(m["name"], m["weight"]) for m in config["teacher"]["members"]] == [("gemma3-270m", 1.0), ("encoder", 2.0)]
+    run = open_run(out)
+    hashes = [text_hash(r.text) for r in run.pool()]
+    with LabelStore(store) as s:  # the recorded agreement is the two members' stored rows' agreement
+        llm, enc = (np.array([by_hash[h].probs for h in hashes]) for by_hash in
+                    [s.rows(key, hashes) for key in run.member_keys])
+    assert agreement(llm, enc) == pytest.approx(choice["agreement"], abs=1e-3)
+    assert len(run.pool()) == metrics["data"]["pool_size"] == 48 and run.member_weights == (1.0, 2.0)

@@ -89,6 +89,32 @@ def test_the_teacher_option_names_one_teacher_or_several_distinct_ones():
             TeacherConfig(model=bad)
 
 
+def test_a_member_weight_is_a_positive_number_after_a_star():
+    weighted = TeacherConfig(model="gemma3-270m, encoder*2")
+    assert weighted.members == ("gemma3-270m", "encoder") and weighted.weights == (1.0, 2.0)
+    assert TeacherConfig(model="a*0.5,b").weights == (0.5, 1.0) and TeacherConfig(model="a,b").weights is None
+    for bad in ("a*2", "a,b*0", "a,b*-1", "a,b*x", "a,b*2*3", "a,b*inf", "a,b*nan", "a,b*"):
+        with pytest.raises(UserError, match=r"weight|ensemble"):
+            TeacherConfig(model=bad)
+    with pytest.raises(UserError, match="distill makes"):  # `auto` is resolved by distill, never opened as a name
+        from llkd_edge.teacher.backend import open_backend
+
+        open_backend(ScoringConfig(labels=LABELS), TeacherConfig(model="auto"))
+
+
+def test_weights_change_the_pool_its_key_and_its_record_but_equal_ones_keep_the_old_key():
+    plain, weighted = Ensemble([Member("a"), Member("b")]), Ensemble([Member("a"), Member("b")], (1.0, 3.0))
+    assert plain.key != weighted.key and plain.key == Ensemble([Member("a"), Member("b")]).key
+    assert plain.details["pooling"] == "log-linear, equal weights"  # as runs before weights recorded it
+    assert weighted.details["pooling"] == "log-linear, weights 1:3"
+    rows = [[row("x", (0.7, 0.2, 0.1))], [row("x", (0.3, 0.6, 0.1))]]
+    assert plain.pooled(rows)[0].label == "business" and weighted.pooled(rows)[0].label == "sport"
+    p = np.array([0.7, 0.2, 0.1]) ** 0.25 * np.array([0.3, 0.6, 0.1]) ** 0.75
+    assert np.allclose(weighted.pooled(rows)[0].probs, p / p.sum())
+    with pytest.raises(ValueError):
+        Ensemble([Member("a"), Member("b")], (1.0,))
+
+
 def test_distilling_from_a_store_pools_the_texts_every_member_labelled(tmp_path):
     from types import SimpleNamespace
 
@@ -110,6 +136,10 @@ def test_distilling_from_a_store_pools_the_texts_every_member_labelled(tmp_path)
     assert np.allclose(pool.rows[1].probs, p / p.sum()) and pool.rows[1].label == "tech"
     limited, _ = _pool_from_store(SimpleNamespace(data=path, limit=1), Ensemble([a, b]), progress=False)
     assert limited.texts == ["x"]
+    weighted, _ = _pool_from_store(SimpleNamespace(data=path, limit=None), Ensemble([a, b], (1.0, 3.0)),
+                                   progress=False)
+    p = np.array([0.2, 0.2, 0.6]) ** 0.25 * np.array([0.1, 0.1, 0.8]) ** 0.75
+    assert np.allclose(weighted.rows[1].probs, p / p.sum())  # the weights reach what the student learns from
     with pytest.raises(StoreError, match="no rows for c"):
         _pool_from_store(SimpleNamespace(data=path, limit=None), Ensemble([a, Member("c")]), progress=False)
 

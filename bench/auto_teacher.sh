@@ -1,0 +1,22 @@
+#!/bin/bash
+# Issue 47: `distill --teacher auto` (labels/teacher_choice.py: the LLM and the encoder teacher label the pool; their
+# pool, the encoder weighted 2, where they agree beyond chance, else the LLM) against today's default teacher (the
+# LLM alone), the default student otherwise (minilm-l6, LLKD, relabelled, random head at 3e-4), paired: the same
+# pool, test texts and seed as bench/probe_head.sh's `random` cells, whose label stores are copied here first (the
+# LLM's rows are read back, the encoder's are added: seconds). Seeds in the outer loop; resumes.
+#     bash bench/auto_teacher.sh; .venv/bin/python -m bench.auto_teacher_report
+cd "$(dirname "$0")/.."
+W=runs/auto_teacher
+mkdir -p $W
+SETS="20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment"
+for ds in $SETS; do [ -f $W/labels-$ds.sqlite ] || cp runs/probe_head/labels-$ds.sqlite $W/labels-$ds.sqlite; done
+run() {  # dataset seed
+  local ds=$1 seed=$2 out=$W/$1-auto-s$2 size="--limit 600 --eval-limit 200"
+  [ -f $out/metrics.json ] && return
+  [ $ds = 20ng-hardware ] && size="--limit 800 --eval-limit 300"
+  .venv/bin/llkd-edge distill $ds $size --seed $seed --store $W/labels-$ds.sqlite --learning-curve off --teacher auto \
+    --head random --learning-rate 3e-4 --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
+}
+for seed in 0 1; do for ds in $SETS; do run $ds $seed; done; done
+bash bench/probe_head.sh random 2  # the baseline's seed 2 (seeds 0-1 are done there)
+for ds in $SETS; do run $ds 2; done
