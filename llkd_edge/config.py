@@ -104,6 +104,7 @@ def default_threads() -> int:
 
 
 WEIGHT_MARK = "*"  # --teacher a,b*2: b's weight in the ensemble's log-linear pool
+MAX_WEIGHT = 1e6  # a member's largest weight: the pool's sum of weights stays finite
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,11 @@ class TeacherConfig:
                 weight = float(part[1]) if len(part) == 2 else 1.0 if len(part) == 1 else -1.0
             except ValueError:
                 weight = -1.0
-            if not (0 < weight < float("inf")):
-                raise UserError(f"--teacher {self.model!r}: a member's weight is a positive number after "
-                                f"{WEIGHT_MARK} (e.g. {DEFAULT_TEACHER},encoder{WEIGHT_MARK}2)")
+            if not (0 < weight <= MAX_WEIGHT):
+                raise UserError(f"--teacher {self.model!r}: a member's weight is a positive number up to {MAX_WEIGHT:g} "
+                                f"after {WEIGHT_MARK} (e.g. {DEFAULT_TEACHER},encoder{WEIGHT_MARK}2)")
             weights.append(weight)
-        return tuple(weights)
+        return None if len(set(weights)) == 1 else tuple(weights)  # a*2,b*2 pools as a,b does
 
 
 BACKENDS = ("local", "ray")

@@ -25,7 +25,7 @@ def distill_summary(run_dir: str, m: dict) -> None:
     """What `distill` prints: the prompt choice, the labels' checks, the student against the teacher, timings."""
     _prompt_choice(m.get("prompt_choice"))
     if choice := m.get("teacher_choice"):
-        click.echo(f"--teacher auto: {choice['teacher']} ({choice['why']})")
+        click.echo(f"--teacher auto: {choice.get('teacher')} ({choice.get('why', '')})")
     sel, data = m["selection"], m["data"]
     _gold(m.get("gold"))
     if m.get("relabel"):

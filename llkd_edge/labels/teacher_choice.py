@@ -23,8 +23,8 @@ import numpy as np
 from ..config import DEFAULT_TEACHER, WEIGHT_MARK, DistillConfig
 from ..data import Dataset, text_key
 from ..distributions import batch_calibrated, pool_prior
-from ..errors import UserError
-from ..files import read_json, write_json
+from ..errors import DataError, UserError
+from ..files import lies_inside, read_json, write_json
 from ..teacher.zeroshot import NAME as ENCODER
 from .labelling import label_dataset
 
@@ -36,8 +36,8 @@ CHOICE_FILE = "teacher_choice.json"
 
 
 def agreement(first: np.ndarray, second: np.ndarray) -> float:
-    """Cohen's kappa between two teachers' labels of the same texts, each read pool-calibrated (its own mean over
-    the texts divided out, as distill reads a pool): 0 at chance, 1 when they always agree."""
+    """Cohen's kappa between two teachers' labels of the same texts, each read batch-calibrated (its own mean over
+    the texts divided out, as distill reads a pool by default): 0 at chance, 1 when they always agree."""
     a = batch_calibrated(first, pool_prior(first)).argmax(1)
     b = batch_calibrated(second, pool_prior(second)).argmax(1)
     k = first.shape[1]
@@ -49,13 +49,41 @@ def agreement(first: np.ndarray, second: np.ndarray) -> float:
 def choose(llm: np.ndarray, encoder: np.ndarray) -> dict:
     """The record of the choice from the two teachers' rows on the pool texts, (N, K) each."""
     kappa = round(agreement(llm, encoder), 4) if len(llm) else 0.0
-    pooled = kappa >= AGREEMENT_MIN
+    return {**choose_record(kappa >= AGREEMENT_MIN, kappa), "texts": len(llm)}
+
+
+def choose_record(pooled: bool, kappa: float) -> dict:
+    """The choice as recorded and said: the teacher taken, the agreement and why."""
     return {"teacher": POOLED if pooled else ALONE, "agreement": kappa, "agreement_min": AGREEMENT_MIN,
-            "texts": len(llm), "candidates": [ALONE, POOLED],
+            "candidates": [ALONE, POOLED],
             "why": (f"the LLM and the encoder teacher agree on the pool (kappa {kappa:.2f} >= {AGREEMENT_MIN}): "
                     f"their pool, the encoder weighted {ENCODER_WEIGHT}" if pooled else
                     f"the LLM and the encoder teacher hardly agree on the pool (kappa {kappa:.2f} < {AGREEMENT_MIN}): "
                     "one of them cannot read the task, so the LLM alone")}
+
+
+def check_auto(config: DistillConfig, source: Dataset | None) -> None:
+    """What ``--teacher auto`` needs, checked before any teacher or student time: one line when it is missing."""
+    if source is None or config.label_budget or config.prompt == "auto" or config.backend != "local":
+        raise UserError("--teacher auto labels every pool text with both teachers in this process, the prompt as "
+                        "given: give a data file (not a label store), without --label-budget, --prompt auto and "
+                        f"--backend ray, or name the teacher ({ALONE}, or {POOLED})")
+
+
+def _read_choice(path: Path, run_dir: Path) -> dict:
+    """A kept choice, checked field by field (the folder may come from someone else): one line when it is not one."""
+    try:
+        if not path.is_file() or not lies_inside(run_dir, path) or path.stat().st_size > 65536:
+            raise ValueError("not a small file in the run folder")
+        record = read_json(path)
+        kappa = record["agreement"]
+        if (record["teacher"] not in (ALONE, POOLED) or isinstance(kappa, bool)
+                or not isinstance(kappa, (int, float)) or not -1.0 <= kappa <= 1.0
+                or (kappa >= AGREEMENT_MIN) != (record["teacher"] == POOLED)):  # made by this rule, this line
+            raise ValueError("not a choice")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a teacher choice of this version; choose another --out") from None
+    return {**choose_record(record["teacher"] == POOLED, float(kappa)), "texts": record.get("texts")}
 
 
 def auto_teacher(config: DistillConfig, source: Dataset | None, held_out: set[str], run_dir: Path, progress: bool,
@@ -63,19 +91,11 @@ def auto_teacher(config: DistillConfig, source: Dataset | None, held_out: set[st
     """``--teacher auto``: the config with the teacher chosen, and the choice's record, kept in RUN_DIR so a resumed
     run learns from the teacher it started with. ``held_out``: the ``data.text_key`` of the eval and gold texts,
     left out of the agreement as of the pool; ``open_teacher(scoring, teacher_config)`` opens a teacher."""
+    check_auto(config, source)
     path = run_dir / CHOICE_FILE
-    if path.exists():  # a resumed run: its choice, checked (the folder may come from someone else)
-        try:
-            record = read_json(path)
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get("teacher") not in (ALONE, POOLED):
-            raise UserError(f"{path}: not a teacher choice of this version; choose another --out")
+    if path.exists() or path.is_symlink():  # a resumed run: its choice, checked
+        record = _read_choice(path, run_dir)
     else:
-        if source is None or config.label_budget or config.prompt == "auto":
-            raise UserError("--teacher auto labels every pool text with both teachers, the prompt as given: "
-                            "give a data file (not a label store), without --label-budget and --prompt auto, "
-                            f"or name the teacher ({ALONE}, or {POOLED})")
         both = open_teacher(config.scoring, replace(config.teacher, model=f"{ALONE},{ENCODER}"))
         try:
             rows = [label_dataset(source, member, config.store, progress=progress, role="pool", member=True).rows
@@ -83,7 +103,11 @@ def auto_teacher(config: DistillConfig, source: Dataset | None, held_out: set[st
         finally:
             both.close()
         kept = [i for i, r in enumerate(rows[0]) if text_key(r.text) not in held_out]
-        llm, enc = (np.array([rows[m][i].probs for i in kept], dtype=np.float64).reshape(len(kept), -1)
+        if not kept:
+            raise DataError("--teacher auto: every pool text is also an eval or gold text; nothing to choose on "
+                            "(give a pool apart from the eval set)")
+        k = len(config.scoring.labels.names)
+        llm, enc = (np.array([rows[m][i].probs for i in kept], dtype=np.float64).reshape(len(kept), k)
                     for m in (0, 1))
         record = choose(llm, enc)
         write_json(path, record)

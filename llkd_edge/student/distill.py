@@ -407,11 +407,19 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
     inputs = read_inputs(config)  # 1. inputs
     config = inputs.config
     run_identity = identity(config)  # as asked: with --prompt auto, before a prompt is chosen
+    if config.teacher.model == AUTO_TEACHER:  # before any folder is made or --student auto spends its timing
+        from ..labels.teacher_choice import check_auto
+
+        check_auto(config, inputs.source)
     run_dir = prepare_run_folder(Path(config.out), run_identity, resume, ("identity",), "run")
+    auto = config.teacher.model == AUTO_TEACHER or config.train.student == "auto"
+    if auto and not (run_dir / "config.json").exists():  # a choice is kept in RUN_DIR before the provenance is
+        write_json(run_dir / "config.json", {"identity": run_identity})  # written: the identity now, so it resumes
     student_choice = None
     if config.train.student == "auto":  # before the teacher: a budget no student meets fails in a minute, not hours
         config, student_choice = auto_student(config, inputs, run_dir, progress, choose_student)
         inputs = replace(inputs, config=config)  # the later phases read the config from here
+
     def open_teacher(scoring, teacher_config):
         return (teacher_factory(scoring, teacher_config) if teacher_factory else
                 open_backend(scoring, teacher_config, config.backend, config.ray, progress))

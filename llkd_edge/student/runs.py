@@ -31,6 +31,7 @@ from typing import TypedDict
 
 import numpy as np
 
+from ..config import MAX_WEIGHT
 from ..data import Dataset, builtin_spec, eval_dataset, read_dataset, text_key
 from ..errors import DataError, UserError
 from ..files import lies_inside, read_json
@@ -243,7 +244,7 @@ class Run:
         if not any("weight" in m for m in members):
             return None
         weights = tuple(m.get("weight") for m in members)
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < float("inf") for w in weights):
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w <= MAX_WEIGHT for w in weights):
             raise DataError(f"{self.path}: config.json's teacher members have weights that are not positive numbers")
         return tuple(float(w) for w in weights)
 
@@ -462,6 +463,12 @@ def _check_record(run: Run) -> None:
             raise TypeError(name)
     if not all(isinstance(teacher[k], str) for k in ("sha256", "config_hash")):
         raise TypeError("teacher")
+    members = teacher.get("members")
+    if members is not None and not (isinstance(members, list) and all(
+            isinstance(m, dict) and isinstance(m.get("sha256"), str) and isinstance(m.get("config_hash"), str)
+            for m in members)):
+        raise TypeError("teacher members")
+    run.member_weights  # noqa: B018  (weights that are not positive numbers fail here, in one line)
     if not all(isinstance(t, str) and isinstance(g, str) for t, g in config["scoring"]["few_shot"]):
         raise TypeError("few_shot")
     if not isinstance(run.metrics["data"].get("pool_size", 0), int):

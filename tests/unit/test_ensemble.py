@@ -93,7 +93,8 @@ def test_a_member_weight_is_a_positive_number_after_a_star():
     weighted = TeacherConfig(model="gemma3-270m, encoder*2")
     assert weighted.members == ("gemma3-270m", "encoder") and weighted.weights == (1.0, 2.0)
     assert TeacherConfig(model="a*0.5,b").weights == (0.5, 1.0) and TeacherConfig(model="a,b").weights is None
-    for bad in ("a*2", "a,b*0", "a,b*-1", "a,b*x", "a,b*2*3", "a,b*inf", "a,b*nan", "a,b*"):
+    assert TeacherConfig(model="a*3,b*3").weights is None  # equal weights pool as none do
+    for bad in ("a*2", "a,b*0", "a,b*-1", "a,b*x", "a,b*2*3", "a,b*inf", "a,b*nan", "a,b*", "a*1e300,b*1e300"):
         with pytest.raises(UserError, match=r"weight|ensemble"):
             TeacherConfig(model=bad)
     with pytest.raises(UserError, match="distill makes"):  # `auto` is resolved by distill, never opened as a name

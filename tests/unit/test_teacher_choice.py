@@ -58,15 +58,45 @@ def never(*_):
 
 def test_a_resumed_run_keeps_its_choice_and_a_forged_one_is_refused(tmp_path):
     (tmp_path / CHOICE_FILE).write_text(json.dumps({"teacher": POOLED, "agreement": 0.5}))
-    chosen, record = auto_teacher(config(tmp_path), None, set(), tmp_path, False, never)
+    chosen, record = auto_teacher(config(tmp_path), object(), set(), tmp_path, False, never)
     assert chosen.teacher.model == POOLED and record["agreement"] == 0.5
-    for forged in ({"teacher": "/etc/passwd"}, {"teacher": "openai:http://evil/v1"}, ["x"], "not json {"):
+    assert "agree on the pool (kappa 0.50" in record["why"]  # said again from the checked fields, not read
+    for forged in ({"teacher": "/etc/passwd", "agreement": 0.5}, {"teacher": "openai:http://evil/v1"}, ["x"],
+                   "not json {", {"teacher": POOLED}, {"teacher": POOLED, "agreement": "high"},
+                   {"teacher": POOLED, "agreement": 0.01}, {"teacher": ALONE, "agreement": 0.9},
+                   {"teacher": POOLED, "agreement": 7}):
         (tmp_path / CHOICE_FILE).write_text(forged if isinstance(forged, str) else json.dumps(forged))
         with pytest.raises(UserError, match="not a teacher choice"):
-            auto_teacher(config(tmp_path), None, set(), tmp_path, False, never)
+            auto_teacher(config(tmp_path), object(), set(), tmp_path, False, never)
+    outside = tmp_path.parent / "elsewhere.json"  # a link out of the run folder is not followed
+    outside.write_text(json.dumps({"teacher": POOLED, "agreement": 0.5}))
+    (tmp_path / CHOICE_FILE).unlink()
+    (tmp_path / CHOICE_FILE).symlink_to(outside)
+    with pytest.raises(UserError, match="not a teacher choice"):
+        auto_teacher(config(tmp_path), object(), set(), tmp_path, False, never)
 
 
 def test_auto_asks_for_a_data_file_and_the_prompt_as_given(tmp_path):
-    for changes, source in (({}, None), ({"prompt": "auto"}, object()), ({"label_budget": 0.5}, object())):
+    for changes, source in (({}, None), ({"prompt": "auto"}, object()), ({"label_budget": 0.5}, object()),
+                            ({"backend": "ray"}, object())):
         with pytest.raises(UserError, match="--teacher auto labels every pool text"):
             auto_teacher(config(tmp_path, **changes), source, set(), tmp_path, False, never)
+
+
+def test_a_run_killed_after_its_choice_but_before_its_provenance_resumes(tmp_path):
+    """distill writes {"identity": ...} to config.json before an auto choice is kept in RUN_DIR, so a run killed
+    between the choice and its full provenance is still a run of that config (not "not an llkd-edge run")."""
+    from llkd_edge.config import identity
+    from llkd_edge.files import write_json
+    from llkd_edge.student.runs import prepare_run_folder
+
+    run = tmp_path / "run"
+    from llkd_edge.config import TeacherConfig
+
+    ident = identity(config(tmp_path, teacher=TeacherConfig(model="auto")))
+    prepare_run_folder(run, ident, False, ("identity",), "run")
+    write_json(run / "config.json", {"identity": ident})
+    (run / CHOICE_FILE).write_text(json.dumps({"teacher": POOLED, "agreement": 0.5}))
+    assert prepare_run_folder(run, ident, True, ("identity",), "run") == run
+    with pytest.raises(UserError, match="pass --resume"):
+        prepare_run_folder(run, ident, False, ("identity",), "run")
