@@ -18,5 +18,7 @@ run() {  # dataset seed
     --head random --learning-rate 3e-4 --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
 }
 for seed in 0 1; do for ds in $SETS; do run $ds $seed; done; done
-bash bench/probe_head.sh random 2  # the baseline's seed 2 (seeds 0-1 are done there)
-for ds in $SETS; do run $ds 2; done
+for ds in bbc-news 20newsgroups reuters-r8 20ng-hardware election-tweets slo-sentiment; do
+  bash bench/probe_head.sh random 2 $ds  # the baseline's seed 2 (seeds 0-1 are done there), then auto's
+  run $ds 2
+done

@@ -8,7 +8,7 @@
 # probe's 1e-4 (random1, seed 0 only: it answered the rate question there), on the same stores and seeds (probe3
 # first); seed 2 of the main pair and of probe3 last.
 #     bash bench/probe_head.sh; .venv/bin/python -m bench.probe_head_report
-# (bench/auto_teacher.sh runs `bash bench/probe_head.sh random 2` for its seed-2 baseline)
+# (bench/auto_teacher.sh runs `bash bench/probe_head.sh random 2 SET` for its seed-2 baseline)
 cd "$(dirname "$0")/.."
 W=runs/probe_head
 mkdir -p $W
@@ -26,7 +26,8 @@ run() {  # dataset variant seed
     --out $out --resume > $out.log 2>&1 || echo "failed: $out (see $out.log)"
 }
 SETS="20newsgroups bbc-news 20ng-hardware reuters-r8 election-tweets slo-sentiment"
-if [ $# = 2 ]; then for ds in $SETS; do run $ds $1 $2; done; exit; fi  # one variant and seed: `probe_head.sh random 2`
+# one variant and seed, on every set or the one named: `probe_head.sh random 2 [bbc-news]`
+if [ $# -ge 2 ]; then for ds in ${3:-$SETS}; do run $ds $1 $2; done; exit; fi
 for seed in 0 1; do for ds in $SETS; do for variant in random probe; do run $ds $variant $seed; done; done; done
 for seed in 0 1; do for ds in $SETS; do run $ds probe3 $seed; done; done
 for ds in $SETS; do run $ds random1 0; done
