@@ -58,6 +58,18 @@ def main() -> None:
     table = markdown_table(["set", "seeds", "--teacher auto took", "agreement", "teacher: LLM", "teacher: auto",
                             "student, LLM's labels", "student, auto's labels", "auto - LLM (per seed)",
                             "auto student - its teacher"], rows)
+    probe_rows = []  # the probe head (lr 1e-4) on auto's labels, seed 0, beside the random head and the LLM's labels
+    for d in SETS:
+        got = {v: cell((AUTO if v.startswith("auto") else BASE) / f"{d}-{v}-s0")
+               for v in ("random", "probe", "auto", "autoprobe")}
+        if got["autoprobe"] and all(got.values()):
+            cells[f"{d}/autoprobe/s0"] = got["autoprobe"]
+            probe_rows.append([d, f"{got['auto']['teacher']:.3f}",
+                               *(f"{got[v]['student']:.3f}" for v in ("random", "probe", "auto", "autoprobe"))])
+    if probe_rows:
+        table += "\n\nThe probe head (lr 1e-4) on auto's labels, seed 0: student test macro-F1\n\n" + markdown_table(
+            ["set", "auto's teacher", "LLM labels, random head", "LLM labels, probe head", "auto, random head",
+             "auto, probe head"], probe_rows)
     write_report(RESULTS / "auto_teacher.json", {"command": command(), "machine": machine(2), "cells": cells,
                                                  "summary": summary},
                  f"`{command()}`\n\nDefault student (minilm-l6, random head, lr 3e-4) test macro-F1, mean (per seed), "
