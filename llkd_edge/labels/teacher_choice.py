@@ -38,12 +38,13 @@ CHOICE_FILE = "teacher_choice.json"
 def agreement(first: np.ndarray, second: np.ndarray) -> float:
     """Cohen's kappa between two teachers' labels of the same texts, each read batch-calibrated (its own mean over
     the texts divided out, as distill reads a pool by default): 0 at chance, 1 when they always agree."""
+    from sklearn.metrics import cohen_kappa_score
+
     a = batch_calibrated(first, pool_prior(first)).argmax(1)
     b = batch_calibrated(second, pool_prior(second)).argmax(1)
-    k = first.shape[1]
-    observed = float(np.mean(a == b))
-    expected = float(np.sum(np.bincount(a, minlength=k) * np.bincount(b, minlength=k))) / len(a) ** 2
-    return 1.0 if expected >= 1.0 else (observed - expected) / (1.0 - expected)
+    if len(set(a.tolist()) | set(b.tolist())) == 1:
+        return 1.0  # both give one and the same label everywhere: kappa is 0/0 there
+    return float(cohen_kappa_score(a, b))
 
 
 def choose(llm: np.ndarray, encoder: np.ndarray) -> dict:
